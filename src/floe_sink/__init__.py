@@ -1,0 +1,104 @@
+"""floe-sink: reverse ETL from Apache Iceberg to SaaS APIs and operational databases.
+
+The core: the pluggy ``SinkConnector`` contract (:data:`hookspec`, :data:`hookimpl`,
+:class:`SinkConnector`), the plugin manager, the models, errors, tracing, and the Arrow
+primitives every sink shares. Importing it is cheap: pyarrow-, tenacity- and YAML-based parts
+load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from floe_sink.connector import HOOK_NAMES, SinkConnector, as_sink_connector
+from floe_sink.errors import (
+    ErrorCategory,
+    FloeSinkError,
+    PluginConflictError,
+    PluginLoadError,
+    SinkConfigurationError,
+    SinkConnectionError,
+    SinkError,
+    SinkNotFoundError,
+    SinkWriteError,
+)
+from floe_sink.hookspecs import SinkConnectorSpec, hookimpl, hookspec
+from floe_sink.manager import SinkPluginManager, get_plugin_manager
+from floe_sink.models import EgressResult, SinkConfig, converter, structure
+from floe_sink.tracing import egress_span, record_egress_error, record_egress_result
+
+if TYPE_CHECKING:
+    from floe_sink.checksum import Checksum, checksum_of
+    from floe_sink.chunking import as_batches, iter_chunks
+    from floe_sink.idempotency import idempotency_key
+    from floe_sink.mapping import apply_field_mapping, mapped_schema
+    from floe_sink.retry import RetryPolicy, parse_retry_after, retrying
+
+__version__ = "0.1.0"
+
+# Loaded on first access, so that `import floe_sink` does not pay for pyarrow or tenacity.
+_LAZY: dict[str, str] = {
+    "Checksum": "floe_sink.checksum",
+    "checksum_of": "floe_sink.checksum",
+    "as_batches": "floe_sink.chunking",
+    "iter_chunks": "floe_sink.chunking",
+    "idempotency_key": "floe_sink.idempotency",
+    "apply_field_mapping": "floe_sink.mapping",
+    "mapped_schema": "floe_sink.mapping",
+    "RetryPolicy": "floe_sink.retry",
+    "parse_retry_after": "floe_sink.retry",
+    "retrying": "floe_sink.retry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'floe_sink' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "HOOK_NAMES",
+    "Checksum",
+    "EgressResult",
+    "ErrorCategory",
+    "FloeSinkError",
+    "PluginConflictError",
+    "PluginLoadError",
+    "RetryPolicy",
+    "SinkConfig",
+    "SinkConfigurationError",
+    "SinkConnectionError",
+    "SinkConnector",
+    "SinkConnectorSpec",
+    "SinkError",
+    "SinkNotFoundError",
+    "SinkPluginManager",
+    "SinkWriteError",
+    "__version__",
+    "apply_field_mapping",
+    "as_batches",
+    "as_sink_connector",
+    "checksum_of",
+    "converter",
+    "egress_span",
+    "get_plugin_manager",
+    "hookimpl",
+    "hookspec",
+    "idempotency_key",
+    "iter_chunks",
+    "mapped_schema",
+    "parse_retry_after",
+    "record_egress_error",
+    "record_egress_result",
+    "retrying",
+    "structure",
+]

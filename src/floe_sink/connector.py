@@ -1,0 +1,129 @@
+"""``SinkConnector``: the contract as an abstract base class.
+
+Two ways to be a connector:
+
+* subclass :class:`SinkConnector` (alone or as a mixin next to other bases) and implement the
+  four methods; an instance registers with the plugin manager as is, no markers needed;
+* write any class whose four methods carry ``@floe_sink.hookimpl``: ``isinstance`` recognises
+  its instances too (a structural check, like :class:`collections.abc.Iterable`).
+
+Modules cannot be instances of anything, so :func:`as_sink_connector` wraps a plugin module (or
+any plugin object) into a connector that delegates to it.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Any
+
+from floe_sink.hookspecs import PROJECT_NAME
+
+if TYPE_CHECKING:
+    from floe_sink.models import EgressResult, SinkConfig
+
+__all__ = ["HOOK_NAMES", "SinkConnector", "as_sink_connector", "is_hookimpl"]
+
+HOOK_NAMES: tuple[str, ...] = (
+    "list_available_sinks",
+    "create_sink",
+    "write",
+    "get_source_config",
+)
+"""The four operations of the contract, in their documented order."""
+
+_IMPL_ATTR = PROJECT_NAME + "_impl"  # where pluggy's HookimplMarker records its options
+
+
+def is_hookimpl(function: object) -> bool:
+    """True when ``function`` is marked with ``@floe_sink.hookimpl``."""
+    return getattr(function, _IMPL_ATTR, None) is not None
+
+
+class SinkConnector(abc.ABC):
+    """A sink plugin: lists its sink types, builds sinks, writes Arrow data, names its source.
+
+    Subclass it and implement the four methods; register an instance with
+    ``get_plugin_manager().register(instance)`` or expose it through the ``floe_sink`` entry
+    point. A subclass missing any method cannot be instantiated.
+    """
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def list_available_sinks(self) -> list[str]:
+        """Return the sink types this connector provides."""
+
+    @abc.abstractmethod
+    def create_sink(self, config: SinkConfig) -> Any:
+        """Validate ``config`` and return the sink object for ``config.sink_type``."""
+
+    @abc.abstractmethod
+    def write(self, sink: Any, data: Any) -> EgressResult:
+        """Deliver ``data`` (a ``pyarrow.Table`` or RecordBatches) to ``sink``."""
+
+    @abc.abstractmethod
+    def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any]:
+        """Return the Iceberg read configuration for ``catalog_config``."""
+
+    @classmethod
+    def __subclasshook__(cls, subclass: type) -> bool:
+        # Only the ABC itself answers structurally; a concrete subclass keeps the ordinary
+        # nominal check, so isinstance(x, MyConnector) means what it says.
+        if cls is SinkConnector and all(
+            is_hookimpl(getattr(subclass, name, None)) for name in HOOK_NAMES
+        ):
+            return True
+        return NotImplemented  # type: ignore[no-any-return]
+
+
+class _PluginConnector(SinkConnector):
+    """A connector that delegates to a plugin module or object with the four hookimpls."""
+
+    __slots__ = ("plugin",)
+
+    def __init__(self, plugin: object) -> None:
+        self.plugin = plugin
+
+    def __repr__(self) -> str:
+        name = getattr(self.plugin, "__name__", type(self.plugin).__name__)
+        return f"<SinkConnector adapter for {name}>"
+
+    def list_available_sinks(self) -> list[str]:
+        return list(self.plugin.list_available_sinks())  # type: ignore[attr-defined]
+
+    def create_sink(self, config: SinkConfig) -> Any:
+        return self.plugin.create_sink(config=config)  # type: ignore[attr-defined]
+
+    def write(self, sink: Any, data: Any) -> EgressResult:
+        return self.plugin.write(sink=sink, data=data)  # type: ignore[attr-defined,no-any-return]
+
+    def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any]:
+        return self.plugin.get_source_config(  # type: ignore[attr-defined,no-any-return]
+            catalog_config=catalog_config
+        )
+
+
+def as_sink_connector(plugin: object) -> SinkConnector:
+    """Adapt a registered plugin (module or object) into a :class:`SinkConnector`.
+
+    A connector is returned as is.
+
+    Args:
+        plugin: A plugin with all four hooks implemented as ``@floe_sink.hookimpl`` functions.
+
+    Returns:
+        A connector whose methods call the plugin's hooks.
+
+    Raises:
+        TypeError: When the plugin lacks one or more of the four hooks (they are named).
+    """
+    if isinstance(plugin, SinkConnector):
+        return plugin
+    missing = [name for name in HOOK_NAMES if not is_hookimpl(getattr(plugin, name, None))]
+    if missing:
+        name = getattr(plugin, "__name__", type(plugin).__name__)
+        raise TypeError(
+            f"{name} is not a SinkConnector: missing @floe_sink.hookimpl for "
+            f"{', '.join(missing)} (all of {', '.join(HOOK_NAMES)} are required)"
+        )
+    return _PluginConnector(plugin)

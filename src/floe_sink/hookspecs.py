@@ -1,0 +1,114 @@
+"""The ``SinkConnector`` contract as pluggy hook specifications.
+
+A sink plugin is a module or an object with one or more of these four functions, each marked
+with :data:`floe_sink.hookimpl`, found through the ``floe_sink`` entry-point group (or registered
+in code with ``get_plugin_manager().register(plugin)``). The manager routes ``create_sink`` and
+``write`` to the one plugin that listed the sink type, so an implementation only ever sees its
+own sinks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from floe_sink.models import EgressResult, SinkConfig
+
+__all__ = ["PROJECT_NAME", "SinkConnectorSpec", "hookimpl", "hookspec"]
+
+PROJECT_NAME = "floe_sink"
+"""The pluggy project name, also the entry-point group."""
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+"""Marks a hook specification (used by floe-sink itself)."""
+
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+"""Marks a plugin's implementation of a hook: ``@floe_sink.hookimpl``."""
+
+
+class SinkConnectorSpec:
+    """The four hooks of the ``SinkConnector`` contract."""
+
+    @hookspec
+    def list_available_sinks(self) -> list[str]:  # type: ignore[empty-body]
+        """Return the sink types this plugin provides.
+
+        Every plugin's list is collected; a sink type claimed by two plugins is an error that
+        names both.
+
+        Example::
+
+            @floe_sink.hookimpl
+            def list_available_sinks() -> list[str]:
+                return ["webhook"]
+        """
+
+    @hookspec(firstresult=True)
+    def create_sink(self, config: SinkConfig) -> Any:
+        """Validate ``config`` and return the sink object for ``config.sink_type``.
+
+        Only the plugin that listed ``config.sink_type`` is called. The sink object is
+        whatever the plugin's ``write`` needs: a client, a dlt destination, a small record.
+        Raise :class:`~floe_sink.SinkConfigurationError` naming the key for a bad config.
+
+        Example::
+
+            @floe_sink.hookimpl
+            def create_sink(config: floe_sink.SinkConfig) -> WebhookSink:
+                url = config.connection_config.get("url")
+                if not url:
+                    raise floe_sink.SinkConfigurationError(
+                        "connection_config.url is required", sink_type=config.sink_type
+                    )
+                return WebhookSink(url=url, batch_size=config.batch_size or 100)
+        """
+
+    @hookspec(firstresult=True)
+    def write(self, sink: Any, data: Any) -> EgressResult | None:
+        """Deliver ``data`` to ``sink`` and return an :class:`~floe_sink.EgressResult`.
+
+        ``data`` is a ``pyarrow.Table`` or an iterable of ``pyarrow.RecordBatch``. Only the
+        plugin that created ``sink`` is called; the manager wraps the call in an OpenTelemetry
+        egress span, so a plugin is traced without doing anything. Use
+        :func:`floe_sink.iter_chunks`, :class:`floe_sink.Checksum` and
+        :func:`floe_sink.idempotency_key` for the parts every sink shares.
+
+        Example::
+
+            @floe_sink.hookimpl
+            def write(sink: WebhookSink, data: pa.Table) -> floe_sink.EgressResult:
+                checksum = floe_sink.Checksum()
+                rows = 0
+                for position, batch in enumerate(floe_sink.iter_chunks(data, sink.batch_size)):
+                    checksum.update(batch)
+                    key = floe_sink.idempotency_key("webhook", batch, position)
+                    httpx.post(sink.url, json=batch.to_pylist(),
+                               headers={"Idempotency-Key": key}).raise_for_status()
+                    rows += batch.num_rows
+                return floe_sink.EgressResult(
+                    success=True, rows_delivered=rows, checksum=checksum.hexdigest()
+                )
+        """
+
+    @hookspec(firstresult=True)
+    def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any] | None:
+        """Return the read configuration of the Iceberg (Gold layer) source.
+
+        ``catalog_config`` holds the pyiceberg catalog properties (``name``, ``type``,
+        ``uri``, ``warehouse``, ...) and the ``table`` to read. The result is a dict with
+        ``catalog_name``, ``catalog_properties`` and ``table`` that the command hands to
+        pyiceberg. A missing table is a :class:`~floe_sink.SinkConfigurationError`.
+
+        Example::
+
+            @floe_sink.hookimpl
+            def get_source_config(catalog_config: dict) -> dict:
+                props = dict(catalog_config)
+                table = props.pop("table", None)
+                if not table:
+                    raise floe_sink.SinkConfigurationError("catalog_config.table is required")
+                return {"catalog_name": props.pop("name", "default"),
+                        "catalog_properties": props, "table": table}
+        """

@@ -1,0 +1,380 @@
+"""The plugin manager: discovery through entry points, routing by sink type, tracing.
+
+:func:`get_plugin_manager` returns a :class:`SinkPluginManager` with every plugin of the
+``floe_sink`` entry-point group loaded. A plugin that fails to import is logged and listed in
+:attr:`SinkPluginManager.load_failures` (or raises :class:`~floe_sink.PluginLoadError` in strict
+mode); the others keep working.
+
+Environment switches, read when entry points are loaded:
+
+``FLOE_SINK_BLOCK_PLUGINS``
+    Comma-separated entry-point names never to load (a broken plugin you cannot uninstall).
+``FLOE_SINK_LOAD_PLUGINS``
+    Comma-separated entry-point names to load, and no others. Set it empty to load none.
+``FLOE_SINK_STRICT_PLUGINS``
+    ``1``/``true``: a plugin that fails to load raises instead of being skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import pluggy
+
+from floe_sink.connector import HOOK_NAMES, SinkConnector
+from floe_sink.errors import (
+    PluginConflictError,
+    PluginLoadError,
+    SinkConfigurationError,
+    SinkNotFoundError,
+)
+from floe_sink.hookspecs import PROJECT_NAME, SinkConnectorSpec
+from floe_sink.logs import get_logger
+from floe_sink.models import EgressResult, SinkConfig
+from floe_sink.tracing import egress_span, record_egress_result
+
+__all__ = [
+    "BLOCK_ENV",
+    "ENTRY_POINT_GROUP",
+    "LOAD_ENV",
+    "STRICT_ENV",
+    "PluginFailure",
+    "PluginInfo",
+    "SinkPluginManager",
+    "get_plugin_manager",
+]
+
+ENTRY_POINT_GROUP = PROJECT_NAME
+BLOCK_ENV = "FLOE_SINK_BLOCK_PLUGINS"
+LOAD_ENV = "FLOE_SINK_LOAD_PLUGINS"
+STRICT_ENV = "FLOE_SINK_STRICT_PLUGINS"
+
+log = get_logger(__name__)
+
+
+@attrs.frozen(kw_only=True)
+class PluginInfo:
+    """Where a registered plugin comes from."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+
+    def describe(self) -> str:
+        """``name (distribution version)``, for messages."""
+        if self.distribution is None:
+            return self.name
+        version = f" {self.version}" if self.version else ""
+        return f"{self.name} ({self.distribution}{version})"
+
+
+@attrs.frozen(kw_only=True)
+class PluginFailure:
+    """A plugin whose entry point could not be loaded."""
+
+    name: str
+    distribution: str | None
+    error: str
+
+
+def _env_names(variable: str) -> set[str] | None:
+    raw = os.environ.get(variable)
+    if raw is None:
+        return None
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def _truthy(variable: str) -> bool:
+    return os.environ.get(variable, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class SinkPluginManager(pluggy.PluginManager):
+    """A :class:`pluggy.PluginManager` for sink plugins, with one typed method per hook.
+
+    ``create_sink``, ``write`` and ``get_source_config`` are routed to the single plugin that
+    lists the sink type; ``write`` runs inside an OpenTelemetry egress span.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(PROJECT_NAME)
+        self.add_hookspecs(SinkConnectorSpec)
+        self.load_failures: list[PluginFailure] = []
+        self.plugin_info: dict[str, PluginInfo] = {}
+        self._sinks: weakref.WeakKeyDictionary[Any, tuple[str, str]] = (
+            weakref.WeakKeyDictionary()
+        )
+        # Sinks that cannot be weakly referenced (dicts, tuples) are kept by id, with the
+        # object itself so that the id cannot be reused while the entry lives.
+        self._sinks_by_id: dict[int, tuple[Any, str, str]] = {}
+
+    # -- registration -----------------------------------------------------------------------
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> pluggy.HookimplOpts | None:
+        """Let a ``SinkConnector`` subclass instance register without hookimpl markers."""
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if (
+            opts is None
+            and name in HOOK_NAMES
+            and isinstance(plugin, SinkConnector)
+            and not isinstance(plugin, type)
+        ):
+            return {
+                "wrapper": False,
+                "hookwrapper": False,
+                "optionalhook": False,
+                "tryfirst": False,
+                "trylast": False,
+                "specname": None,
+            }
+        return opts
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        """Register ``plugin`` (a module, a connector instance, any object with hookimpls)."""
+        registered = super().register(plugin, name)
+        if registered is not None and registered not in self.plugin_info:
+            self.plugin_info[registered] = PluginInfo(name=registered)
+        return registered
+
+    def unregister(self, plugin: Any | None = None, name: str | None = None) -> Any | None:
+        """Unregister a plugin by object or name (pluggy's semantics)."""
+        if name is None and plugin is not None:
+            name = self.get_name(plugin)
+        removed = super().unregister(plugin=plugin, name=name)
+        if name is not None:
+            self.plugin_info.pop(name, None)
+        return removed
+
+    def load_entrypoints(self, *, strict: bool | None = None) -> int:
+        """Load and register every plugin of the ``floe_sink`` entry-point group.
+
+        Args:
+            strict: Raise on the first plugin that fails to load; ``None`` reads
+                ``FLOE_SINK_STRICT_PLUGINS``.
+
+        Returns:
+            How many plugins were registered.
+
+        Raises:
+            PluginLoadError: In strict mode, when a plugin fails to import.
+            pluggy.PluginValidationError: When a plugin's hooks do not match the spec
+                (unchanged from pluggy: a plugin with a wrong signature is a bug to fix).
+        """
+        strict = _truthy(STRICT_ENV) if strict is None else strict
+        blocked = _env_names(BLOCK_ENV) or set()
+        allowed = _env_names(LOAD_ENV)
+        count = 0
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            name = entry_point.name
+            if name in blocked or (allowed is not None and name not in allowed):
+                log.info("plugin_skipped", plugin=name, reason="blocked by environment")
+                continue
+            if self.has_plugin(name) or self.is_blocked(name):
+                continue
+            dist = entry_point.dist
+            dist_name = dist.name if dist is not None else None
+            version = dist.version if dist is not None else None
+            try:
+                plugin = entry_point.load()
+            except Exception as exc:
+                if strict:
+                    raise PluginLoadError(name, dist_name, exc) from exc
+                failure = PluginFailure(
+                    name=name, distribution=dist_name, error=f"{type(exc).__name__}: {exc}"
+                )
+                self.load_failures.append(failure)
+                log.warning(
+                    "plugin_load_failed", plugin=name, distribution=dist_name, error=failure.error
+                )
+                continue
+            if isinstance(plugin, type) and issubclass(plugin, SinkConnector):
+                plugin = plugin()  # an entry point may name a connector class
+            self.register(plugin, name=name)
+            self.plugin_info[name] = PluginInfo(name=name, distribution=dist_name, version=version)
+            log.debug("plugin_loaded", plugin=name, distribution=dist_name, version=version)
+            count += 1
+        return count
+
+    # -- sink types -------------------------------------------------------------------------
+
+    def sink_providers(self) -> dict[str, list[PluginInfo]]:
+        """Map every sink type to the plugins that list it (more than one is a conflict)."""
+        providers: dict[str, list[PluginInfo]] = {}
+        for impl in self.hook.list_available_sinks.get_hookimpls():
+            info = self.plugin_info.get(impl.plugin_name, PluginInfo(name=impl.plugin_name))
+            for sink_type in impl.function() or ():
+                entries = providers.setdefault(sink_type, [])
+                if info not in entries:
+                    entries.append(info)
+        return dict(sorted(providers.items()))
+
+    def list_available_sinks(self) -> list[str]:
+        """Return every sink type provided, sorted.
+
+        Raises:
+            PluginConflictError: When two plugins claim the same sink type.
+        """
+        providers = self.sink_providers()
+        for sink_type, infos in providers.items():
+            if len(infos) > 1:
+                raise PluginConflictError(sink_type, (info.describe() for info in infos))
+        return list(providers)
+
+    def owner_of(self, sink_type: str) -> str:
+        """Return the name of the plugin that provides ``sink_type``.
+
+        Raises:
+            SinkNotFoundError: When no plugin provides it.
+            PluginConflictError: When several do.
+        """
+        infos = self.sink_providers().get(sink_type)
+        if not infos:
+            available = ", ".join(self.sink_providers()) or "none"
+            raise SinkNotFoundError(
+                f"No installed plugin provides sink type {sink_type!r} (available: {available}). "
+                "Install the plugin package that provides it, or fix sink_type.",
+                sink_type=sink_type,
+            )
+        if len(infos) > 1:
+            raise PluginConflictError(sink_type, (info.describe() for info in infos))
+        return infos[0].name
+
+    def _call_owner(self, hook_name: str, owner: str, **kwargs: Any) -> Any:
+        others = [
+            plugin
+            for name, plugin in self.list_name_plugin()
+            if name != owner and plugin is not None
+        ]
+        caller = self.subset_hook_caller(hook_name, remove_plugins=others)
+        return caller(**kwargs)
+
+    # -- the typed hook methods ---------------------------------------------------------------
+
+    def create_sink(self, config: SinkConfig) -> Any:
+        """Build the sink for ``config.sink_type`` with the plugin that provides it.
+
+        Raises:
+            SinkNotFoundError: No plugin provides the sink type.
+            SinkConfigurationError: The plugin refused the config or returned nothing.
+        """
+        owner = self.owner_of(config.sink_type)
+        sink = self._call_owner("create_sink", owner, config=config)
+        if sink is None:
+            raise SinkConfigurationError(
+                f"Plugin {owner!r} lists sink type {config.sink_type!r} but its create_sink "
+                "returned nothing",
+                sink_type=config.sink_type,
+            )
+        self._remember(sink, owner, config.sink_type)
+        log.debug("sink_created", sink_type=config.sink_type, plugin=owner)
+        return sink
+
+    def _remember(self, sink: Any, owner: str, sink_type: str) -> None:
+        try:
+            self._sinks[sink] = (owner, sink_type)
+        except TypeError:
+            self._sinks_by_id[id(sink)] = (sink, owner, sink_type)
+
+    def _owner_of_sink(self, sink: Any) -> tuple[str, str] | None:
+        try:
+            found = self._sinks.get(sink)
+        except TypeError:
+            found = None
+        if found is not None:
+            return found
+        entry = self._sinks_by_id.get(id(sink))
+        if entry is not None and entry[0] is sink:
+            return entry[1], entry[2]
+        return None
+
+    def write(
+        self,
+        sink: Any,
+        data: Any,
+        *,
+        destination: str | None = None,
+        sink_type: str | None = None,
+    ) -> EgressResult:
+        """Deliver ``data`` to ``sink`` through the plugin that created it, inside a span.
+
+        Args:
+            sink: A sink returned by :meth:`create_sink`.
+            data: A ``pyarrow.Table`` or an iterable of ``pyarrow.RecordBatch``.
+            destination: The destination name, for the span, logs and error context.
+            sink_type: Needed only for a sink not created by this manager.
+
+        Raises:
+            SinkNotFoundError: The sink's plugin cannot be found.
+            SinkError: Whatever the plugin raises, unchanged.
+        """
+        known = self._owner_of_sink(sink)
+        if known is not None:
+            owner, sink_type = known
+        elif sink_type is not None:
+            owner = self.owner_of(sink_type)
+        else:
+            raise SinkNotFoundError(
+                "This sink was not created by this plugin manager; pass sink_type= to route it"
+            )
+        log.info("write_started", sink_type=sink_type, destination=destination, plugin=owner)
+        with egress_span(sink_type, destination) as span:
+            result = self._call_owner("write", owner, sink=sink, data=data)
+            if not isinstance(result, EgressResult):
+                raise SinkConfigurationError(
+                    f"Plugin {owner!r} returned {type(result).__name__} from write, "
+                    "expected EgressResult",
+                    sink_type=sink_type,
+                    destination=destination,
+                )
+            record_egress_result(span, result)
+        log.info(
+            "write_finished",
+            sink_type=sink_type,
+            destination=destination,
+            success=result.success,
+            rows=result.rows_delivered,
+            duration_seconds=round(result.duration_seconds, 3),
+        )
+        return result
+
+    def get_source_config(
+        self, catalog_config: dict[str, Any], *, sink_type: str | None = None
+    ) -> dict[str, Any]:
+        """Return the Iceberg read config, from the plugin of ``sink_type`` or the first answer.
+
+        Raises:
+            SinkConfigurationError: When no plugin answers.
+        """
+        if sink_type is not None:
+            result = self._call_owner(
+                "get_source_config", self.owner_of(sink_type), catalog_config=catalog_config
+            )
+        else:
+            result = self.hook.get_source_config(catalog_config=catalog_config)
+        if result is None:
+            raise SinkConfigurationError(
+                "No plugin returned a source config for this catalog configuration",
+                sink_type=sink_type,
+            )
+        return dict(result)
+
+    def plugins_providing(self, sink_types: Iterable[str]) -> dict[str, str]:
+        """Map each of ``sink_types`` to the name of its plugin."""
+        return {sink_type: self.owner_of(sink_type) for sink_type in sink_types}
+
+
+def get_plugin_manager(*, load_entrypoints: bool = True, strict: bool | None = None) -> SinkPluginManager:
+    """Return a new plugin manager with the ``floe_sink`` entry-point plugins loaded.
+
+    Args:
+        load_entrypoints: False gives an empty manager (tests, embedding applications).
+        strict: See :meth:`SinkPluginManager.load_entrypoints`.
+    """
+    manager = SinkPluginManager()
+    if load_entrypoints:
+        manager.load_entrypoints(strict=strict)
+    return manager

@@ -1,0 +1,169 @@
+"""Retries with exponential backoff and jitter (tenacity), honouring ``Retry-After``.
+
+A sink builds a :class:`RetryPolicy` from ``SinkConfig.retry_config`` and wraps each delivery
+attempt with :func:`retrying`. An exception with a ``retry_after`` attribute (seconds) makes the
+next wait at least that long, capped by ``max_wait``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import tenacity
+
+from floe_sink.errors import SinkConfigurationError, SinkError
+from floe_sink.logs import get_logger
+
+__all__ = ["RetryPolicy", "parse_retry_after", "retrying"]
+
+log = get_logger(__name__)
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"retry_config.{attribute.name} must be > 0 (got {value})")
+
+
+def _non_negative(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"retry_config.{attribute.name} must be >= 0 (got {value})")
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How often and how patiently a delivery is retried.
+
+    Attributes:
+        max_attempts: Attempts in all, the first included (1 = no retry).
+        initial_wait: Seconds before the first retry.
+        max_wait: Cap, in seconds, on any single wait, ``Retry-After`` included.
+        multiplier: Growth of the wait per attempt (exponential backoff).
+        jitter: Up to this many random seconds added to each wait, so that clients that
+            failed together do not retry together.
+        timeout: Seconds for one request, where the sink makes requests.
+    """
+
+    max_attempts: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    initial_wait: float = attrs.field(default=0.5, validator=_non_negative)
+    max_wait: float = attrs.field(default=30.0, validator=_non_negative)
+    multiplier: float = attrs.field(default=2.0, validator=_positive)
+    jitter: float = attrs.field(default=0.5, validator=_non_negative)
+    timeout: float = attrs.field(default=30.0, validator=_positive)
+
+    @classmethod
+    def from_config(cls, retry_config: Mapping[str, Any] | None) -> RetryPolicy:
+        """Build a policy from ``SinkConfig.retry_config`` (``None`` gives the defaults).
+
+        Raises:
+            SinkConfigurationError: An unknown key or a bad value, naming it.
+        """
+        if not retry_config:
+            return cls()
+        known = {field.name for field in attrs.fields(cls)}
+        unknown = sorted(set(retry_config) - known)
+        if unknown:
+            raise SinkConfigurationError(
+                f"retry_config has unknown key(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(sorted(known))}"
+            )
+        try:
+            return cls(**dict(retry_config))
+        except (TypeError, ValueError) as exc:
+            raise SinkConfigurationError(f"invalid retry_config: {exc}") from exc
+
+    def wait_for(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based), without jitter."""
+        backoff = self.initial_wait * self.multiplier ** (attempt - 1)
+        if retry_after is not None:
+            backoff = max(backoff, retry_after)
+        return min(backoff, self.max_wait)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
+
+    Returns ``None`` for a missing or unparseable header; a date in the past gives 0.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = datetime.now(UTC).timestamp() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+class _Wait(tenacity.wait.wait_base):
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.jitter = tenacity.wait_random(0, policy.jitter)
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        retry_after = getattr(error, "retry_after", None)
+        base = self.policy.wait_for(retry_state.attempt_number, retry_after)
+        if retry_after is not None and base >= self.policy.max_wait:
+            return base  # the server said when; jitter would only exceed the cap
+        return min(base + self.jitter(retry_state), self.policy.max_wait)
+
+
+def _default_retryable(error: BaseException) -> bool:
+    return isinstance(error, SinkError) and error.retryable
+
+
+def retrying(
+    policy: RetryPolicy,
+    *,
+    retryable: Callable[[BaseException], bool] = _default_retryable,
+    sleep: Callable[[float], None] = time.sleep,
+    what: str = "delivery",
+    **log_context: Any,
+) -> tenacity.Retrying:
+    """A tenacity ``Retrying`` for ``policy``: use as ``for attempt in retrying(...)``.
+
+    Args:
+        policy: Attempts and waits.
+        retryable: Which exceptions are retried (default: transient ``SinkError``).
+        sleep: The sleep function (tests pass a fake one).
+        what: Names the operation in the ``retrying`` log event.
+        **log_context: Added to the log event (batch number, destination; never secrets).
+
+    The last exception is re-raised unchanged once attempts run out.
+    """
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.warning(
+            "retrying",
+            what=what,
+            attempt=state.attempt_number,
+            max_attempts=policy.max_attempts,
+            wait_seconds=round(state.upcoming_sleep, 3),
+            error=str(error),
+            **log_context,
+        )
+
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.max_attempts),
+        wait=_Wait(policy),
+        retry=tenacity.retry_if_exception(retryable),
+        sleep=sleep,
+        reraise=True,
+        before_sleep=before_sleep,
+    )

@@ -1,0 +1,56 @@
+"""The floe_sink entry point of the dlt plugin: ``floe_sink_dlt.plugin:plugin``.
+
+It is registered through the ``floe_sink`` entry-point group exactly like a third-party
+plugin. :class:`DltPlugin` is a :class:`floe_sink.SinkConnector` whose methods are also
+``floe_sink`` hookimpls, so it works both as an ABC instance and through pluggy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import floe_sink
+from floe_sink import EgressResult, SinkConfig, SinkConnector
+
+__all__ = ["SINK_TYPES", "DltPlugin", "plugin"]
+
+SINK_TYPES = ("rest_api", "sql_database")
+
+
+class DltPlugin(SinkConnector):
+    """The reference plugin: ``rest_api`` and ``sql_database`` sinks delivered through dlt."""
+
+    @floe_sink.hookimpl
+    def list_available_sinks(self) -> list[str]:
+        return list(SINK_TYPES)
+
+    @floe_sink.hookimpl
+    def create_sink(self, config: SinkConfig) -> Any:
+        if config.sink_type == "rest_api":
+            from floe_sink_dlt.rest import RestApiSink
+
+            return RestApiSink.from_config(config)
+        if config.sink_type == "sql_database":
+            from floe_sink_dlt.sql import SqlDatabaseSink
+
+            return SqlDatabaseSink.from_config(config)
+        return None  # not ours: another plugin owns it
+
+    @floe_sink.hookimpl
+    def write(self, sink: Any, data: Any) -> EgressResult | None:
+        from floe_sink_dlt.base import DltSink
+
+        if isinstance(sink, DltSink):
+            return sink.write(data)
+        return None
+
+    @floe_sink.hookimpl
+    def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any]:
+        from floe_sink_dlt.source import source_config
+
+        return source_config(catalog_config)
+
+
+plugin = DltPlugin()
+"""The instance the entry point names."""
+
