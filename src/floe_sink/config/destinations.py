@@ -36,6 +36,7 @@ from floe_sink.config.validators import (
     check_field_mapping,
     check_name,
     check_non_empty_text,
+    check_projection,
     check_retry,
     check_row_filter,
     check_secret_ref,
@@ -107,7 +108,7 @@ class DestinationConfig:
     enabled: bool = True
     description: str | None = None
     row_filter: str | None = attrs.field(default=None, validator=optional(check_row_filter))
-    columns: list[str] | None = attrs.field(default=None, validator=optional(check_column_list))
+    columns: list[str] | None = attrs.field(default=None, validator=optional(check_projection))
     retry: dict[str, Any] | None = attrs.field(default=None, validator=optional(check_retry))
 
     def __attrs_post_init__(self) -> None:

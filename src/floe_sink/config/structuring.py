@@ -201,12 +201,14 @@ config_converter.register_structure_hook(bool, _structure_bool)
 
 
 def register_enum(cls: type[enum.Enum]) -> None:
-    """Structure the enum ``cls`` by value, with a message listing the allowed values.
+    """(Un)structure the enum ``cls`` by value, with a message listing the allowed values.
 
     Each enum is registered by name: the ``str`` hook above would otherwise win for
     ``StrEnum`` classes (hooks dispatch on the class hierarchy, and ``str`` comes first).
     """
     config_converter.register_structure_hook(cls, _structure_enum)
+    # Plain values out, so that unstructured configs dump to YAML and JSON as they came in.
+    config_converter.register_unstructure_hook(cls, lambda member: member.value)
 
 
 config_converter.register_structure_hook_factory(

@@ -22,6 +22,7 @@ __all__ = [
     "check_field_mapping",
     "check_name",
     "check_non_empty_text",
+    "check_projection",
     "check_retry",
     "check_row_filter",
     "check_secret_ref",
@@ -112,6 +113,13 @@ def check_column_list(_instance: Any, attribute: attrs.Attribute[Any], value: li
         seen.add(column)
 
 
+def check_projection(_instance: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
+    """A column projection: at least one column, each a non-empty name listed once."""
+    if not value:
+        _fail(attribute, "must name at least one column; omit it to read every column")
+    check_column_list(_instance, attribute, value)
+
+
 def check_field_mapping(
     _instance: Any, attribute: attrs.Attribute[Any], value: Mapping[str, str]
 ) -> None:
@@ -172,5 +180,19 @@ def check_retry(_instance: Any, attribute: attrs.Attribute[Any], value: Mapping[
             _fail(attribute, f"expected a number, got {describe_value(setting)}", (key,))
     try:
         RetryPolicy.from_config(value)
-    except SinkConfigurationError as exc:
-        _fail(attribute, str(exc.message))
+    except SinkConfigurationError as whole:
+        # RetryPolicy names the setting in its own words; one key at a time gives the path.
+        for key, setting in value.items():
+            try:
+                RetryPolicy.from_config({key: setting})
+            except SinkConfigurationError as exc:
+                if isinstance(key, str) and key in attrs.fields_dict(RetryPolicy):
+                    _fail(attribute, _retry_reason(exc.message, key), (key,))
+        _fail(attribute, str(whole.message))
+
+
+def _retry_reason(message: str, key: str) -> str:
+    reason = message.removeprefix("invalid retry_config: ").removeprefix(f"retry_config.{key} ")
+    reason = reason.replace(f"'{key}' must be", "must be")
+    # attrs says "must be >= 1: 0"; the rest of floe-sink says "must be >= 1 (got 0)".
+    return re.sub(r"^(must be [<>]=? \S+): (.+)$", r"\1 (got \2)", reason)
