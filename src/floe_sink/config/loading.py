@@ -59,8 +59,11 @@ class _CheckingLoader(yaml.SafeLoader):
         self._check(node, (), set())
         return True, self.construct_document(node)
 
-    def _check(self, node: yaml.Node, path: _Path, ancestors: set[int]) -> None:
-        self.lines.setdefault(path, node.start_mark.line + 1)
+    def _check(
+        self, node: yaml.Node, path: _Path, ancestors: set[int], line: int | None = None
+    ) -> None:
+        # A mapping value is located by its key: an alias node carries its anchor's position.
+        self.lines.setdefault(path, line or node.start_mark.line + 1)
         if id(node) in ancestors:
             self.problems.append(
                 Problem(path, "an alias refers to a value that contains it (recursive YAML)")
@@ -87,7 +90,7 @@ class _CheckingLoader(yaml.SafeLoader):
                     )
                 else:
                     first[key] = line
-                    self._check(value_node, (*path, key), ancestors)
+                    self._check(value_node, (*path, key), ancestors, line)
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
                 self._check(item, (*path, index), ancestors)
@@ -140,7 +143,10 @@ def _parse(text: str | bytes, source: str, cls: type[T], expected: str) -> T:
             raise ConfigError(
                 source, [f"{source}: not UTF-8 text (invalid byte at offset {exc.start})"]
             ) from None
-    loader = _CheckingLoader(text)
+    try:
+        loader = _CheckingLoader(text)  # the reader refuses control characters right here
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [_yaml_problem(source, exc)]) from None
     try:
         found, data = loader.load_checked()
     except yaml.YAMLError as exc:
