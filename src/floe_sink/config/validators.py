@@ -175,6 +175,12 @@ def check_retry(_instance: Any, attribute: attrs.Attribute[Any], value: Mapping[
     from floe_sink.errors import SinkConfigurationError
     from floe_sink.retry import RetryPolicy
 
+    known = attrs.fields_dict(RetryPolicy)
+    if any(key not in known for key in value):
+        try:
+            RetryPolicy.from_config(value)
+        except SinkConfigurationError as unknown:  # names the unknown keys and the allowed ones
+            _fail(attribute, str(unknown.message))
     for key, setting in value.items():
         if isinstance(setting, bool) or not isinstance(setting, int | float):
             _fail(attribute, f"expected a number, got {describe_value(setting)}", (key,))
@@ -186,7 +192,7 @@ def check_retry(_instance: Any, attribute: attrs.Attribute[Any], value: Mapping[
             try:
                 RetryPolicy.from_config({key: setting})
             except SinkConfigurationError as exc:
-                if isinstance(key, str) and key in attrs.fields_dict(RetryPolicy):
+                if isinstance(key, str) and key in known:
                     _fail(attribute, _retry_reason(exc.message, key), (key,))
         _fail(attribute, str(whole.message))
 
