@@ -131,7 +131,9 @@ def test_other_components_sections_are_left_alone_even_when_odd() -> None:
 @pytest.mark.parametrize("key", ["destination", "Destinations", "destinatons", "desti_nations"])
 def test_misspelt_destinations_is_not_silently_ignored(key: str) -> None:
     problems = floe_problems(f"{key}: []\n")
-    assert problems == [f"floe.yaml: {key}: unknown top-level key; did you mean 'destinations'? (line 1)"]
+    assert problems == [
+        f"floe.yaml: {key}: unknown top-level key; did you mean 'destinations'? (line 1)"
+    ]
 
 
 @FR011
@@ -185,52 +187,104 @@ INVALID = [
     ),
     ({"name": 12}, "destinations[0].name: expected a string, got an integer"),
     ({"sink_type": ""}, "destinations[0].sink_type: must not be empty"),
-    ({"sink_type": " rest_api"}, "destinations[0].sink_type: must not start or end with whitespace"),
-    ({"connection_secret_ref": "CRM-API"}, "destinations[0].connection_secret_ref: must be the name of a Kubernetes Secret"),
-    ({"connection_secret_ref": "crm_api"}, "destinations[0].connection_secret_ref: must be the name of a Kubernetes Secret"),
-    ({"connection_secret_ref": "-crm"}, "destinations[0].connection_secret_ref: must be the name of a Kubernetes Secret"),
-    ({"connection_secret_ref": "a" * 254}, "destinations[0].connection_secret_ref: must be at most 253 characters long (got 254)"),
-    ({"source_table": "customers"}, "destinations[0].source_table: must be an Iceberg table identifier 'namespace.table'"),
-    ({"source_table": "gold..customers"}, "destinations[0].source_table: must be an Iceberg table identifier"),
+    (
+        {"sink_type": " rest_api"},
+        "destinations[0].sink_type: must not start or end with whitespace",
+    ),
+    (
+        {"connection_secret_ref": "CRM-API"},
+        "destinations[0].connection_secret_ref: must be the name of a Kubernetes Secret",
+    ),
+    (
+        {"connection_secret_ref": "crm_api"},
+        "destinations[0].connection_secret_ref: must be the name of a Kubernetes Secret",
+    ),
+    (
+        {"connection_secret_ref": "-crm"},
+        "destinations[0].connection_secret_ref: must be the name of a Kubernetes Secret",
+    ),
+    (
+        {"connection_secret_ref": "a" * 254},
+        "destinations[0].connection_secret_ref: must be at most 253 characters long (got 254)",
+    ),
+    (
+        {"source_table": "customers"},
+        "destinations[0].source_table: must be an Iceberg table identifier 'namespace.table'",
+    ),
+    (
+        {"source_table": "gold..customers"},
+        "destinations[0].source_table: must be an Iceberg table identifier",
+    ),
     ({"config": ["url"]}, "destinations[0].config: expected a mapping, got a list"),
-    ({"field_mapping": {"a": 1}}, "destinations[0].field_mapping.a: expected a string, got an integer"),
-    ({"field_mapping": {"a": "x", "b": "x"}}, "destinations[0].field_mapping.b: destination field 'x' is also the target of 'a'"),
-    ({"field_mapping": {"a": ""}}, "destinations[0].field_mapping.a: destination field names must not be empty"),
+    (
+        {"field_mapping": {"a": 1}},
+        "destinations[0].field_mapping.a: expected a string, got an integer",
+    ),
+    (
+        {"field_mapping": {"a": "x", "b": "x"}},
+        "destinations[0].field_mapping.b: destination field 'x' is also the target of 'a'",
+    ),
+    (
+        {"field_mapping": {"a": ""}},
+        "destinations[0].field_mapping.a: destination field names must not be empty",
+    ),
     ({"batch_size": 0}, "destinations[0].batch_size: must be >= 1 (got 0)"),
     ({"batch_size": -5}, "destinations[0].batch_size: must be >= 1 (got -5)"),
     ({"batch_size": "100"}, "destinations[0].batch_size: expected an integer, got a string"),
     ({"batch_size": 2.5}, "destinations[0].batch_size: expected an integer, got a number"),
     ({"batch_size": True}, "destinations[0].batch_size: expected an integer, got a boolean"),
-    ({"write_disposition": "upsert"}, "destinations[0].write_disposition: must be one of append, merge, replace (got 'upsert')"),
-    ({"write_disposition": "merge"}, "destinations[0].primary_key: required when write_disposition is merge"),
-    ({"write_disposition": "merge", "primary_key": []}, "destinations[0].primary_key: required when write_disposition is merge"),
+    (
+        {"write_disposition": "upsert"},
+        "destinations[0].write_disposition: must be one of append, merge, replace (got 'upsert')",
+    ),
+    (
+        {"write_disposition": "merge"},
+        "destinations[0].primary_key: required when write_disposition is merge",
+    ),
+    (
+        {"write_disposition": "merge", "primary_key": []},
+        "destinations[0].primary_key: required when write_disposition is merge",
+    ),
     ({"primary_key": "id"}, "destinations[0].primary_key: expected a list, got a string"),
     ({"primary_key": ["id", "id"]}, "destinations[0].primary_key[1]: column 'id' is listed twice"),
     (
         {"primary_key": ["id"], "field_mapping": {"email": "Email"}},
-        "destinations[0].primary_key[0]: column 'id' is not a key of field_mapping; only mapped columns are delivered",
+        "destinations[0].primary_key[0]: column 'id' is not a key of field_mapping; "
+        "only mapped columns are delivered",
     ),
-    ({"primary_key": ["id"], "columns": ["email"]}, "destinations[0].primary_key[0]: column 'id' is not in columns"),
+    (
+        {"primary_key": ["id"], "columns": ["email"]},
+        "destinations[0].primary_key[0]: column 'id' is not in columns",
+    ),
     (
         {"field_mapping": {"id": "Id"}, "columns": ["email"]},
         "destinations[0].field_mapping.id: column 'id' is mapped but not read: add it to columns",
     ),
     ({"enabled": "yes please"}, "destinations[0].enabled: expected true or false, got a string"),
     ({"description": ["x"]}, "destinations[0].description: expected a string, got a list"),
-    ({"row_filter": "status =="}, "destinations[0].row_filter: is not a valid row filter expression"),
+    (
+        {"row_filter": "status =="},
+        "destinations[0].row_filter: is not a valid row filter expression",
+    ),
     ({"row_filter": " "}, "destinations[0].row_filter: must not be empty"),
     ({"columns": []}, "destinations[0].columns: must name at least one column"),
     ({"columns": ["a", ""]}, "destinations[0].columns[1]: column names must not be empty"),
     ({"retry": {"max_attempts": 0}}, "destinations[0].retry.max_attempts: must be >= 1 (got 0)"),
     ({"retry": {"multiplier": 0}}, "destinations[0].retry.multiplier: must be > 0 (got 0)"),
     ({"retry": {"attempts": 3}}, "destinations[0].retry: retry_config has unknown key(s) attempts"),
-    ({"retry": {"timeout": "fast"}}, "destinations[0].retry.timeout: expected a number, got 'fast'"),
+    (
+        {"retry": {"timeout": "fast"}},
+        "destinations[0].retry.timeout: expected a number, got 'fast'",
+    ),
     ({"retry": 3}, "destinations[0].retry: expected a mapping, got an integer"),
     ({"colour": "red"}, "destinations[0].colour: unknown key; did you mean 'columns'?"),
     ({"batchsize": 10}, "destinations[0].batchsize: unknown key; did you mean 'batch_size'?"),
     ({"name": None}, "destinations[0].name: required key missing"),
     ({"sink_type": None}, "destinations[0].sink_type: required key missing"),
-    ({"connection_secret_ref": None}, "destinations[0].connection_secret_ref: required key missing"),
+    (
+        {"connection_secret_ref": None},
+        "destinations[0].connection_secret_ref: required key missing",
+    ),
 ]
 
 
@@ -322,7 +376,7 @@ CREDENTIAL_KEYS = [
 def test_credential_keys_are_refused_at_the_top_of_a_destination(key: str) -> None:
     problems = floe_problems(floe_yaml(destination(**{key: "s3cr3t-value"})))
     assert len(problems) == 1
-    assert problems[0].startswith(f"floe.yaml: destinations[0]")
+    assert problems[0].startswith("floe.yaml: destinations[0]")
     assert "credential-looking key refused" in problems[0]
     assert "connection_secret_ref" in problems[0]
     assert "s3cr3t-value" not in problems[0]
@@ -336,7 +390,10 @@ def test_credential_keys_are_refused_at_the_top_of_a_destination(key: str) -> No
         ({"auth": {"Token": "x"}}, "destinations[0].config.auth.Token"),
         ({"headers": {"X-API-KEY": "x"}}, "destinations[0].config.headers.X-API-KEY"),
         ({"x y": {"private key": "k"}}, "destinations[0].config['x y']['private key']"),
-        ({"hosts": [{"url": "h", "credentials": {"u": 1}}]}, "destinations[0].config.hosts[0].credentials"),
+        (
+            {"hosts": [{"url": "h", "credentials": {"u": 1}}]},
+            "destinations[0].config.hosts[0].credentials",
+        ),
         ({"url": "postgresql://app:pw@db/prod"}, "destinations[0].config.url"),
     ],
 )
@@ -366,7 +423,10 @@ def test_column_names_are_not_settings() -> None:
         field_mapping={"api_token_count": "tokens", "password_changed_at": "pw_changed"},
         columns=["api_token_count", "password_changed_at"],
     )
-    assert loaded.field_mapping == {"api_token_count": "tokens", "password_changed_at": "pw_changed"}
+    assert loaded.field_mapping == {
+        "api_token_count": "tokens",
+        "password_changed_at": "pw_changed",
+    }
 
 
 # --- built in code -----------------------------------------------------------------------------
@@ -378,10 +438,13 @@ def test_direct_construction_validates_with_the_field_name() -> None:
         DestinationConfig(name="a", sink_type="s", connection_secret_ref="r", batch_size=0)
     with pytest.raises(ValueError, match="primary_key: required when write_disposition is merge"):
         DestinationConfig(
-            name="a", sink_type="s", connection_secret_ref="r", write_disposition=WriteDisposition.MERGE
+            name="a",
+            sink_type="s",
+            connection_secret_ref="r",
+            write_disposition=WriteDisposition.MERGE,
         )
+    d = DestinationConfig(name="a", sink_type="s", connection_secret_ref="r")
     with pytest.raises(ValueError, match="duplicate destination name 'a'"):
-        d = DestinationConfig(name="a", sink_type="s", connection_secret_ref="r")
         FloeSpec(destinations=[d, d])
 
 

@@ -84,7 +84,10 @@ def test_duplicate_top_level_keys_are_refused() -> None:
 def test_duplicates_and_other_problems_come_together() -> None:
     text = VALID + "    name: b\n    batch_size: 0\n"
     found = problems(text)
-    assert [p.split(": ")[1] for p in found] == ["destinations[0].name", "destinations[0].batch_size"]
+    assert [p.split(": ")[1] for p in found] == [
+        "destinations[0].name",
+        "destinations[0].batch_size",
+    ]
 
 
 @FR011
@@ -114,7 +117,10 @@ def test_no_object_construction_from_tags(tag: str) -> None:
 
 @FR011
 def test_recursive_alias_is_refused() -> None:
-    text = "destinations:\n  - &d\n    name: a\n    sink_type: s\n    connection_secret_ref: c\n    config: {self: *d}\n"
+    text = (
+        "destinations:\n  - &d\n    name: a\n    sink_type: s\n"
+        "    connection_secret_ref: c\n    config: {self: *d}\n"
+    )
     found = problems(text)
     assert found[0] == (
         "floe.yaml: destinations[0].config.self: an alias refers to a value that contains it "
@@ -126,7 +132,11 @@ def test_recursive_alias_is_refused() -> None:
 def test_alias_bomb_is_cheap() -> None:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
-    text = "\n".join(lines) + "\ndestinations:\n  - name: a\n    sink_type: s\n    connection_secret_ref: c\n    config: {x: *a8}\n"
+    text = (
+        "\n".join(lines)
+        + "\ndestinations:\n  - name: a\n    sink_type: s\n"
+        + "    connection_secret_ref: c\n    config: {x: *a8}\n"
+    )
     assert parse_floe_spec(text).destinations[0].config["x"][0][0][0][0][0][0][0][0][0] == "x"
 
 

@@ -34,7 +34,9 @@ def test_destination_schema_matches_the_model() -> None:
     assert set(destination["properties"]) == {f.name for f in attrs.fields(DestinationConfig)}
     assert set(destination["required"]) == required_fields(DestinationConfig)
     assert destination["additionalProperties"] is False
-    assert destination["properties"]["write_disposition"]["enum"] == [w.value for w in WriteDisposition]
+    assert destination["properties"]["write_disposition"]["enum"] == [
+        w.value for w in WriteDisposition
+    ]
     assert schema["properties"]["destinations"]["items"] == {"$ref": "#/$defs/Destination"}
     assert "destinations" not in schema.get("required", [])  # optional (4G-FR-012)
     assert schema["additionalProperties"] is True  # other components' sections
@@ -45,7 +47,9 @@ def test_manifest_schema_matches_the_model() -> None:
     schema = manifest_json_schema()
     assert set(schema["properties"]) == {f.name for f in attrs.fields(PlatformManifest)}
     assert set(schema.get("required", [])) == required_fields(PlatformManifest)
-    assert [v for v in schema["properties"]["scope"]["enum"] if v] == [s.value for s in ManifestScope]
+    assert [v for v in schema["properties"]["scope"]["enum"] if v] == [
+        s.value for s in ManifestScope
+    ]
     catalog = schema["$defs"]["Catalog"]
     named = {f.name for f in attrs.fields(CatalogConfig)} - {"properties"}
     assert set(catalog["properties"]) == named
@@ -72,8 +76,12 @@ def test_schemas_are_json_and_fresh_copies() -> None:
         ("source_table", ["gold.customers", "a.b.c"], ["customers", "a..b", ".a"]),
     ],
 )
-def test_schema_patterns_agree_with_the_validators(field: str, good: list[str], bad: list[str]) -> None:
-    pattern = re.compile(floe_yaml_json_schema()["$defs"]["Destination"]["properties"][field]["pattern"])
+def test_schema_patterns_agree_with_the_validators(
+    field: str, good: list[str], bad: list[str]
+) -> None:
+    pattern = re.compile(
+        floe_yaml_json_schema()["$defs"]["Destination"]["properties"][field]["pattern"]
+    )
     base = {"name": "a", "sink_type": "s", "connection_secret_ref": "r"}
     for value in good:
         assert pattern.search(value), value

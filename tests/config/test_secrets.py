@@ -72,7 +72,7 @@ def test_missing_secret_names_ref_and_dir(tmp_path: Path) -> None:
 
 @FR018
 def test_missing_secrets_dir_is_explained(tmp_path: Path) -> None:
-    with pytest.raises(SecretResolutionError, match="does not exist.*--secrets-dir"):
+    with pytest.raises(SecretResolutionError, match=r"does not exist.*--secrets-dir"):
         resolve_secret("crm-api", tmp_path / "nope")
 
 
@@ -82,7 +82,8 @@ def test_missing_key_names_ref_key_dir_and_available_keys_never_values(tmp_path:
     with pytest.raises(SecretResolutionError) as info:
         resolve_secret("crm-api", tmp_path, required_keys=("token",))
     message = str(info.value)
-    assert "Secret 'crm-api'" in message and str(tmp_path) in message
+    assert "Secret 'crm-api'" in message
+    assert str(tmp_path) in message
     assert "has no key 'token' (it has: url)" in message
     assert "leak" not in message
     assert info.value.key == "token"
@@ -108,12 +109,14 @@ def test_ref_must_be_a_secret_name_and_cannot_escape_the_dir(tmp_path: Path, ref
 def test_binary_value_is_an_error_without_the_value(tmp_path: Path) -> None:
     (tmp_path / "k").mkdir()
     (tmp_path / "k" / "blob").write_bytes(b"\xff\xfe")
-    with pytest.raises(SecretResolutionError, match="Key 'blob' of secret 'k'.*not UTF-8"):
+    with pytest.raises(SecretResolutionError, match=r"Key 'blob' of secret 'k'.*not UTF-8"):
         resolve_secret("k", tmp_path)
 
 
 @FR018
-def test_values_never_show_in_repr_str_or_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_values_never_show_in_repr_str_or_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     mount(tmp_path, "crm-api", token="t0p-s3cret")
     with capture_logs() as logs, caplog.at_level(logging.DEBUG):
         values = resolve_secret("crm-api", tmp_path)
@@ -121,7 +124,12 @@ def test_values_never_show_in_repr_str_or_logs(tmp_path: Path, caplog: pytest.Lo
     rendered = repr(values) + str(values) + f"{values['token']}" + repr(logs) + caplog.text
     assert "t0p-s3cret" not in rendered
     assert logs == [
-        {"event": "secret_resolved", "secret_ref": "crm-api", "keys": ["token"], "log_level": "debug"}
+        {
+            "event": "secret_resolved",
+            "secret_ref": "crm-api",
+            "keys": ["token"],
+            "log_level": "debug",
+        }
     ]
     assert values["token"].reveal() == "t0p-s3cret"
 
