@@ -19,7 +19,7 @@ import difflib
 import enum
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import attrs
 from cattrs.cols import is_mapping, is_sequence, list_structure_factory
@@ -237,7 +237,7 @@ def _noted(exc: Exception, name: str, type_: Any) -> Exception:
 def register_checked_class(
     cls: type[T],
     *,
-    extra_keys: str = "forbid",
+    extra_keys: Literal["forbid", "ignore", "collect"] = "forbid",
     pre_check: PreCheck | None = None,
     cross_check: CrossCheck | None = None,
     collect_extra_into: str | None = None,
