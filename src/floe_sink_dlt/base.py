@@ -73,6 +73,10 @@ _GROUP_ROWS = 262_144
 """Rows handed to dlt per extract item (rounded to whole batches): dlt pays a few
 milliseconds per item, so items are large even when delivered batches are small."""
 
+_PARALLEL_FILE_BATCHES = 8
+"""With :attr:`DltSink.load_parallelism` above 1: batches per extracted file. A file is one dlt
+load job, the unit dlt runs in parallel; small files spread the work, each costs a few ms."""
+
 _RESERVED_KEYS = frozenset({"destination", "pipelines_dir", "write_disposition", "primary_key"})
 
 
@@ -139,6 +143,16 @@ class DltSink(abc.ABC):
 
     sink_type: ClassVar[str]
     default_batch_size: ClassVar[int]
+
+    load_parallelism: int = 1
+    """Load jobs dlt may run at once, each calling :meth:`deliver` from its own thread.
+
+    A sink sets it (on the instance, before ``write``) from its configuration. Above 1, the
+    data is extracted into several files of whole batches (see :meth:`_rows_per_file`), so
+    that dlt has several jobs to run; every job keeps its own saved offset, so resuming and
+    the idempotency keys (computed from the input, before dlt) mean what they mean at 1.
+    :meth:`deliver` must then be thread-safe.
+    """
 
     def __init__(self, settings: SinkSettings) -> None:
         self.settings = settings
@@ -218,6 +232,8 @@ class DltSink(abc.ABC):
             # dlt injects configuration into a plain function, not a bound method
             self._callable(items, table)
 
+        pipeline_name = _pipeline_name(self.sink_type, self.settings.destination)
+        parallel = self._parallel_options(pipeline_name)
         destination = dlt.destination(
             deliver_batch,
             batch_size=self.settings.batch_size,
@@ -226,13 +242,36 @@ class DltSink(abc.ABC):
             naming_convention="direct",
             skip_dlt_columns_and_tables=True,
             max_table_nesting=0,
+            **parallel,
         )
         return dlt.pipeline(
-            pipeline_name=_pipeline_name(self.sink_type, self.settings.destination),
+            pipeline_name=pipeline_name,
             pipelines_dir=str(self.settings.pipelines_dir),
             destination=destination,
             dataset_name="floe_sink",
         )
+
+    # -- load parallelism (optional, see load_parallelism) ------------------------------------
+
+    def _rows_per_file(self) -> int | None:
+        """Rows per extracted file when loading in parallel (whole batches), else ``None``."""
+        if self.load_parallelism <= 1:
+            return None
+        return self.settings.batch_size * _PARALLEL_FILE_BATCHES
+
+    def _parallel_options(self, pipeline_name: str) -> dict[str, Any]:
+        """``dlt.destination`` options for :attr:`load_parallelism`; sets the file split.
+
+        dlt reads its data-writer settings from its configuration only; the variable is scoped
+        to this pipeline's name, so other pipelines in the process are not affected.
+        """
+        variable = f"{pipeline_name.upper()}__DATA_WRITER__FILE_MAX_ITEMS"
+        rows_per_file = self._rows_per_file()
+        if rows_per_file is None:
+            os.environ.pop(variable, None)
+            return {}
+        os.environ[variable] = str(rows_per_file)
+        return {"max_parallel_load_jobs": self.load_parallelism}
 
     def _callable(self, items: pa.RecordBatch, table: dict[str, Any]) -> None:
         # Runs in dlt's load thread, once per batch of `batch_size` rows.
@@ -296,7 +335,9 @@ class DltSink(abc.ABC):
     ) -> Iterator[pa.Table]:
         """Yield dlt items: groups of whole batches, columns renamed, keys attached."""
         batch_size = self.settings.batch_size
-        group_rows = max(batch_size, (_GROUP_ROWS // batch_size) * batch_size)
+        group_rows = self._rows_per_file() or max(
+            batch_size, (_GROUP_ROWS // batch_size) * batch_size
+        )
         rechunker = Rechunker(batch_size)
         position = 0
         group: list[pa.RecordBatch] = []
