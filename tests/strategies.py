@@ -5,9 +5,13 @@ Each feature keeps its strategies in its own headed section below.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import string
+from collections.abc import Callable
 from typing import Any
 
+import pyarrow as pa
 from hypothesis import strategies as st
 
 from floe_sink.config import (
@@ -191,3 +195,87 @@ yaml_junk = st.text(
     max_size=200,
 )
 """Arbitrary text, heavy on YAML's syntax characters."""
+
+# =============================================================================================
+# Arrow tables: the data sinks deliver (floe_sink_dlt; rest_api JSON encoding and delivery)
+# =============================================================================================
+
+_UTC = datetime.UTC
+_MIN = datetime.datetime(1900, 1, 1)
+_MAX = datetime.datetime(2200, 1, 1)
+
+
+def _nullable(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.none(), values)
+
+
+def _timestamps(tz: str | None) -> st.SearchStrategy[Any]:
+    naive = st.datetimes(min_value=_MIN, max_value=_MAX)
+    if tz is None:
+        return naive
+    return naive.map(lambda value: value.replace(tzinfo=_UTC))
+
+
+# kind -> (arrow type, value strategy); values are what pa.array() accepts for that type
+ARROW_COLUMN_KINDS: dict[str, tuple[pa.DataType, st.SearchStrategy[Any]]] = {
+    "int64": (pa.int64(), st.integers(-(2**63), 2**63 - 1)),
+    "int32": (pa.int32(), st.integers(-(2**31), 2**31 - 1)),
+    "uint8": (pa.uint8(), st.integers(0, 255)),
+    "float64": (pa.float64(), st.floats(allow_nan=True, allow_infinity=True)),
+    "float32": (pa.float32(), st.floats(width=32, allow_nan=True, allow_infinity=True)),
+    "string": (pa.string(), st.text(max_size=20)),
+    "large_string": (pa.large_string(), st.text(max_size=10)),
+    "bool": (pa.bool_(), st.booleans()),
+    "timestamp_tz": (pa.timestamp("us", tz="UTC"), _timestamps("UTC")),
+    "timestamp_paris": (
+        pa.timestamp("ms", tz="Europe/Paris"),
+        _timestamps("UTC").map(lambda v: v.replace(microsecond=v.microsecond // 1000 * 1000)),
+    ),
+    "timestamp_naive": (pa.timestamp("us"), _timestamps(None)),
+    "timestamp_s": (pa.timestamp("s"), _timestamps(None).map(lambda v: v.replace(microsecond=0))),
+    "date": (pa.date32(), st.dates(min_value=datetime.date(1, 1, 1))),
+    "decimal": (
+        pa.decimal128(18, 4),
+        st.decimals(
+            min_value=decimal.Decimal("-99999999999999.9999"),
+            max_value=decimal.Decimal("99999999999999.9999"),
+            places=4,
+            allow_nan=False,
+            allow_infinity=False,
+        ),
+    ),
+    "binary": (pa.binary(), st.binary(max_size=12)),
+    "category": (pa.dictionary(pa.int32(), pa.string()), st.sampled_from(["a", "b", 'c"\\'])),
+    "list_int": (pa.list_(pa.int64()), st.lists(st.integers(-100, 100), max_size=3)),
+}
+
+
+def arrow_column_names() -> st.SearchStrategy[str]:
+    """Column names, including quotes, backslashes, unicode and control characters."""
+    return st.text(min_size=1, max_size=8)
+
+
+@st.composite
+def arrow_tables(
+    draw: Callable[[st.SearchStrategy[Any]], Any],
+    *,
+    kinds: tuple[str, ...] | None = None,
+    max_rows: int = 30,
+    max_columns: int = 5,
+) -> pa.Table:
+    """A table of up to ``max_columns`` columns of the ``kinds`` above, with nulls."""
+    chosen = kinds or tuple(ARROW_COLUMN_KINDS)
+    names = draw(st.lists(arrow_column_names(), min_size=1, max_size=max_columns, unique=True))
+    rows = draw(st.integers(0, max_rows))
+    columns = []
+    fields = []
+    for name in names:
+        type_, values = ARROW_COLUMN_KINDS[draw(st.sampled_from(chosen))]
+        data = draw(st.lists(_nullable(values), min_size=rows, max_size=rows))
+        if pa.types.is_dictionary(type_):
+            array = pa.array(data, pa.string()).dictionary_encode()
+        else:
+            array = pa.array(data, type_)
+        columns.append(array)
+        fields.append(pa.field(name, array.type))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
