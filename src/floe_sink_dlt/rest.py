@@ -40,6 +40,7 @@ is described in :mod:`floe_sink_dlt.json_encoding`.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import urllib.parse
@@ -261,12 +262,17 @@ class RestApiSink(DltSink):
                     headers["Authorization"] = f"Bearer {reveal(options.token)}"
                 headers["Content-Type"] = "application/json"
                 connections = max(options.max_concurrency, 1)
-                self._client = httpx.Client(
-                    headers=headers,
-                    timeout=options.timeout,
+                transport = httpx.HTTPTransport(
                     limits=httpx.Limits(
                         max_connections=connections, max_keepalive_connections=connections
                     ),
+                    # headers and body leave at once: no Nagle/delayed-ACK stall per request
+                    socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+                )
+                self._client = httpx.Client(
+                    headers=headers,
+                    timeout=options.timeout,
+                    transport=transport,
                     follow_redirects=False,
                 )
                 rate = options.max_requests_per_second
