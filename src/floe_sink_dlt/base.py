@@ -347,7 +347,9 @@ class DltSink(abc.ABC):
             nonlocal position
             key = idempotency_key(self.settings.destination, batch, position)
             position += 1
-            indices = pa.array([0] * batch.num_rows, pa.int8())
+            # int32 indices: a parquet file holds the keys of many batches in one dictionary,
+            # and dlt reads it back with this index type (int8 overflowed past 127 batches)
+            indices = pa.repeat(pa.scalar(0, pa.int32()), batch.num_rows)
             column = pa.DictionaryArray.from_arrays(indices, pa.array([key]))
             renamed = batch.rename_columns([_encode_name(name) for name in batch.schema.names])
             return renamed.append_column(KEY_COLUMN, column)

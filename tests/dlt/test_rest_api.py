@@ -467,3 +467,14 @@ def test_batch_events_are_logged_without_the_token(
     assert any(event["event"] == "retrying" for event in events)
     assert TOKEN not in repr(events)
     assert TOKEN not in repr(result)
+
+
+@pytest.mark.requirement("4G-FR-008")
+def test_hundreds_of_batches_in_one_write(http_server: RecordingServer, tmp_path: Path) -> None:
+    # regression: the batches' keys share one parquet dictionary per extracted file; with
+    # int8 indices a file of more than 127 batches could not be read back by dlt
+    table = people(3_000)
+    result = make_sink(http_server, tmp_path, batch_size=10).write(table)
+    assert_complete(result, table)
+    assert len(http_server.applied_per_key) == 300
+    assert applied_ids(http_server) == list(range(3_000))
