@@ -273,7 +273,7 @@ def main() -> int:
                 print(
                     f"  round {round_ + 1} {name:<10} {figures['rows_per_s']:>10,.0f} rows/s "
                     f"{figures['peak_rss_mb']:>7.0f} MB peak",
-                    file=sys.stderr,
+                    flush=True,
                 )
     finally:
         server.terminate()
@@ -281,8 +281,10 @@ def main() -> int:
 
     print(f"rest_api: {args.rows:,} rows, batches of {args.batch_size:,}, {machine()}")
     print(f"median of {args.repeat} run(s), each case in its own process")
-    header = f"{'case':<10} {'seconds':>8} {'rows/s':>10} {'peak RSS MB':>12} {'RSS w/ table MB':>16} {'MB sent':>8}"
-    print(header)
+    print(
+        f"{'case':<10} {'seconds':>8} {'rows/s':>10} {'peak RSS MB':>12} "
+        f"{'RSS w/ table MB':>16} {'MB sent':>8}"
+    )
     medians: dict[str, float] = {}
     for name, runs in results.items():
         rate = statistics.median(run["rows_per_s"] for run in runs)
