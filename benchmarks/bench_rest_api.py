@@ -76,7 +76,7 @@ class _Counter(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     wbufsize = 64 * 1024
     requests = 0
-    bytes = 0
+    received = 0
     lock = threading.Lock()
 
     def do_POST(self) -> None:
@@ -84,12 +84,12 @@ class _Counter(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         with _Counter.lock:
             _Counter.requests += 1
-            _Counter.bytes += len(body)
+            _Counter.received += len(body)
         self._answer(b"{}")
 
     def do_GET(self) -> None:
         with _Counter.lock:
-            stats = {"requests": _Counter.requests, "bytes": _Counter.bytes}
+            stats = {"requests": _Counter.requests, "bytes": _Counter.received}
         self._answer(json.dumps(stats).encode())
 
     def _answer(self, body: bytes) -> None:
@@ -170,7 +170,7 @@ def run_case(name: str, port: int, rows: int, batch_size: int) -> None:
     """Child process: build the table, run one case, print one JSON line of figures."""
     import logging
 
-    import psutil
+    import psutil  # type: ignore[import-untyped]
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dlt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -17,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-import dlt
 from fixtures.http_server import DROP, NORMAL, RecordingServer, Reply
 from floe_sink import EgressResult, SinkConfig, SinkConfigurationError, checksum_of
 from floe_sink.secrets import Secret

@@ -42,14 +42,14 @@ def _same(type_: pa.DataType, encoded: Any, value: Any) -> bool:
     if pa.types.is_timestamp(type_):
         parsed = datetime.datetime.fromisoformat(encoded)
         if type_.tz is not None:
-            return encoded.endswith("Z") and parsed == value
-        return parsed.tzinfo is None and parsed == value
+            return bool(encoded.endswith("Z") and parsed == value)
+        return bool(parsed.tzinfo is None and parsed == value)
     if pa.types.is_date(type_):
-        return datetime.date.fromisoformat(encoded) == value
+        return bool(datetime.date.fromisoformat(encoded) == value)
     if pa.types.is_decimal(type_):
-        return isinstance(encoded, str) and decimal.Decimal(encoded) == value
+        return isinstance(encoded, str) and bool(decimal.Decimal(encoded) == value)
     if pa.types.is_binary(type_):
-        return base64.b64decode(encoded) == value
+        return bool(base64.b64decode(encoded) == value)
     return bool(encoded == value)
 
 
