@@ -109,9 +109,7 @@ class Checksum:
             self._schema = schema
             self._sha.update(_canonical_schema(schema))
         elif not schema.equals(self._schema):
-            raise ValueError(
-                f"schema changed between batches: {self._schema} != {schema}"
-            )
+            raise ValueError(f"schema changed between batches: {self._schema} != {schema}")
 
     def _hash_block(self, block: pa.RecordBatch) -> None:
         self._sha.update(_block_bytes(block))

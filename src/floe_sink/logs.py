@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 __all__ = ["REDACTED", "configure_logging", "get_logger", "redact"]
@@ -60,7 +61,9 @@ def _is_secret_key(key: str) -> bool:
     return any(part in lowered for part in _SECRET_KEY_PARTS)
 
 
-def redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """structlog processor: replace values of credential-looking keys with ``***``."""
     for key in list(event_dict):
         if _is_secret_key(key) and not key.endswith("_ref"):  # a secret's name is no secret

@@ -21,7 +21,7 @@ import importlib.metadata
 import os
 import weakref
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pluggy
@@ -105,9 +105,7 @@ class SinkPluginManager(pluggy.PluginManager):
         self.add_hookspecs(SinkConnectorSpec)
         self.load_failures: list[PluginFailure] = []
         self.plugin_info: dict[str, PluginInfo] = {}
-        self._sinks: weakref.WeakKeyDictionary[Any, tuple[str, str]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._sinks: weakref.WeakKeyDictionary[Any, tuple[str, str]] = weakref.WeakKeyDictionary()
         # Sinks that cannot be weakly referenced (dicts, tuples) are kept by id, with the
         # object itself so that the id cannot be reused while the entry lives.
         self._sinks_by_id: dict[int, tuple[Any, str, str]] = {}
@@ -206,7 +204,8 @@ class SinkPluginManager(pluggy.PluginManager):
         providers: dict[str, list[PluginInfo]] = {}
         for impl in self.hook.list_available_sinks.get_hookimpls():
             info = self.plugin_info.get(impl.plugin_name, PluginInfo(name=impl.plugin_name))
-            for sink_type in impl.function() or ():
+            listed = cast("list[str] | None", impl.function()) or []
+            for sink_type in listed:
                 entries = providers.setdefault(sink_type, [])
                 if info not in entries:
                     entries.append(info)
@@ -367,7 +366,9 @@ class SinkPluginManager(pluggy.PluginManager):
         return {sink_type: self.owner_of(sink_type) for sink_type in sink_types}
 
 
-def get_plugin_manager(*, load_entrypoints: bool = True, strict: bool | None = None) -> SinkPluginManager:
+def get_plugin_manager(
+    *, load_entrypoints: bool = True, strict: bool | None = None
+) -> SinkPluginManager:
     """Return a new plugin manager with the ``floe_sink`` entry-point plugins loaded.
 
     Args:

@@ -128,6 +128,4 @@ def structure(data: Any, cls: type[T], *, what: str | None = None) -> T:
     except (ClassValidationError, ForbiddenExtraKeysError, ValueError, TypeError) as exc:
         problems = format_structure_error(exc)
         label = what or cls.__name__
-        raise SinkConfigurationError(
-            f"Invalid {label}: " + "; ".join(problems)
-        ) from exc
+        raise SinkConfigurationError(f"Invalid {label}: " + "; ".join(problems)) from exc
