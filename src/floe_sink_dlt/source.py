@@ -87,9 +87,7 @@ def source_config(catalog_config: Mapping[str, Any]) -> dict[str, Any]:
         )
     properties["type"] = catalog_type
     if catalog_type == "sql":
-        embedded = embedded_catalog_properties(
-            catalog_config.get("state_dir") or DEFAULT_STATE_DIR
-        )
+        embedded = embedded_catalog_properties(catalog_config.get("state_dir") or DEFAULT_STATE_DIR)
         properties.setdefault("uri", embedded["uri"])
         properties.setdefault("warehouse", embedded["warehouse"])
     elif not properties.get("uri"):
