@@ -100,27 +100,74 @@ def _fail(message: str) -> NoReturn:
     raise ConfigurationFailed(_scrub(message))
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    # Logging options are accepted before and after the subcommand name; both land here.
+    settings = ctx.find_root().meta.setdefault("floe_sink.logging", {})
+    if param.name == "verbose":
+        settings["verbose"] = settings.get("verbose", 0) + (value or 0)
+    elif param.name == "quiet":
+        settings["quiet"] = settings.get("quiet", False) or bool(value)
+    elif value is not None:
+        settings[param.name or ""] = value
+    return value
+
+
+def _logging_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            expose_value=False,
+            callback=_remember,
+            help="More log lines (debug).",
+        ),
+        click.option(
+            "-q",
+            "--quiet",
+            is_flag=True,
+            expose_value=False,
+            callback=_remember,
+            help="Only warnings and errors in the logs.",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice(["auto", "console", "json"]),
+            default=None,
+            expose_value=False,
+            callback=_remember,
+            envvar="FLOE_SINK_LOG_FORMAT",
+            help="Log lines on stderr: console on a terminal, JSON lines otherwise (auto).",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _logging_settings(ctx: click.Context) -> dict[str, Any]:
+    settings: dict[str, Any] = ctx.find_root().meta.get("floe_sink.logging", {})
+    return {
+        "verbose": settings.get("verbose", 0),
+        "quiet": settings.get("quiet", False),
+        "log_format": settings.get("log_format") or "auto",
+    }
+
+
+def _apply_logging(ctx: click.Context, *, bar: bool = False) -> None:
+    settings = _logging_settings(ctx)
+    quiet = settings["quiet"] or (bar and not settings["verbose"])  # the bar replaces info lines
+    _setup_logging(verbosity=settings["verbose"], quiet=quiet, log_format=settings["log_format"])
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="floe-sink", prog_name="floe-sink")
-@click.option("-v", "--verbose", count=True, help="More log lines (debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors in the logs.")
-@click.option(
-    "--log-format",
-    type=click.Choice(["auto", "console", "json"]),
-    default="auto",
-    show_default=True,
-    envvar="FLOE_SINK_LOG_FORMAT",
-    help="How log lines on stderr look; auto: console on a terminal, JSON lines otherwise.",
-)
-@click.pass_context
-def cli(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
+@_logging_options
+def cli() -> None:
     """floe-sink: reverse ETL from Iceberg Gold tables to SaaS APIs and databases.
 
     Exit codes: 0 success, 1 a delivery failed, 2 bad configuration or usage.
     """
-    ctx.ensure_object(dict)
-    ctx.obj.update(verbose=verbose, quiet=quiet, log_format=log_format)
-    _setup_logging(verbosity=verbose, quiet=quiet, log_format=log_format)
 
 
 # -- sinks ------------------------------------------------------------------------------------
@@ -134,9 +181,13 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
     show_default=True,
     help="Plain text, or one JSON object on stdout.",
 )
-def sinks(output: str) -> int:
+@_logging_options
+@click.pass_context
+def sinks(ctx: click.Context, output: str) -> int:
     """List the sink types available and the plugin providing each."""
     from floe_sink.manager import get_plugin_manager
+
+    _apply_logging(ctx)
 
     manager = get_plugin_manager()
     providers = manager.sink_providers()
@@ -201,9 +252,13 @@ def _load(floe_yaml: Path, manifest: Path | None, select: Sequence[str] = ()) ->
 @cli.command()
 @_floe_yaml_argument
 @_manifest_option
-def validate(floe_yaml: Path, manifest: Path | None) -> int:
+@_logging_options
+@click.pass_context
+def validate(ctx: click.Context, floe_yaml: Path, manifest: Path | None) -> int:
     """Check FLOE_YAML and the manifest: schema, governance, sink types installed."""
     from floe_sink.manager import get_plugin_manager
+
+    _apply_logging(ctx)
 
     job = _load(floe_yaml, manifest)
     manager = get_plugin_manager()
@@ -229,9 +284,13 @@ def validate(floe_yaml: Path, manifest: Path | None) -> int:
 
 @cli.command()
 @click.argument("kind", type=click.Choice(["floe", "manifest", "all"]), default="all")
-def schema(kind: str) -> int:
+@_logging_options
+@click.pass_context
+def schema(ctx: click.Context, kind: str) -> int:
     """Print the JSON Schema of floe.yaml, of manifest.yaml, or both (default)."""
     from floe_sink import config
+
+    _apply_logging(ctx)
 
     schemas = {
         "floe": config.floe_yaml_json_schema,
@@ -293,6 +352,7 @@ def schema(kind: str) -> int:
     is_flag=True,
     help="Print OpenTelemetry spans on stderr (also FLOE_SINK_OTEL=console).",
 )
+@_logging_options
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -310,9 +370,7 @@ def run(
     from floe_sink.otel import setup_tracing
 
     bar = sys.stderr.isatty() if progress is None else progress
-    if bar and not ctx.obj.get("verbose"):
-        # the bar replaces the info lines on a terminal; warnings still show
-        _setup_logging(verbosity=0, quiet=True, log_format=ctx.obj["log_format"])
+    _apply_logging(ctx, bar=bar)
     shutdown = setup_tracing(console=otel_console)
     try:
         return _run(

@@ -99,6 +99,9 @@ def load_floe_spec(path: str | Path) -> FloeSpec:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", dest.name):
             msg = f"{path}: $.destinations[{index}].name: invalid name {dest.name!r}"
             raise ConfigError(msg)
+        if dest.batch_size is not None and dest.batch_size < 1:
+            msg = f"{path}: $.destinations[{index}].batch_size: must be >= 1"
+            raise ConfigError(msg)
         if dest.write_disposition == "merge" and not dest.primary_key:
             msg = f"{path}: $.destinations[{index}].primary_key: required for merge"
             raise ConfigError(msg)
