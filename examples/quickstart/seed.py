@@ -225,11 +225,13 @@ def seed(
     table: str = TABLE,
     replace: bool = False,
     chunk_rows: int = 1_000_000,
+    row_group_rows: int | None = None,
 ) -> tuple[bool, int]:
     """Write ``table`` to the embedded catalog under ``state_dir``.
 
     Large tables are appended in chunks of ``chunk_rows`` (one data file each), so seeding
-    never holds more than a chunk in memory.
+    never holds more than a chunk in memory. ``row_group_rows`` sets the Parquet row-group
+    size (``write.parquet.row-group-limit``; pyiceberg's default otherwise).
 
     Returns:
         ``(written, rows in the table)``: ``written`` is False when it existed already.
@@ -244,7 +246,10 @@ def seed(
             return False, existing.scan().count()
         catalog.purge_table(table)
     schema = make_customers(1).schema
-    iceberg_table = catalog.create_table(table, schema=schema)
+    properties = {}
+    if row_group_rows:
+        properties["write.parquet.row-group-limit"] = str(row_group_rows)
+    iceberg_table = catalog.create_table(table, schema=schema, properties=properties)
     written = 0
     chunk = 0
     while written < rows:
