@@ -23,7 +23,12 @@ from typing import Any
 import attrs
 import pyarrow as pa
 
-from floe_sink.errors import FloeSinkError, SinkConfigurationError, SinkError
+from floe_sink.errors import (
+    FloeSinkError,
+    PluginConflictError,
+    SinkConfigurationError,
+    SinkError,
+)
 from floe_sink.logs import get_logger
 from floe_sink.models import EgressResult, SinkConfig
 from floe_sink.secrets import Secret
@@ -72,16 +77,6 @@ def _problems_of(exc: BaseException) -> list[str]:
     if isinstance(problems, list) and problems:
         return [str(problem) for problem in problems]
     return [str(exc)]
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if isinstance(value, Mapping):
-        return dict(value)
-    if attrs.has(type(value)):
-        return {k: v for k, v in attrs.asdict(value, recurse=True).items() if v is not None}
-    raise TypeError(f"expected a mapping, got {type(value).__name__}")
 
 
 @attrs.frozen(kw_only=True)
@@ -202,24 +197,38 @@ class Prepared:
     """Every secret value resolved, so that messages can be scrubbed of them."""
 
 
-def _connection_config(
-    dest: Any, secret: Mapping[str, Secret], *, state_dir: Path
-) -> dict[str, Any]:
-    settings = _as_dict(getattr(dest, "config", None))
-    clash = sorted(set(settings) & set(secret))
-    if clash:
-        raise SinkConfigurationError(
-            f"destination {dest.name!r}: key(s) {', '.join(clash)} are set both in config and "
-            f"in secret {dest.connection_secret_ref!r}; keep them in one place"
-        )
-    return {
-        **settings,
-        **secret,
-        "destination": dest.name,
-        "write_disposition": getattr(dest, "write_disposition", "append"),
-        "primary_key": list(getattr(dest, "primary_key", None) or []),
-        "pipelines_dir": str(state_dir / "pipelines"),
-    }
+def _sink_config(dest: Any, secret: Mapping[str, Secret], *, state_dir: Path) -> SinkConfig:
+    """The destination's ``SinkConfig`` plus what the command adds for the sink."""
+    try:
+        base: SinkConfig = dest.to_sink_config(secret)
+    except ValueError as exc:  # a key both in config and in the secret
+        raise SinkConfigurationError(f"destination {dest.name!r}: {exc}") from exc
+    disposition = getattr(dest, "write_disposition", "append")
+    return attrs.evolve(
+        base,
+        connection_config={
+            **base.connection_config,
+            "destination": dest.name,
+            "write_disposition": str(getattr(disposition, "value", disposition)),
+            "primary_key": list(getattr(dest, "primary_key", None) or []),
+            "pipelines_dir": str(state_dir / "pipelines"),
+        },
+    )
+
+
+def _catalog_config(manifest: Any, secrets_dir: Path | None) -> tuple[dict[str, Any], list[str]]:
+    """The manifest's catalog as pyiceberg properties (``name`` included) and its secret values."""
+    from floe_sink import config
+
+    catalog = getattr(manifest, "catalog", None)
+    if catalog is None:
+        return {}, []
+    secret: dict[str, Secret] = {}
+    ref = getattr(catalog, "credential_secret_ref", None)
+    if ref:
+        secret = dict(config.resolve_secret(ref, secrets_dir))
+    properties: dict[str, Any] = {"name": catalog.name, **catalog.to_pyiceberg_properties(secret)}
+    return properties, [value.reveal() for value in secret.values()]
 
 
 def _projection(dest: Any) -> list[str] | None:
@@ -278,21 +287,25 @@ def prepare(
     ready: list[PreparedDestination] = []
     failed: list[DestinationOutcome] = []
     secret_values: list[str] = []
-    catalog = _as_dict(getattr(job.manifest, "catalog", None))
+    try:
+        catalog, catalog_secrets = _catalog_config(job.manifest, secrets_dir)
+    except SinkConfigurationError as exc:
+        where = f"{job.manifest_path}: catalog: " if job.manifest_path else ""
+        raise JobConfigurationError([f"{where}{p}" for p in _problems_of(exc)]) from exc
+    secret_values.extend(catalog_secrets)
     for dest in job.destinations:
         try:
             manager.owner_of(dest.sink_type)
+            if not dest.source_table:
+                raise SinkConfigurationError(
+                    f"destination {dest.name!r} has no source_table: name the Iceberg table "
+                    "to read (namespace.table) in floe.yaml"
+                )
             secret: dict[str, Secret] = dict(
                 config.resolve_secret(dest.connection_secret_ref, secrets_dir)
             )
             secret_values.extend(value.reveal() for value in secret.values())
-            sink_config = SinkConfig(
-                sink_type=dest.sink_type,
-                connection_config=_connection_config(dest, secret, state_dir=state_dir),
-                field_mapping=dict(dest.field_mapping) if dest.field_mapping else None,
-                retry_config=_as_dict(dest.retry) if getattr(dest, "retry", None) else None,
-                batch_size=dest.batch_size,
-            )
+            sink_config = _sink_config(dest, secret, state_dir=state_dir)
             source_config = manager.get_source_config(
                 {**catalog, "table": dest.source_table, "state_dir": str(state_dir)},
                 sink_type=dest.sink_type,
@@ -307,7 +320,7 @@ def prepare(
                 span.set_attribute("floe.source.table", scan.table_name)
                 span.set_attribute("floe.source.files", scan.files)
             _check_columns(dest, scan.schema)
-        except SinkConfigurationError as exc:
+        except (SinkConfigurationError, PluginConflictError) as exc:
             problems.extend(_prefixed(dest.name, _problems_of(exc)))
             continue
         except (SinkError, OSError) as exc:
