@@ -1,0 +1,547 @@
+"""The ``floe-sink`` command: ``run``, ``validate``, ``sinks`` and ``schema``.
+
+Exit codes (ARCHITECTURE.md): 0 success, 1 a delivery failed, 2 bad configuration or usage.
+A configuration problem is one clear message on stderr naming the file or destination and the
+field, never a traceback. Results go to stdout (``--output json``: one JSON document and nothing
+else); logs, the progress bar and console spans go to stderr.
+
+Secret values never reach any output: messages, results and log lines are scrubbed of every
+secret value resolved for the run, on top of :class:`floe_sink.secrets.Secret` masking them.
+"""
+
+from __future__ import annotations
+
+import os
+
+# dlt must never phone home from the command; set before anything imports dlt.
+os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import attrs
+import click
+
+from floe_sink.errors import FloeSinkError, PluginConflictError, SinkConfigurationError
+from floe_sink.logs import configure_logging, get_logger
+
+__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "cli", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+DEBUG_ENV = "FLOE_SINK_DEBUG"
+"""``1``: show the traceback of an unexpected error (for bug reports)."""
+
+log = get_logger("floe_sink.cli")
+
+
+class ConfigurationFailed(click.ClickException):
+    """Bad configuration: exit 2 with one message on stderr."""
+
+    exit_code = EXIT_CONFIG
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"floe-sink: error: {self.format_message()}", err=True)
+
+
+class _Scrubber:
+    """Replaces every known secret value in text with ``***``."""
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+
+    def add(self, values: Iterable[str]) -> None:
+        # longest first, so that a secret containing another is replaced whole
+        known = set(self.values) | {value for value in values if value}
+        self.values = sorted(known, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for value in self.values:
+            text = text.replace(value, "***")
+        return text
+
+    def processor(self, _logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        """structlog processor: scrub every string value."""
+        for key, value in event_dict.items():
+            if isinstance(value, str):
+                event_dict[key] = self(value)
+        return event_dict
+
+
+_scrub = _Scrubber()
+
+
+def _setup_logging(*, verbosity: int, quiet: bool, log_format: str) -> None:
+    level = logging.INFO
+    if quiet:
+        level = logging.WARNING
+    elif verbosity > 0:
+        level = logging.DEBUG
+    as_json = {"auto": None, "json": True, "console": False}[log_format]
+    configure_logging(level=level, json=as_json, stream=sys.stderr)
+    import structlog
+
+    processors = list(structlog.get_config()["processors"])
+    processors.insert(len(processors) - 1, _scrub.processor)  # just before the renderer
+    structlog.configure(processors=processors)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(_scrub(json.dumps(data, indent=2, default=str, ensure_ascii=False)))
+
+
+def _fail(message: str) -> NoReturn:
+    raise ConfigurationFailed(_scrub(message))
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    # Logging options are accepted before and after the subcommand name; both land here.
+    settings = ctx.find_root().meta.setdefault("floe_sink.logging", {})
+    if param.name == "verbose":
+        settings["verbose"] = settings.get("verbose", 0) + (value or 0)
+    elif param.name == "quiet":
+        settings["quiet"] = settings.get("quiet", False) or bool(value)
+    elif value is not None:
+        settings[param.name or ""] = value
+    return value
+
+
+def _logging_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            expose_value=False,
+            callback=_remember,
+            help="More log lines (debug).",
+        ),
+        click.option(
+            "-q",
+            "--quiet",
+            is_flag=True,
+            expose_value=False,
+            callback=_remember,
+            help="Only warnings and errors in the logs.",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice(["auto", "console", "json"]),
+            default=None,
+            expose_value=False,
+            callback=_remember,
+            envvar="FLOE_SINK_LOG_FORMAT",
+            help="Log lines on stderr: console on a terminal, JSON lines otherwise (auto).",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _logging_settings(ctx: click.Context) -> dict[str, Any]:
+    settings: dict[str, Any] = ctx.find_root().meta.get("floe_sink.logging", {})
+    return {
+        "verbose": settings.get("verbose", 0),
+        "quiet": settings.get("quiet", False),
+        "log_format": settings.get("log_format") or "auto",
+    }
+
+
+def _apply_logging(ctx: click.Context, *, bar: bool = False) -> None:
+    settings = _logging_settings(ctx)
+    quiet = settings["quiet"] or (bar and not settings["verbose"])  # the bar replaces info lines
+    _setup_logging(verbosity=settings["verbose"], quiet=quiet, log_format=settings["log_format"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="floe-sink", prog_name="floe-sink")
+@_logging_options
+def cli() -> None:
+    """floe-sink: reverse ETL from Iceberg Gold tables to SaaS APIs and databases.
+
+    Exit codes: 0 success, 1 a delivery failed, 2 bad configuration or usage.
+    """
+
+
+# -- sinks ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Plain text, or one JSON object on stdout.",
+)
+@_logging_options
+@click.pass_context
+def sinks(ctx: click.Context, output: str) -> int:
+    """List the sink types available and the plugin providing each."""
+    from floe_sink.manager import get_plugin_manager
+
+    _apply_logging(ctx)
+
+    manager = get_plugin_manager()
+    providers = manager.sink_providers()
+    records: list[dict[str, Any]] = [
+        {
+            "sink_type": sink_type,
+            "plugin": infos[0].name if len(infos) == 1 else None,
+            "distribution": infos[0].distribution if len(infos) == 1 else None,
+            "version": infos[0].version if len(infos) == 1 else None,
+            "conflict": [info.describe() for info in infos] if len(infos) > 1 else [],
+        }
+        for sink_type, infos in providers.items()
+    ]
+    failures = [attrs.asdict(failure) for failure in manager.load_failures]
+    if output == "json":
+        _echo_json({"sinks": records, "failed_plugins": failures})
+    else:
+        if not records:
+            click.echo("No sink types available: install a floe-sink plugin package.")
+        width = max((len(record["sink_type"]) for record in records), default=0)
+        for record in records:
+            if record["conflict"]:
+                provider = "CONFLICT: " + ", ".join(record["conflict"])
+            else:
+                dist = record["distribution"] or "registered in code"
+                version = f" {record['version']}" if record["version"] else ""
+                provider = f"plugin {record['plugin']} ({dist}{version})"
+            click.echo(f"{record['sink_type']:<{width}}  {provider}")
+        for failure in failures:
+            dist = f" ({failure['distribution']})" if failure["distribution"] else ""
+            click.echo(f"failed to load: plugin {failure['name']}{dist}: {failure['error']}")
+    conflicts = any(record["conflict"] for record in records)
+    return EXIT_CONFIG if conflicts else EXIT_OK
+
+
+# -- validate ---------------------------------------------------------------------------------
+
+_floe_yaml_argument = click.argument(
+    "floe_yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+_manifest_option = click.option(
+    "--manifest",
+    "manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The platform's manifest.yaml [default: $FLOE_MANIFEST, else manifest.yaml beside "
+    "FLOE_YAML when it exists].",
+)
+
+
+def _load(floe_yaml: Path, manifest: Path | None, select: Sequence[str] = ()) -> Any:
+    from floe_sink.job import JobConfigurationError, default_manifest, load_job
+
+    if manifest is None:
+        manifest = default_manifest(floe_yaml)
+    try:
+        return load_job(floe_yaml, manifest, select=select)
+    except JobConfigurationError as exc:
+        _fail(exc.render())
+
+
+@cli.command()
+@_floe_yaml_argument
+@_manifest_option
+@_logging_options
+@click.pass_context
+def validate(ctx: click.Context, floe_yaml: Path, manifest: Path | None) -> int:
+    """Check FLOE_YAML and the manifest: schema, governance, sink types installed."""
+    from floe_sink.manager import get_plugin_manager
+
+    _apply_logging(ctx)
+
+    job = _load(floe_yaml, manifest)
+    manager = get_plugin_manager()
+    problems: list[str] = []
+    for dest in job.destinations:
+        try:
+            manager.owner_of(dest.sink_type)
+        except (SinkConfigurationError, PluginConflictError) as exc:
+            problems.append(f"destination {dest.name!r}: {exc}")
+    if problems:
+        _fail(problems[0] if len(problems) == 1 else "\n  - ".join(["problems:", *problems]))
+    declared = list(job.spec.destinations or [])
+    where = f" with {job.manifest_path}" if job.manifest_path else ""
+    click.echo(f"{floe_yaml}: valid{where} ({len(declared)} destination(s))")
+    for dest in declared:
+        state = "" if getattr(dest, "enabled", True) else " [disabled]"
+        click.echo(f"  {dest.name}: {dest.source_table} -> {dest.sink_type}{state}")
+    return EXIT_OK
+
+
+# -- schema -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(["floe", "manifest", "all"]), default="all")
+@_logging_options
+@click.pass_context
+def schema(ctx: click.Context, kind: str) -> int:
+    """Print the JSON Schema of floe.yaml, of manifest.yaml, or both (default)."""
+    from floe_sink import config
+
+    _apply_logging(ctx)
+
+    schemas = {
+        "floe": config.floe_yaml_json_schema,
+        "manifest": config.manifest_json_schema,
+    }
+    if kind == "all":
+        _echo_json({"floe.yaml": schemas["floe"](), "manifest.yaml": schemas["manifest"]()})
+    else:
+        _echo_json(schemas[kind]())
+    return EXIT_OK
+
+
+# -- run --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@_floe_yaml_argument
+@_manifest_option
+@click.option(
+    "--destination",
+    "-d",
+    "destinations",
+    multiple=True,
+    metavar="NAME",
+    help="Run only this destination (repeatable); default: every enabled one.",
+)
+@click.option("--dry-run", is_flag=True, help="Read and map the data, report, send nothing.")
+@click.option(
+    "--secrets-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="FLOE_SECRETS_DIR",
+    default=None,
+    help="Where secrets are mounted (<dir>/<connection_secret_ref>/<key>) "
+    "[default: $FLOE_SECRETS_DIR, else /var/run/secrets/floe].",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="FLOE_STATE_DIR",
+    default=Path(".floe"),
+    show_default=True,
+    help="Where delivery state (pipelines/) and the embedded Iceberg catalog live "
+    "[env: FLOE_STATE_DIR].",
+)
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON array of per-destination results on stdout, nothing else there.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Draw a progress bar [default: when stderr is a terminal].",
+)
+@click.option(
+    "--otel-console",
+    is_flag=True,
+    help="Print OpenTelemetry spans on stderr (also FLOE_SINK_OTEL=console).",
+)
+@_logging_options
+@click.pass_context
+def run(
+    ctx: click.Context,
+    floe_yaml: Path,
+    manifest: Path | None,
+    destinations: tuple[str, ...],
+    dry_run: bool,
+    secrets_dir: Path | None,
+    state_dir: Path,
+    output: str,
+    progress: bool | None,
+    otel_console: bool,
+) -> int:
+    """Send the source tables of FLOE_YAML's destinations to their sinks."""
+    from floe_sink.otel import setup_tracing
+
+    bar = sys.stderr.isatty() if progress is None else progress
+    _apply_logging(ctx, bar=bar)
+    shutdown = setup_tracing(console=otel_console)
+    try:
+        return _run(
+            floe_yaml=floe_yaml,
+            manifest=manifest,
+            select=destinations,
+            dry=dry_run,
+            secrets_dir=secrets_dir,
+            state_dir=state_dir,
+            output=output,
+            bar=bar,
+        )
+    finally:
+        if shutdown is not None:
+            shutdown()
+
+
+def _run(
+    *,
+    floe_yaml: Path,
+    manifest: Path | None,
+    select: Sequence[str],
+    dry: bool,
+    secrets_dir: Path | None,
+    state_dir: Path,
+    output: str,
+    bar: bool,
+) -> int:
+    from opentelemetry import trace
+
+    from floe_sink.job import JobConfigurationError, deliver, prepare
+    from floe_sink.job import dry_run as rehearse
+    from floe_sink.manager import get_plugin_manager
+    from floe_sink.progress import track
+
+    job = _load(floe_yaml, manifest, select)
+    if not job.destinations:
+        log.warning("no_destinations", floe_yaml=str(floe_yaml))
+        if output == "json":
+            _echo_json([])
+        else:
+            click.echo(f"{floe_yaml}: no destinations to run.")
+        return EXIT_OK
+    manager = get_plugin_manager()
+    tracer = trace.get_tracer("floe_sink")
+    with tracer.start_as_current_span(
+        "floe_sink.run",
+        attributes={"floe.run.destinations": len(job.destinations), "floe.run.dry_run": dry},
+    ) as span:
+        try:
+            prepared = prepare(job, manager, secrets_dir=secrets_dir, state_dir=state_dir)
+        except JobConfigurationError as exc:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, "configuration"))
+            _fail(exc.render())
+        _scrub.add(prepared.secrets)
+        log.info(
+            "run_started",
+            floe_yaml=str(floe_yaml),
+            destinations=[p.name for p in prepared.ready],
+            dry_run=dry,
+        )
+        if dry:
+            with track(enabled=bar) as reporter:
+                reports = [rehearse(p, reporter) for p in prepared.ready]
+            _print_dry_run(reports, prepared.failed, output)
+            return EXIT_FAILED if prepared.failed else EXIT_OK
+        outcomes = list(prepared.failed)
+        with track(enabled=bar) as reporter:
+            for ready in prepared.ready:
+                outcomes.append(deliver(ready, manager, reporter))
+        order = {dest.name: index for index, dest in enumerate(job.destinations)}
+        outcomes.sort(key=lambda outcome: order.get(outcome.destination, 0))
+        failed = [o for o in outcomes if not o.result.success]
+        span.set_attribute("floe.run.failed", len(failed))
+        if failed:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, f"{len(failed)} failed"))
+    _print_results(outcomes, output)
+    if any(o.configuration_error for o in failed):
+        return EXIT_CONFIG
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _print_results(outcomes: Sequence[Any], output: str) -> None:
+    from floe_sink.job import result_record
+
+    if output == "json":
+        _echo_json([result_record(outcome) for outcome in outcomes])
+        return
+    for outcome in outcomes:
+        result = outcome.result
+        head = f"{outcome.destination} ({outcome.sink_type})"
+        if result.success:
+            target = f" -> {outcome.target}" if outcome.target else ""
+            click.echo(
+                _scrub(
+                    f"ok      {head}{target}: {result.rows_delivered:,} rows, "
+                    f"{result.bytes_transmitted:,} bytes in {result.duration_seconds:.2f} s"
+                )
+            )
+            click.echo(f"        checksum sha256:{result.checksum}")
+            click.echo(f"        idempotency key {result.idempotency_key}")
+        else:
+            delivered = f" after {result.rows_delivered:,} rows" if result.rows_delivered else ""
+            click.echo(_scrub(f"FAILED  {head}{delivered}: {'; '.join(result.errors)}"))
+    failed = sum(1 for outcome in outcomes if not outcome.result.success)
+    click.echo(
+        f"{len(outcomes)} destination(s): {len(outcomes) - failed} succeeded, {failed} failed"
+    )
+
+
+def _print_dry_run(reports: Sequence[Any], failed: Sequence[Any], output: str) -> None:
+    if output == "json":
+        records: list[dict[str, Any]] = [
+            {"dry_run": True, **attrs.asdict(report)} for report in reports
+        ]
+        from floe_sink.job import result_record
+
+        records.extend({"dry_run": True, **result_record(outcome)} for outcome in failed)
+        _echo_json(records)
+        return
+    for report in reports:
+        if report.batches is None:
+            batches = "in batches of the sink's default size"
+        else:
+            batches = f"in {report.batches:,} batch(es) of {report.batch_size:,}"
+        click.echo(
+            f"dry run {report.destination} ({report.sink_type}) from {report.source_table}: "
+            f"would send {report.rows:,} rows {batches}"
+        )
+        fields = ", ".join(f"{f['name']}: {f['type']}" for f in report.schema)
+        click.echo(f"        schema: {fields}")
+        for row in report.sample:
+            click.echo(f"        sample: {json.dumps(row, default=str, ensure_ascii=False)}")
+    for outcome in failed:
+        click.echo(_scrub(f"FAILED  {outcome.destination}: {'; '.join(outcome.result.errors)}"))
+    click.echo("dry run: nothing was sent.")
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+def _exit_with_error(message: str, code: int) -> NoReturn:
+    click.echo(f"floe-sink: error: {_scrub(message)}", err=True)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The console script ``floe-sink``: run the command and exit with its code."""
+    command: Callable[..., Any] = cli.main
+    try:
+        code = command(
+            args=list(argv) if argv is not None else None,
+            prog_name="floe-sink",
+            standalone_mode=False,
+        )
+    except click.exceptions.Abort:
+        _exit_with_error("interrupted", 130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (SinkConfigurationError, PluginConflictError) as exc:
+        _exit_with_error(str(exc), EXIT_CONFIG)
+    except FloeSinkError as exc:
+        _exit_with_error(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        _exit_with_error("interrupted", 130)
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        _exit_with_error(
+            f"unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)",
+            EXIT_FAILED,
+        )
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

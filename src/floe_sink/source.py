@@ -1,0 +1,256 @@
+"""The lakehouse source: an Iceberg table read through pyiceberg as a stream of Arrow batches.
+
+:func:`open_table` takes the read config a plugin's ``get_source_config`` returns
+(``catalog_name``, ``catalog_properties``, ``table``) and loads the table;
+:func:`plan_scan` applies an optional row filter (pyiceberg expression syntax, e.g.
+``"country = 'FR' and lifetime_value > 100"``) and column projection and plans the files;
+:meth:`SourceScan.reader` streams the result as a ``pyarrow.RecordBatchReader``.
+
+Memory stays bounded by a few record batches, not by the table: the files of the scan are read
+one after the other, each as a stream of batches. (pyiceberg's own ``to_arrow_batch_reader``
+reads every file of the scan into memory at once in a thread pool before yielding its first
+batch; we use it only as a fallback when its internals change.)
+
+pyiceberg is imported on first use, so ``import floe_sink`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import attrs
+import pyarrow as pa
+
+from floe_sink.errors import SinkConfigurationError, SinkConnectionError
+from floe_sink.logs import get_logger
+
+__all__ = [
+    "SourceNotFoundError",
+    "SourceScan",
+    "load_catalog",
+    "open_table",
+    "plan_scan",
+]
+
+log = get_logger(__name__)
+
+
+class SourceNotFoundError(SinkConfigurationError):
+    """Raised when the source table (or its namespace) does not exist in the catalog."""
+
+
+def _ensure_local_dirs(properties: Mapping[str, Any]) -> None:
+    # The embedded SQL catalog on SQLite needs its folder, and a file:// warehouse its root;
+    # pyiceberg creates neither.
+    uri = str(properties.get("uri") or "")
+    if properties.get("type", "sql") == "sql" and uri.startswith("sqlite:///"):
+        database = uri.removeprefix("sqlite:///")
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    warehouse = str(properties.get("warehouse") or "")
+    if warehouse.startswith("file://"):
+        Path(urlparse(warehouse).path).mkdir(parents=True, exist_ok=True)
+
+
+def load_catalog(source_config: Mapping[str, Any]) -> Any:
+    """Return the pyiceberg catalog named by a source config.
+
+    Args:
+        source_config: ``{"catalog_name": ..., "catalog_properties": {...}, ...}``, as
+            returned by ``get_source_config``.
+
+    Raises:
+        SinkConfigurationError: The config lacks catalog properties or pyiceberg refuses them.
+        SinkConnectionError: The catalog (a REST/Polaris server) cannot be reached.
+    """
+    from pyiceberg.catalog import load_catalog as pyiceberg_load_catalog
+
+    properties = source_config.get("catalog_properties")
+    if not isinstance(properties, Mapping):
+        raise SinkConfigurationError(
+            "The source config has no catalog_properties; the plugin's get_source_config "
+            "must return catalog_name, catalog_properties and table"
+        )
+    name = str(source_config.get("catalog_name") or "floe")
+    _ensure_local_dirs(properties)
+    try:
+        return pyiceberg_load_catalog(name, **{str(k): v for k, v in properties.items()})
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        raise SinkConfigurationError(
+            f"Cannot set up Iceberg catalog {name!r} from manifest.yaml catalog: {exc}"
+        ) from exc
+    except OSError as exc:
+        raise SinkConnectionError(f"Cannot reach Iceberg catalog {name!r}: {exc}") from exc
+
+
+def open_table(source_config: Mapping[str, Any]) -> Any:
+    """Load the Iceberg table a source config names.
+
+    Returns:
+        A ``pyiceberg.table.Table``.
+
+    Raises:
+        SourceNotFoundError: The table or its namespace does not exist.
+        SinkConfigurationError: The config is incomplete or the catalog is misconfigured.
+        SinkConnectionError: The catalog cannot be reached.
+    """
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+    table_name = source_config.get("table")
+    if not isinstance(table_name, str) or not table_name:
+        raise SinkConfigurationError("The source config names no table")
+    catalog = load_catalog(source_config)
+    try:
+        return catalog.load_table(table_name)
+    except (NoSuchTableError, NoSuchNamespaceError) as exc:
+        raise SourceNotFoundError(
+            f"Source table {table_name!r} does not exist in Iceberg catalog "
+            f"{source_config.get('catalog_name')!r}; check source_table in floe.yaml "
+            "(namespace.table) and the catalog in manifest.yaml"
+        ) from exc
+    except OSError as exc:
+        raise SinkConnectionError(
+            f"Cannot read table {table_name!r} from the Iceberg catalog: {exc}"
+        ) from exc
+
+
+@attrs.frozen(kw_only=True)
+class SourceScan:
+    """A planned scan of an Iceberg table: its schema, its files, and a way to stream it.
+
+    Attributes:
+        table_name: The Iceberg identifier read.
+        schema: The Arrow schema of the batches (after projection).
+        files: How many data files the scan reads.
+        estimated_rows: Rows in those files; exact unless a row filter or deletes drop some
+            (``None`` then).
+    """
+
+    table_name: str
+    schema: pa.Schema
+    files: int
+    estimated_rows: int | None
+    _scan: Any = attrs.field(alias="scan", repr=False)
+    _tasks: tuple[Any, ...] = attrs.field(alias="tasks", repr=False)
+
+    def reader(self) -> pa.RecordBatchReader:
+        """Stream the scan as a ``RecordBatchReader``, one file after the other."""
+        batches = _stream_tasks(self._scan, self._tasks)
+        if batches is None:
+            reader = self._scan.to_arrow_batch_reader()
+            return reader if reader.schema.equals(self.schema) else reader.cast(self.schema)
+        return pa.RecordBatchReader.from_batches(self.schema, _conform(batches, self.schema))
+
+
+def _conform(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        yield batch if batch.schema.equals(schema) else batch.cast(schema)
+
+
+def _stream_tasks(scan: Any, tasks: Sequence[Any]) -> Iterator[pa.RecordBatch] | None:
+    """Batches of ``tasks`` read lazily, file by file; ``None`` when pyiceberg changed."""
+    try:
+        from pyiceberg.io.pyarrow import ArrowScan, _read_all_delete_files
+    except ImportError:  # pragma: no cover - pyiceberg internals moved
+        return None
+    arrow_scan = ArrowScan(
+        scan.table_metadata,
+        scan.io,
+        scan.projection(),
+        scan.row_filter,
+        scan.case_sensitive,
+        scan.limit,
+    )
+    per_file = getattr(arrow_scan, "_record_batches_from_scan_tasks_and_deletes", None)
+    if per_file is None:  # pragma: no cover - pyiceberg internals moved
+        return None
+
+    def generate() -> Iterator[pa.RecordBatch]:
+        deletes = _read_all_delete_files(scan.io, tasks)  # positional deletes: small
+        for task in tasks:
+            yield from per_file([task], deletes)
+
+    return generate()
+
+
+def plan_scan(
+    table: Any,
+    *,
+    row_filter: str | None = None,
+    columns: Sequence[str] | None = None,
+) -> SourceScan:
+    """Plan a scan of ``table`` with an optional row filter and column projection.
+
+    Args:
+        table: A ``pyiceberg.table.Table`` (see :func:`open_table`).
+        row_filter: A pyiceberg expression, e.g. ``"status = 'active' and id > 10"``.
+        columns: The source columns to read; ``None`` reads them all.
+
+    Raises:
+        SinkConfigurationError: The filter does not parse or names an unknown column, or a
+            projected column does not exist.
+    """
+    from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+    from pyiceberg.expressions.visitors import bind
+    from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+    table_name = ".".join(table.name()) if hasattr(table, "name") else str(table)
+    schema = table.schema()
+    expression: BooleanExpression = AlwaysTrue()
+    if row_filter:
+        expression = _parse_filter(row_filter, table_name)
+        try:
+            bind(schema, expression, case_sensitive=True)
+        except ValueError as exc:
+            raise SinkConfigurationError(
+                f"row_filter {row_filter!r} does not fit table {table_name!r}: {exc}; "
+                f"columns: {', '.join(field.name for field in schema.fields)}"
+            ) from exc
+    selected: tuple[str, ...] = ("*",)
+    if columns:
+        known = {field.name for field in schema.fields}
+        missing = [column for column in columns if column not in known]
+        if missing:
+            raise SinkConfigurationError(
+                f"Column(s) {', '.join(map(repr, missing))} are not in source table "
+                f"{table_name!r}; columns: {', '.join(field.name for field in schema.fields)}"
+            )
+        selected = tuple(dict.fromkeys(columns))
+    scan = table.scan(row_filter=expression, selected_fields=selected, case_sensitive=True)
+    tasks = tuple(scan.plan_files())
+    exact = not row_filter and all(not task.delete_files for task in tasks)
+    estimated = sum(int(task.file.record_count) for task in tasks) if exact else None
+    arrow_schema = schema_to_pyarrow(scan.projection(), include_field_ids=False)
+    log.debug(
+        "source_planned",
+        table=table_name,
+        files=len(tasks),
+        estimated_rows=estimated,
+        columns=list(arrow_schema.names),
+    )
+    return SourceScan(
+        table_name=table_name,
+        schema=arrow_schema,
+        files=len(tasks),
+        estimated_rows=estimated,
+        scan=scan,
+        tasks=tasks,
+    )
+
+
+def _parse_filter(row_filter: str, table_name: str) -> Any:
+    from pyiceberg.expressions.parser import parse
+
+    try:
+        return parse(row_filter)
+    except Exception as exc:  # pyparsing raises its own ParseException family
+        # pyparsing's message lists its whole grammar; the column is what a user needs.
+        column = getattr(exc, "col", None)
+        where = f" near column {column}" if isinstance(column, int) else ""
+        raise SinkConfigurationError(
+            f"row_filter {row_filter!r} for table {table_name!r} is not a valid pyiceberg "
+            f"expression{where}; write e.g. \"status = 'active' and amount > 10\""
+        ) from exc

@@ -1,0 +1,170 @@
+"""Bad input through the command: exit 2, one clear message on stderr, no traceback, nothing sent.
+
+Every destination here writes to a SQLite file; "nothing sent" is checked as "the file and the
+delivery state were never created".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fixtures.command import FloeProject
+from fixtures.iceberg import customers
+
+
+def sqlite_destination(name: str = "ops_db", **overrides: Any) -> dict[str, Any]:
+    destination: dict[str, Any] = {
+        "name": name,
+        "sink_type": "sql_database",
+        "connection_secret_ref": "ops-db",
+        "source_table": "gold.customers",
+        "config": {"table": "customers"},
+    }
+    destination.update(overrides)
+    return destination
+
+
+@pytest.fixture
+def project(floe_project: FloeProject) -> FloeProject:
+    floe_project.warehouse.write("gold.customers", customers(200))
+    floe_project.secret("ops-db", url=f"sqlite:///{floe_project.root / 'ops.sqlite'}")
+    floe_project.write_floe([sqlite_destination()])
+    return floe_project
+
+
+def assert_nothing_sent(project: FloeProject) -> None:
+    assert not (project.root / "ops.sqlite").exists()
+    assert not (project.root / ".floe" / "pipelines").exists()
+
+
+def test_invalid_floe_yaml(project: FloeProject) -> None:
+    project.write_floe([sqlite_destination(batch_size=-5)])
+    message = project.run_job().assert_clean_error(2)
+    assert "floe.yaml" in message
+    assert "batch_size" in message
+    assert_nothing_sent(project)
+
+
+def test_floe_yaml_that_is_not_yaml(project: FloeProject) -> None:
+    project.floe_yaml.write_text("destinations: [unclosed\n")
+    message = project.run_job("--output", "json").assert_clean_error(2)
+    assert "floe.yaml" in message
+    assert_nothing_sent(project)
+
+
+def test_unapproved_sink_stops_every_destination(project: FloeProject) -> None:
+    project.write_floe(
+        [
+            sqlite_destination("ops_db"),
+            sqlite_destination("crm", sink_type="rest_api", config={"url": "http://127.0.0.1:9/x"}),
+        ]
+    )
+    project.write_manifest(approved_sinks=["sql_database"])
+    result = project.run_job("--output", "json")
+    message = result.assert_clean_error(2)
+    assert "rest_api" in message
+    assert "manifest.yaml" in message
+    assert result.stdout == ""
+    assert_nothing_sent(project)  # the approved destination was not run either
+
+
+def test_missing_secret(project: FloeProject) -> None:
+    project.write_floe([sqlite_destination(connection_secret_ref="no-such-secret")])
+    message = project.run_job().assert_clean_error(2)
+    assert "no-such-secret" in message
+    assert_nothing_sent(project)
+
+
+def test_missing_source_table(project: FloeProject) -> None:
+    project.write_floe([sqlite_destination(source_table="gold.nope")])
+    message = project.run_job().assert_clean_error(2)
+    assert "gold.nope" in message
+    assert "ops_db" in message
+    assert_nothing_sent(project)
+
+
+def test_missing_namespace(project: FloeProject) -> None:
+    project.write_floe([sqlite_destination(source_table="silver.customers")])
+    message = project.run_job().assert_clean_error(2)
+    assert "silver.customers" in message
+
+
+def test_bad_row_filter(project: FloeProject) -> None:
+    project.write_floe([sqlite_destination(row_filter="customer_id >>> 3")])
+    message = project.run_job().assert_clean_error(2)
+    assert "row_filter" in message
+    assert "floe.yaml" in message
+
+
+def test_row_filter_on_an_unknown_column(project: FloeProject) -> None:
+    project.write_floe([sqlite_destination(row_filter="shoe_size > 40")])
+    message = project.run_job().assert_clean_error(2)
+    assert "shoe_size" in message
+
+
+def test_field_mapping_of_an_unknown_column(project: FloeProject) -> None:
+    project.write_floe([sqlite_destination(field_mapping={"shoe_size": "size"})])
+    message = project.run_job("--dry-run").assert_clean_error(2)
+    assert "shoe_size" in message
+    assert "ops_db" in message
+
+
+def test_primary_key_not_read(project: FloeProject) -> None:
+    project.write_floe(
+        [
+            sqlite_destination(
+                write_disposition="merge", primary_key=["account_id"], columns=["email"]
+            )
+        ]
+    )
+    message = project.run_job().assert_clean_error(2)
+    assert "account_id" in message
+
+
+def test_key_in_config_and_secret(project: FloeProject) -> None:
+    project.secret("ops-db", table="other")
+    message = project.run_job().assert_clean_error(2)
+    assert "table" in message
+    assert "ops-db" in message
+    assert_nothing_sent(project)
+
+
+def test_unknown_destination_selected(project: FloeProject) -> None:
+    message = project.run_job("--destination", "nope").assert_clean_error(2)
+    assert "nope" in message
+    assert "ops_db" in message
+
+
+def test_unknown_sink_type(project: FloeProject) -> None:
+    project.write_floe([sqlite_destination(sink_type="fax")])
+    message = project.run_job().assert_clean_error(2)
+    assert "fax" in message
+
+
+def test_every_problem_is_listed_in_one_message(project: FloeProject) -> None:
+    project.write_floe(
+        [
+            sqlite_destination("a", source_table="gold.nope"),
+            sqlite_destination("b", connection_secret_ref="missing-secret"),
+        ]
+    )
+    message = project.run_job().assert_clean_error(2)
+    assert "gold.nope" in message
+    assert "missing-secret" in message
+
+
+def test_secrets_dir_from_the_environment(project: FloeProject, tmp_path: Path) -> None:
+    result = project.run(
+        "run",
+        "floe.yaml",
+        "--dry-run",
+        env={"FLOE_SECRETS_DIR": str(project.secrets_dir)},
+    )
+    assert result.code == 0, result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    failed = project.run("run", "floe.yaml", "--dry-run", env={"FLOE_SECRETS_DIR": str(empty)})
+    assert "ops-db" in failed.assert_clean_error(2)
