@@ -36,9 +36,7 @@ def as_batches(data: Any) -> Iterator[pa.RecordBatch]:
             elif isinstance(batch, pa.RecordBatch):
                 yield batch
             else:
-                raise TypeError(
-                    f"expected pyarrow.RecordBatch items, got {type(batch).__name__}"
-                )
+                raise TypeError(f"expected pyarrow.RecordBatch items, got {type(batch).__name__}")
     else:
         raise TypeError(
             "expected a pyarrow.Table, RecordBatch, RecordBatchReader or an iterable of "
