@@ -193,8 +193,11 @@ class SinkPluginManager(pluggy.PluginManager):
         count = 0
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             name = entry_point.name
-            if name in blocked or (allowed is not None and name not in allowed):
-                log.info("plugin_skipped", plugin=name, reason="blocked by environment")
+            if name in blocked:
+                log.info("plugin_skipped", plugin=name, reason=f"listed in {BLOCK_ENV}")
+                continue
+            if allowed is not None and name not in allowed:
+                log.info("plugin_skipped", plugin=name, reason=f"not listed in {LOAD_ENV}")
                 continue
             if self.has_plugin(name) or self.is_blocked(name):
                 continue
