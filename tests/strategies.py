@@ -6,6 +6,7 @@ from __future__ import annotations
 # Arrow: tables, and the same table cut into record batches in arbitrary ways.
 # Self-contained: imports and helpers of this section stay in this section.
 # ---------------------------------------------------------------------------------------------
+import itertools
 
 import pyarrow as pa
 from hypothesis import strategies as st
@@ -129,11 +130,9 @@ def cut(table: pa.Table, points: list[int], *, empty_batches: bool = False) -> l
     combined = table.combine_chunks()
     bounds = [0, *points, table.num_rows]
     batches: list[pa.RecordBatch] = []
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         piece = combined.slice(start, end - start).to_batches()
-        batch = (
-            piece[0] if piece else pa.RecordBatch.from_pylist([], schema=table.schema)
-        )
+        batch = piece[0] if piece else pa.RecordBatch.from_pylist([], schema=table.schema)
         batches.append(batch)
         if empty_batches:
             batches.append(batch.slice(0, 0))

@@ -49,7 +49,9 @@ def test_any_changed_value_changes_it(table: pa.Table, data: st.DataObject) -> N
         st.sampled_from([None, 0, 1, "changed", b"changed", True, False, 1.5, [7]])
     )
     try:
-        new_column = pa.array([*values[:row], replacement, *values[row + 1 :]], table.column(column).type)
+        new_column = pa.array(
+            [*values[:row], replacement, *values[row + 1 :]], table.column(column).type
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
         assume(False)
         return
@@ -74,7 +76,9 @@ def test_a_changed_type_changes_it(table: pa.Table) -> None:
         schema=table.schema.set(0, pa.field(field.name, other)),
     )
     assume(retyped.schema != table.schema)
-    assert checksum_of(retyped) != checksum_of(table.set_column(0, field, pa.nulls(table.num_rows, field.type)))
+    assert checksum_of(retyped) != checksum_of(
+        table.set_column(0, field, pa.nulls(table.num_rows, field.type))
+    )
 
 
 def test_nulls_differ_from_zeros_and_empty_strings() -> None:
@@ -86,16 +90,24 @@ def test_nulls_differ_from_zeros_and_empty_strings() -> None:
 def test_bytes_under_null_slots_do_not_matter() -> None:
     # Two int columns with the same validity but different bytes under the null slot.
     validity = pa.py_buffer(bytes([0b101]))
-    first = pa.Array.from_buffers(pa.int64(), 3, [validity, pa.py_buffer(pa.array([1, 111, 3]).buffers()[1])])
-    second = pa.Array.from_buffers(pa.int64(), 3, [validity, pa.py_buffer(pa.array([1, 222, 3]).buffers()[1])])
+    first = pa.Array.from_buffers(
+        pa.int64(), 3, [validity, pa.py_buffer(pa.array([1, 111, 3]).buffers()[1])]
+    )
+    second = pa.Array.from_buffers(
+        pa.int64(), 3, [validity, pa.py_buffer(pa.array([1, 222, 3]).buffers()[1])]
+    )
     assert first.to_pylist() == second.to_pylist() == [1, None, 3]
     assert checksum_of(pa.table({"x": first})) == checksum_of(pa.table({"x": second}))
 
 
 def test_dictionary_columns_hash_by_value_not_by_index() -> None:
     values = pa.array(["b", "a", None, "b"])
-    one = pa.DictionaryArray.from_arrays(pa.array([0, 1, None, 0], pa.int32()), pa.array(["b", "a"]))
-    two = pa.DictionaryArray.from_arrays(pa.array([1, 0, None, 1], pa.int32()), pa.array(["a", "b"]))
+    one = pa.DictionaryArray.from_arrays(
+        pa.array([0, 1, None, 0], pa.int32()), pa.array(["b", "a"])
+    )
+    two = pa.DictionaryArray.from_arrays(
+        pa.array([1, 0, None, 1], pa.int32()), pa.array(["a", "b"])
+    )
     assert one.to_pylist() == two.to_pylist() == values.to_pylist()
     assert checksum_of(pa.table({"d": one})) == checksum_of(pa.table({"d": two}))
     # A dictionary column is a different type from a plain one: another digest.
@@ -139,5 +151,7 @@ def test_a_schema_change_between_batches_is_refused() -> None:
 def test_spans_several_canonical_blocks() -> None:
     from floe_sink.checksum import BLOCK_ROWS
 
-    table = pa.table({"x": list(range(BLOCK_ROWS * 2 + 5)), "b": [i % 3 == 0 for i in range(BLOCK_ROWS * 2 + 5)]})
+    table = pa.table(
+        {"x": list(range(BLOCK_ROWS * 2 + 5)), "b": [i % 3 == 0 for i in range(BLOCK_ROWS * 2 + 5)]}
+    )
     assert checksum_of(table.to_batches(max_chunksize=10_007)) == checksum_of(table)

@@ -66,9 +66,7 @@ class HalfMarked:
 @pytest.mark.requirement("4G-FR-001")
 @pytest.mark.parametrize("missing", floe_sink.HOOK_NAMES)
 def test_an_incomplete_subclass_cannot_be_instantiated(missing: str) -> None:
-    namespace = {
-        name: getattr(Complete, name) for name in floe_sink.HOOK_NAMES if name != missing
-    }
+    namespace = {name: getattr(Complete, name) for name in floe_sink.HOOK_NAMES if name != missing}
     incomplete = type("Incomplete", (SinkConnector,), namespace)
     with pytest.raises(TypeError, match=missing):
         incomplete()

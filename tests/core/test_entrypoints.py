@@ -157,7 +157,8 @@ def test_block_list_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
     skipped = {
         entry["plugin"]
         for entry in logs
-        if entry["event"] == "plugin_skipped" and entry["reason"] == "listed in FLOE_SINK_BLOCK_PLUGINS"
+        if entry["event"] == "plugin_skipped"
+        and entry["reason"] == "listed in FLOE_SINK_BLOCK_PLUGINS"
     }
     assert skipped == {"colliding", "broken", "invalid"}
 

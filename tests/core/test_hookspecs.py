@@ -29,7 +29,7 @@ def test_exactly_four_hooks_in_the_documented_order() -> None:
         if callable(value) and getattr(value, f"{PROJECT_NAME}_spec", None) is not None
     ]
     assert specs == list(CONTRACT)
-    assert HOOK_NAMES == tuple(CONTRACT)
+    assert tuple(CONTRACT) == HOOK_NAMES
 
 
 @pytest.mark.requirement("4G-SC-006")

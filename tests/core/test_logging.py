@@ -29,8 +29,16 @@ def test_events_are_key_value() -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["password", "db_password", "token", "API_KEY", "client_secret", "Authorization",
-     "connection_string", "private_key"],
+    [
+        "password",
+        "db_password",
+        "token",
+        "API_KEY",
+        "client_secret",
+        "Authorization",
+        "connection_string",
+        "private_key",
+    ],
 )
 def test_redact_hides_credential_values(key: str) -> None:
     assert redact(None, "info", {"event": "x", key: "hunter2"})[key] == REDACTED

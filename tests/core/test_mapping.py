@@ -55,7 +55,7 @@ def test_a_missing_source_column_is_a_clear_error() -> None:
 
 
 def test_two_columns_to_one_field_is_refused() -> None:
-    with pytest.raises(SinkConfigurationError, match="same field.*Email"):
+    with pytest.raises(SinkConfigurationError, match=r"same field.*Email"):
         mapped_schema(TABLE.schema, {"id": "Email", "email": "Email"})
 
 

@@ -88,11 +88,16 @@ def test_permanent_errors_are_not_retried() -> None:
     error = SinkWriteError("HTTP 400", category=ErrorCategory.PERMANENT)
     sleeps: list[float] = []
     calls = 0
-    with pytest.raises(SinkWriteError) as raised:
+
+    def deliver() -> None:
+        nonlocal calls
         for attempt in retrying(RetryPolicy(jitter=0), sleep=sleeps.append):
             with attempt:
                 calls += 1
                 raise error
+
+    with pytest.raises(SinkWriteError) as raised:
+        deliver()
     assert raised.value is error
     assert (calls, sleeps) == (1, [])
 
@@ -101,7 +106,9 @@ def test_custom_retryable_predicate() -> None:
     sleeps: list[float] = []
     calls = 0
     policy = RetryPolicy(max_attempts=3, initial_wait=1, jitter=0)
-    for attempt in retrying(policy, retryable=lambda e: isinstance(e, OSError), sleep=sleeps.append):
+    for attempt in retrying(
+        policy, retryable=lambda e: isinstance(e, OSError), sleep=sleeps.append
+    ):
         with attempt:
             calls += 1
             if calls < 3:
@@ -130,8 +137,16 @@ def test_each_retry_is_logged_without_secrets() -> None:
 
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [("120", 120.0), (" 3 ", 3.0), ("1.5", 1.5), ("0", 0.0), ("-4", 0.0), ("", None),
-     (None, None), ("soon", None)],
+    [
+        ("120", 120.0),
+        (" 3 ", 3.0),
+        ("1.5", 1.5),
+        ("0", 0.0),
+        ("-4", 0.0),
+        ("", None),
+        (None, None),
+        ("soon", None),
+    ],
 )
 def test_parse_retry_after_seconds(header: str | None, expected: float | None) -> None:
     assert parse_retry_after(header) == expected
@@ -157,7 +172,7 @@ def test_parse_retry_after_date_against_the_clock() -> None:
 def test_policy_from_config() -> None:
     assert RetryPolicy.from_config(None) == RetryPolicy()
     assert RetryPolicy.from_config({"max_attempts": 2}).max_attempts == 2
-    with pytest.raises(SinkConfigurationError, match="unknown key.*max_retries"):
+    with pytest.raises(SinkConfigurationError, match=r"unknown key.*max_retries"):
         RetryPolicy.from_config({"max_retries": 2})
     with pytest.raises(SinkConfigurationError, match="max_wait"):
         RetryPolicy.from_config({"max_wait": -1})

@@ -71,7 +71,9 @@ def test_failed_result_sets_error_status(tracer, exporter: InMemorySpanExporter)
     assert "floe.sink.destination" not in finished.attributes
 
 
-def test_exception_is_recorded_truncated_and_propagates(tracer, exporter: InMemorySpanExporter) -> None:  # type: ignore[no-untyped-def]
+def test_exception_is_recorded_truncated_and_propagates(
+    tracer, exporter: InMemorySpanExporter
+) -> None:  # type: ignore[no-untyped-def]
     long_message = "x" * (MAX_ERROR_MESSAGE * 3)
     with pytest.raises(SinkWriteError), egress_span("sql_database", "warehouse", tracer=tracer):
         raise SinkWriteError(long_message)

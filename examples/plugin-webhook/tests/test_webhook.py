@@ -7,11 +7,11 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import floe_sink_webhook
 import pyarrow as pa
 import pytest
 
 import floe_sink
-import floe_sink_webhook
 from floe_sink.testing import assert_sink_connector
 
 
