@@ -64,3 +64,26 @@ def test_ci_runs_the_readme_test_command() -> None:
     first = next(line for line in readme if "-m pytest" in line)
     assert first == readme[4]
     assert 'bash -c "set -euo pipefail; $test_command"' in script
+
+
+ISSUE_REQUIREMENTS = {
+    "4G-FR-001",
+    "4G-FR-002",
+    "4G-FR-003",
+    "4G-FR-004",
+    "4G-FR-010",
+    "4G-FR-013",
+    "4G-FR-014",
+    "4G-FR-015",
+    "4G-SC-006",
+}
+
+
+def test_every_core_requirement_is_carried_by_a_test() -> None:
+    sources = "\n".join(path.read_text() for path in (ROOT / "tests" / "core").glob("test_*.py"))
+    marked = {
+        requirement
+        for arguments in re.findall(r"mark\.requirement\(([^)]*)\)", sources)
+        for requirement in re.findall(r"4G-(?:FR|SC)-\d{3}", arguments)
+    }
+    assert marked >= ISSUE_REQUIREMENTS, sorted(ISSUE_REQUIREMENTS - marked)
