@@ -31,6 +31,21 @@ from floe_sink.tracing import egress_span, record_egress_error, record_egress_re
 if TYPE_CHECKING:
     from floe_sink.checksum import Checksum, checksum_of
     from floe_sink.chunking import as_batches, iter_chunks
+    from floe_sink.config import (
+        CatalogConfig,
+        ConfigError,
+        DestinationConfig,
+        FloeSpec,
+        PlatformManifest,
+        SinkWhitelistError,
+        WriteDisposition,
+        check_governance,
+        enforce_governance,
+        load_floe_spec,
+        load_manifest,
+        resolve_secret,
+        validate_sink_whitelist,
+    )
     from floe_sink.idempotency import idempotency_key
     from floe_sink.mapping import apply_field_mapping, mapped_schema
     from floe_sink.retry import RetryPolicy, parse_retry_after, retrying
@@ -49,6 +64,20 @@ _LAZY: dict[str, str] = {
     "RetryPolicy": "floe_sink.retry",
     "parse_retry_after": "floe_sink.retry",
     "retrying": "floe_sink.retry",
+    # floe.yaml / manifest.yaml: loading them imports yaml, so they are lazy too.
+    "CatalogConfig": "floe_sink.config",
+    "ConfigError": "floe_sink.config",
+    "DestinationConfig": "floe_sink.config",
+    "FloeSpec": "floe_sink.config",
+    "PlatformManifest": "floe_sink.config",
+    "SinkWhitelistError": "floe_sink.config",
+    "WriteDisposition": "floe_sink.config",
+    "check_governance": "floe_sink.config",
+    "enforce_governance": "floe_sink.config",
+    "load_floe_spec": "floe_sink.config",
+    "load_manifest": "floe_sink.config",
+    "resolve_secret": "floe_sink.config",
+    "validate_sink_whitelist": "floe_sink.config",
 }
 
 
@@ -67,10 +96,15 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "HOOK_NAMES",
+    "CatalogConfig",
     "Checksum",
+    "ConfigError",
+    "DestinationConfig",
     "EgressResult",
     "ErrorCategory",
     "FloeSinkError",
+    "FloeSpec",
+    "PlatformManifest",
     "PluginConflictError",
     "PluginLoadError",
     "RetryPolicy",
@@ -82,23 +116,31 @@ __all__ = [
     "SinkError",
     "SinkNotFoundError",
     "SinkPluginManager",
+    "SinkWhitelistError",
     "SinkWriteError",
+    "WriteDisposition",
     "__version__",
     "apply_field_mapping",
     "as_batches",
     "as_sink_connector",
+    "check_governance",
     "checksum_of",
     "converter",
     "egress_span",
+    "enforce_governance",
     "get_plugin_manager",
     "hookimpl",
     "hookspec",
     "idempotency_key",
     "iter_chunks",
+    "load_floe_spec",
+    "load_manifest",
     "mapped_schema",
     "parse_retry_after",
     "record_egress_error",
     "record_egress_result",
+    "resolve_secret",
     "retrying",
     "structure",
+    "validate_sink_whitelist",
 ]

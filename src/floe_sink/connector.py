@@ -59,11 +59,14 @@ class SinkConnector(abc.ABC):
         """Validate ``config`` and return the sink object for ``config.sink_type``."""
 
     @abc.abstractmethod
-    def write(self, sink: Any, data: Any) -> EgressResult:
-        """Deliver ``data`` (a ``pyarrow.Table`` or RecordBatches) to ``sink``."""
+    def write(self, sink: Any, data: Any) -> EgressResult | None:
+        """Deliver ``data`` (a ``pyarrow.Table`` or RecordBatches) to ``sink``.
+
+        Return ``None`` for a sink this connector did not create.
+        """
 
     @abc.abstractmethod
-    def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any]:
+    def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any] | None:
         """Return the Iceberg read configuration for ``catalog_config``."""
 
     @classmethod
@@ -111,10 +114,10 @@ class _PluginConnector(SinkConnector):
     def create_sink(self, config: SinkConfig) -> Any:
         return _call_hook(self.plugin, "create_sink", config=config)
 
-    def write(self, sink: Any, data: Any) -> EgressResult:
+    def write(self, sink: Any, data: Any) -> EgressResult | None:
         return _call_hook(self.plugin, "write", sink=sink, data=data)  # type: ignore[no-any-return]
 
-    def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any]:
+    def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any] | None:
         return _call_hook(  # type: ignore[no-any-return]
             self.plugin, "get_source_config", catalog_config=catalog_config
         )

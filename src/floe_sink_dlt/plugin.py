@@ -53,4 +53,3 @@ class DltPlugin(SinkConnector):
 
 plugin = DltPlugin()
 """The instance the entry point names."""
-

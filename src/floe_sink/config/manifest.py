@@ -1,0 +1,247 @@
+"""manifest.yaml's part owned by floe-sink: governance scope, approved sinks, the catalog.
+
+A platform engineer restricts what data teams may use::
+
+    scope: enterprise
+    approved_sinks: [rest_api]
+    catalog:
+      name: polaris
+      type: rest
+      uri: https://polaris.example.com/api/catalog
+      warehouse: analytics
+      credential_secret_ref: polaris-client
+
+Every other top-level section belongs to another floe component and is left alone.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from floe_sink.config.credentials import find_credentials
+from floe_sink.config.structuring import (
+    ConfigValueError,
+    config_converter,
+    describe_value,
+    near_miss,
+    register_checked_class,
+    register_enum,
+)
+from floe_sink.config.validators import (
+    check_non_empty_text,
+    check_secret_ref,
+    check_sink_list,
+    optional,
+)
+from floe_sink.secrets import Secret
+
+__all__ = ["CatalogConfig", "CatalogType", "ManifestScope", "PlatformManifest"]
+
+
+class ManifestScope(enum.StrEnum):
+    """Which level of the platform the manifest governs."""
+
+    ENTERPRISE = "enterprise"
+    """The enterprise manifest: the only one that may restrict ``approved_sinks``."""
+    DOMAIN = "domain"
+    """A data domain's manifest: inherits the enterprise's restrictions."""
+    NONE = "none"
+    """No governance scope (a standalone project); also what a missing ``scope`` means."""
+
+
+register_enum(ManifestScope)
+
+
+class CatalogType(enum.StrEnum):
+    """The pyiceberg catalog implementations floe-sink supports."""
+
+    SQL = "sql"
+    """A SQL catalog (SQLite, PostgreSQL) — the embedded default."""
+    REST = "rest"
+    """An Iceberg REST catalog, e.g. Apache Polaris."""
+
+
+register_enum(CatalogType)
+
+
+CATALOG_CREDENTIALS_HINT = (
+    "credentials must not be written in manifest.yaml; store them in a Kubernetes Secret and "
+    "name it in catalog.credential_secret_ref (its keys become catalog properties)"
+)
+
+_Property = str | int | float | bool
+
+
+@attrs.frozen(kw_only=True)
+class CatalogConfig:
+    """pyiceberg catalog properties of the manifest's ``catalog:`` section.
+
+    Attributes:
+        name: The catalog's name (pyiceberg's ``load_catalog(name, ...)``).
+        type: ``sql`` or ``rest``.
+        uri: The catalog's URI: a database URL (``sql``) or the REST endpoint (``rest``,
+            required).
+        warehouse: The warehouse location (or, for a REST catalog, the warehouse name).
+        credential_secret_ref: Kubernetes Secret whose keys (``credential``, ``token``, ...)
+            are added to the properties when the catalog is opened.
+        properties: Every other key, passed to pyiceberg as is (``s3.endpoint``,
+            ``py-io-impl``, ...). In YAML they sit next to the named keys.
+    """
+
+    name: str = attrs.field(default="default", validator=check_non_empty_text)
+    type: CatalogType = CatalogType.SQL
+    uri: str | None = attrs.field(default=None, validator=optional(check_non_empty_text))
+    warehouse: str | None = attrs.field(default=None, validator=optional(check_non_empty_text))
+    credential_secret_ref: str | None = attrs.field(
+        default=None, validator=optional(check_secret_ref)
+    )
+    properties: dict[str, _Property] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        problems = _catalog_rules(attrs.asdict(self, recurse=False))
+        if problems:
+            raise ConfigValueError("; ".join(str(problem) for problem in problems))
+
+    def to_pyiceberg_properties(self, secret: Mapping[str, Secret] | None = None) -> dict[str, str]:
+        """The properties for ``pyiceberg.catalog.load_catalog(self.name, **properties)``.
+
+        Args:
+            secret: The resolved ``credential_secret_ref``; its values are revealed here,
+                where they are handed to pyiceberg.
+
+        Returns:
+            String properties: ``type``, ``uri``, ``warehouse``, the other keys, the secret's.
+        """
+        props: dict[str, str] = {"type": self.type.value}
+        if self.uri is not None:
+            props["uri"] = self.uri
+        if self.warehouse is not None:
+            props["warehouse"] = self.warehouse
+        for key, value in self.properties.items():
+            props[key] = str(value).lower() if isinstance(value, bool) else str(value)
+        for key, secret_value in (secret or {}).items():
+            props[key] = secret_value.reveal()
+        return props
+
+
+_CATALOG_FIELDS = ("name", "type", "uri", "warehouse", "credential_secret_ref")
+
+
+def _catalog_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
+    problems: list[ConfigValueError] = []
+    if values.get("type") == CatalogType.REST and not values.get("uri"):
+        problems.append(
+            ConfigValueError(
+                "required for a rest catalog: the REST endpoint, e.g. "
+                "https://polaris.example.com/api/catalog",
+                at=("uri",),
+            )
+        )
+    for key in values.get("properties") or {}:
+        if key in _CATALOG_FIELDS or key == "properties":
+            problems.append(ConfigValueError("is a named catalog field", at=("properties", key)))
+    return problems
+
+
+def _catalog_pre_check(data: Mapping[str, Any]) -> tuple[list[ConfigValueError], set[str]]:
+    problems: list[ConfigValueError] = []
+    reported: set[str] = set()
+    for path, finding in find_credentials(data):
+        problems.append(ConfigValueError(f"{finding} refused: {CATALOG_CREDENTIALS_HINT}", at=path))
+        if len(path) == 1 and isinstance(path[0], str):
+            reported.add(path[0])
+    for key, value in data.items():
+        if key in _CATALOG_FIELDS or key in reported or not isinstance(key, str):
+            continue
+        if value is None or not isinstance(value, str | int | float | bool):
+            problems.append(
+                ConfigValueError(
+                    "catalog properties are flat: expected a string, number or boolean, got "
+                    f"{describe_value(value)}",
+                    at=(key,),
+                )
+            )
+            reported.add(key)
+    return problems, reported
+
+
+register_checked_class(
+    CatalogConfig,
+    extra_keys="collect",
+    collect_extra_into="properties",
+    pre_check=_catalog_pre_check,
+    cross_check=_catalog_rules,
+)
+
+
+def _unstructure_catalog(catalog: CatalogConfig) -> dict[str, Any]:
+    # The YAML shape: named fields and pass-through properties side by side.
+    data: dict[str, Any] = {"name": catalog.name, "type": catalog.type.value}
+    for key in ("uri", "warehouse", "credential_secret_ref"):
+        if getattr(catalog, key) is not None:
+            data[key] = getattr(catalog, key)
+    data.update(catalog.properties)
+    return data
+
+
+config_converter.register_unstructure_hook(CatalogConfig, _unstructure_catalog)
+
+
+@attrs.frozen(kw_only=True)
+class PlatformManifest:
+    """The part of manifest.yaml that floe-sink owns.
+
+    Attributes:
+        scope: ``enterprise``, ``domain`` or ``none`` (also when missing).
+        approved_sinks: Sink types data teams may use. Only valid with ``scope:
+            enterprise``. ``None`` (missing) allows every sink type; ``[]`` allows none.
+        catalog: pyiceberg catalog properties; ``None`` uses the embedded default (a SQL
+            catalog on SQLite under ``./.floe/``).
+    """
+
+    scope: ManifestScope = ManifestScope.NONE
+    approved_sinks: list[str] | None = attrs.field(
+        default=None, validator=optional(check_sink_list)
+    )
+    catalog: CatalogConfig | None = None
+
+    def __attrs_post_init__(self) -> None:
+        problems = _manifest_rules(attrs.asdict(self, recurse=False))
+        if problems:
+            raise ConfigValueError("; ".join(str(problem) for problem in problems))
+
+
+def _manifest_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
+    scope = values.get("scope", ManifestScope.NONE)
+    if values.get("approved_sinks") is not None and scope != ManifestScope.ENTERPRISE:
+        return [
+            ConfigValueError(
+                f"only valid with scope: enterprise (scope is {ManifestScope(scope).value!r}); "
+                "set scope: enterprise or remove approved_sinks",
+                at=("approved_sinks",),
+            )
+        ]
+    return []
+
+
+def _manifest_near_misses(data: Mapping[str, Any]) -> tuple[list[ConfigValueError], set[str]]:
+    owned = ["scope", "approved_sinks", "catalog"]
+    problems = [
+        ConfigValueError(f"unknown top-level key; did you mean {hint!r}?", at=(key,))
+        for key in data
+        if (hint := near_miss(key, owned)) is not None
+    ]
+    return problems, set()
+
+
+register_checked_class(
+    PlatformManifest,
+    extra_keys="ignore",
+    pre_check=_manifest_near_misses,
+    cross_check=_manifest_rules,
+    null_is_default=frozenset({"scope"}),
+)

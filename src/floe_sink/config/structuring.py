@@ -1,0 +1,358 @@
+"""Strict structuring of configuration files with cattrs, reporting every problem with its path.
+
+:data:`config_converter` is a copy of :data:`floe_sink.models.converter` (unknown keys refused,
+detailed validation) made strict about scalars: YAML's ``batch_size: "10"``, ``name: 123`` or
+``primary_key: id`` are reported instead of being coerced (``"id"`` would otherwise become the
+list ``["i", "d"]``). It is a copy, not the shared converter itself, so that ``SinkConfig``
+keeps its documented behaviour.
+
+Configuration classes register with :func:`register_checked_class`: their hook structures each
+field on its own and runs the field's attrs validator on it, so that *all* problems of an object
+are collected (attrs stops at the first failing validator), then runs the class's cross-field
+rules. :func:`collect_problems` flattens the resulting exception tree into
+:class:`Problem` records with a path such as ``("destinations", 1, "batch_size")``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Literal, TypeVar
+
+import attrs
+from cattrs.cols import is_mapping, is_sequence, list_structure_factory
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+)
+from cattrs.gen import mapping_structure_factory
+
+from floe_sink.models import converter as _shared_converter
+
+__all__ = [
+    "ConfigValueError",
+    "Problem",
+    "collect_problems",
+    "config_converter",
+    "describe_value",
+    "format_path",
+    "near_miss",
+    "register_checked_class",
+    "register_enum",
+]
+
+T = TypeVar("T")
+PathPart = str | int
+Path = tuple[PathPart, ...]
+
+
+class ConfigValueError(ValueError):
+    """A configuration value breaks a rule.
+
+    ``str()`` names the field (useful when a class is built in code); the loaders show
+    :attr:`reason` after the path of the value instead.
+
+    Args:
+        reason: What is wrong and how to fix it, e.g. ``must be >= 1 (got 0)``.
+        field: The field name, prefixed to ``str()``.
+        at: A path below the object being structured (a nested key, a list index).
+    """
+
+    def __init__(self, reason: str, *, field: str | None = None, at: Path = ()) -> None:
+        self.reason = reason
+        self.at = at
+        where = format_path(((field,) if field else ()) + at)
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+
+@attrs.frozen
+class Problem:
+    """One problem found in a configuration file.
+
+    Attributes:
+        path: Where the offending value is, from the document root.
+        reason: What is wrong.
+        line: The line to show, when the path alone would point elsewhere (a duplicate key).
+    """
+
+    path: Path
+    reason: str
+    line: int | None = None
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def format_path(path: Iterable[PathPart]) -> str:
+    """Render a path as ``destinations[1].config.headers['X-Key']``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _IDENTIFIER.match(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+def describe_value(value: Any, *, limit: int = 40) -> str:
+    """A short, safe rendering of a value for an error message (long strings are cut)."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= limit else value[:limit] + "...")
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    return _type_name(value)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    for kind, name in names.items():
+        if type(value) is kind:
+            return name
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+# --- strict scalars and collections -------------------------------------------------------
+
+config_converter = _shared_converter.copy()
+"""The converter of the configuration models (see the module docstring)."""
+
+
+def _structure_str(value: Any, _type: type) -> str:
+    if not isinstance(value, str):
+        raise ConfigValueError(
+            f"expected a string, got {_type_name(value)}"
+            + (" (quote it in YAML to keep it as text)" if _is_scalar(value) else "")
+        )
+    return value
+
+
+def _structure_int(value: Any, _type: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigValueError(f"expected an integer, got {_type_name(value)}")
+    return value
+
+
+def _structure_float(value: Any, _type: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigValueError(f"expected a number, got {_type_name(value)}")
+    return float(value)
+
+
+def _structure_bool(value: Any, _type: type) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigValueError(f"expected true or false, got {_type_name(value)}")
+    return value
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, bool | int | float)
+
+
+def _structure_enum(value: Any, type_: type[enum.Enum]) -> enum.Enum:
+    allowed = [str(member.value) for member in type_]
+    if isinstance(value, str):
+        try:
+            return type_(value)
+        except ValueError:
+            pass
+    raise ConfigValueError(f"must be one of {', '.join(allowed)} (got {describe_value(value)})")
+
+
+def _strict_list_factory(type_: Any) -> Callable[[Any, Any], list[Any]]:
+    inner = list_structure_factory(type_, config_converter)
+
+    def structure_list(value: Any, _type: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise ConfigValueError(f"expected a list, got {_type_name(value)}")
+        result: list[Any] = inner(value, _type)
+        return result
+
+    return structure_list
+
+
+def _strict_mapping_factory(type_: Any) -> Callable[[Any, Any], dict[Any, Any]]:
+    inner = mapping_structure_factory(type_, config_converter)
+
+    def structure_mapping(value: Any, _type: Any) -> dict[Any, Any]:
+        if not isinstance(value, Mapping):
+            raise ConfigValueError(f"expected a mapping, got {_type_name(value)}")
+        mapping: dict[Any, Any] = inner(value, _type)
+        return mapping
+
+    return structure_mapping
+
+
+config_converter.register_structure_hook(str, _structure_str)
+config_converter.register_structure_hook(int, _structure_int)
+config_converter.register_structure_hook(float, _structure_float)
+config_converter.register_structure_hook(bool, _structure_bool)
+
+
+def register_enum(cls: type[enum.Enum]) -> None:
+    """(Un)structure the enum ``cls`` by value, with a message listing the allowed values.
+
+    Each enum is registered by name: the ``str`` hook above would otherwise win for
+    ``StrEnum`` classes (hooks dispatch on the class hierarchy, and ``str`` comes first).
+    """
+    config_converter.register_structure_hook(cls, _structure_enum)
+    # Plain values out, so that unstructured configs dump to YAML and JSON as they came in.
+    config_converter.register_unstructure_hook(cls, lambda member: member.value)
+
+
+config_converter.register_structure_hook_factory(
+    lambda t: is_sequence(t) and not is_mapping(t), _strict_list_factory
+)
+config_converter.register_structure_hook_factory(is_mapping, _strict_mapping_factory)
+
+
+# --- classes: every field checked, every problem kept --------------------------------------
+
+PreCheck = Callable[[Mapping[str, Any]], tuple[list[ConfigValueError], set[str]]]
+"""Looks at the raw mapping; returns problems and the keys it has already reported."""
+
+CrossCheck = Callable[[Mapping[str, Any]], list[ConfigValueError]]
+"""Looks at the structured field values (all valid on their own); returns problems."""
+
+
+def _noted(exc: Exception, name: str, type_: Any) -> Exception:
+    exc.__notes__ = [
+        *getattr(exc, "__notes__", []),
+        AttributeValidationNote(f"Structuring attribute {name}", name, type_),
+    ]
+    return exc
+
+
+def register_checked_class(
+    cls: type[T],
+    *,
+    extra_keys: Literal["forbid", "ignore", "collect"] = "forbid",
+    pre_check: PreCheck | None = None,
+    cross_check: CrossCheck | None = None,
+    collect_extra_into: str | None = None,
+    null_is_default: frozenset[str] = frozenset(),
+) -> None:
+    """Register a structure hook for the attrs class ``cls`` on :data:`config_converter`.
+
+    Args:
+        cls: A frozen, keyword-only attrs class.
+        extra_keys: ``"forbid"`` (unknown keys are problems, with a "did you mean" hint),
+            ``"ignore"`` (sections owned by someone else), or ``"collect"`` (kept in the field
+            named by ``collect_extra_into``).
+        pre_check: Rules on the raw mapping (e.g. credential-looking keys).
+        cross_check: Rules between fields, run when every field is valid on its own.
+        collect_extra_into: The ``dict`` field that receives unknown keys (``"collect"``).
+        null_is_default: Fields for which a YAML ``null`` (``destinations:`` with nothing
+            after it) means "use the default".
+    """
+    fields = attrs.fields(cls)  # type: ignore[arg-type]  # T is an attrs class by contract
+    names = [field.name for field in fields if field.name != collect_extra_into]
+
+    def structure(data: Any, _type: Any) -> T:
+        if not isinstance(data, Mapping):
+            raise ConfigValueError(f"expected a mapping, got {_type_name(data)}")
+        errors: list[Exception] = []
+        reported: set[str] = set()
+        if pre_check is not None:
+            found, reported = pre_check(data)
+            errors.extend(found)
+        bad_keys = [key for key in data if not isinstance(key, str)]
+        for key in bad_keys:
+            errors.append(ConfigValueError(f"keys must be strings, got {describe_value(key)}"))
+        extra = [key for key in data if isinstance(key, str) and key not in names]
+        kwargs: dict[str, Any] = {}
+        if extra_keys == "forbid":
+            for key in extra:
+                if key not in reported:
+                    errors.append(ConfigValueError(_unknown_key(key, names), at=(key,)))
+        elif extra_keys == "collect" and collect_extra_into is not None:
+            kwargs[collect_extra_into] = {key: data[key] for key in extra if key not in reported}
+        for field in fields:
+            name = field.name
+            if name == collect_extra_into:
+                continue
+            if name not in data or (data[name] is None and name in null_is_default):
+                if field.default is attrs.NOTHING:
+                    errors.append(_noted(ConfigValueError("required key missing"), name, None))
+                continue
+            try:
+                value = config_converter.structure(data[name], field.type)
+                if field.validator is not None:
+                    field.validator(None, field, value)  # our validators never read the instance
+            except Exception as exc:  # every failure is a problem to report, not a crash
+                errors.append(_noted(exc, name, field.type))
+                continue
+            kwargs[name] = value
+        if not errors and cross_check is not None:
+            errors.extend(cross_check(kwargs))
+        if errors:
+            raise ClassValidationError(f"While structuring {cls.__name__}", errors, cls)
+        return cls(**kwargs)
+
+    config_converter.register_structure_hook(cls, structure)
+
+
+def _unknown_key(key: str, allowed: list[str]) -> str:
+    hint = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+    return f"unknown key{suggestion} (allowed: {', '.join(allowed)})"
+
+
+def near_miss(key: str, owned: Iterable[str]) -> str | None:
+    """The owned key that ``key`` probably misspells (``destination`` -> ``destinations``)."""
+    if not isinstance(key, str):
+        return None
+    owned = list(owned)
+    squashed = {o.replace("_", "").lower(): o for o in owned}
+    if key not in owned and key.replace("_", "").replace("-", "").lower() in squashed:
+        return squashed[key.replace("_", "").replace("-", "").lower()]
+    hint = difflib.get_close_matches(key, owned, n=1, cutoff=0.8)
+    return hint[0] if hint and hint[0] != key else None
+
+
+# --- exception tree -> problems --------------------------------------------------------------
+
+
+def collect_problems(exc: BaseException, path: Path = ()) -> Iterator[Problem]:
+    """Flatten a structuring failure into :class:`Problem` records, in document order.
+
+    Args:
+        exc: What :data:`config_converter` raised.
+        path: The path of the structured object in the document.
+
+    Yields:
+        One problem per leaf exception.
+    """
+    if isinstance(exc, IterableValidationError):
+        with_notes, without = exc.group_exceptions()
+        for sub, note in with_notes:
+            yield from collect_problems(sub, (*path, note.index))
+        for sub in without:
+            yield from collect_problems(sub, path)
+    elif isinstance(exc, ClassValidationError):
+        class_notes, class_without = exc.group_exceptions()
+        for sub, attr_note in class_notes:
+            yield from collect_problems(sub, (*path, attr_note.name))
+        for sub in class_without:
+            yield from collect_problems(sub, path)
+    elif isinstance(exc, ConfigValueError):
+        yield Problem((*path, *exc.at), exc.reason)
+    elif isinstance(exc, ForbiddenExtraKeysError):
+        yield Problem(path, f"unknown key(s): {', '.join(sorted(map(str, exc.extra_fields)))}")
+    elif isinstance(exc, KeyError):
+        yield Problem(path, "required key missing")
+    elif isinstance(exc, RecursionError):
+        yield Problem(path, "nested too deeply")
+    else:  # a bug or an unforeseen input: say what, without dumping the value
+        yield Problem(path, f"invalid value ({type(exc).__name__}: {str(exc)[:200]})")

@@ -1,0 +1,204 @@
+"""attrs validators of the configuration models.
+
+Each raises :class:`~floe_sink.config.structuring.ConfigValueError` with a reason a user can act
+on. They never read the instance, so the checked structure hook can run them one field at a time
+and report every failing field, not only the first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from floe_sink.config.structuring import ConfigValueError, describe_value
+
+__all__ = [
+    "DNS_SUBDOMAIN",
+    "check_batch_size",
+    "check_column_list",
+    "check_field_mapping",
+    "check_name",
+    "check_non_empty_text",
+    "check_projection",
+    "check_retry",
+    "check_row_filter",
+    "check_secret_ref",
+    "check_sink_list",
+    "check_source_table",
+    "optional",
+]
+
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+"""A Kubernetes object name: a lowercase RFC 1123 subdomain (at most 253 characters)."""
+_TABLE_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_$-]*")
+
+
+def optional(check: Validator) -> Validator:
+    """Run ``check`` unless the value is ``None``."""
+
+    def run(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None:
+            check(instance, attribute, value)
+
+    return run
+
+
+def _fail(attribute: attrs.Attribute[Any], reason: str, at: tuple[str | int, ...] = ()) -> None:
+    raise ConfigValueError(reason, field=attribute.name, at=at)
+
+
+def check_name(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    """A destination name: 1-100 letters, digits, ``-`` or ``_``."""
+    if not 1 <= len(value) <= 100:
+        _fail(attribute, f"must be 1 to 100 characters long (got {len(value)})")
+    elif not _NAME.fullmatch(value):
+        _fail(
+            attribute,
+            f"may contain only letters, digits, '-' and '_' (got {describe_value(value)})",
+        )
+
+
+def check_non_empty_text(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    """A non-empty string without surrounding whitespace."""
+    if not value.strip():
+        _fail(attribute, "must not be empty")
+    elif value != value.strip():
+        _fail(attribute, f"must not start or end with whitespace (got {describe_value(value)})")
+
+
+def check_secret_ref(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    """A Kubernetes Secret name. The value is not echoed: it may be a pasted credential."""
+    if len(value) > 253:
+        _fail(attribute, f"must be at most 253 characters long (got {len(value)})")
+    elif not DNS_SUBDOMAIN.fullmatch(value):
+        _fail(
+            attribute,
+            "must be the name of a Kubernetes Secret: lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit, e.g. 'crm-api' "
+            "(the value is not shown, in case it is a credential)",
+        )
+
+
+def check_source_table(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    """An Iceberg table identifier ``namespace.table`` (nested namespaces allowed)."""
+    parts = value.split(".")
+    if len(parts) < 2 or not all(_TABLE_PART.fullmatch(part) for part in parts):
+        _fail(
+            attribute,
+            "must be an Iceberg table identifier 'namespace.table', e.g. 'gold.customers' "
+            f"(got {describe_value(value)})",
+        )
+
+
+def check_batch_size(_instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    """Rows per batch: at least 1."""
+    if value < 1:
+        _fail(attribute, f"must be >= 1 (got {value})")
+
+
+def check_column_list(_instance: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
+    """Column names: non-empty strings, each listed once."""
+    seen: set[str] = set()
+    for index, column in enumerate(value):
+        if not column.strip():
+            _fail(attribute, "column names must not be empty", (index,))
+        if column in seen:
+            _fail(attribute, f"column {column!r} is listed twice", (index,))
+        seen.add(column)
+
+
+def check_projection(_instance: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
+    """A column projection: at least one column, each a non-empty name listed once."""
+    if not value:
+        _fail(attribute, "must name at least one column; omit it to read every column")
+    check_column_list(_instance, attribute, value)
+
+
+def check_field_mapping(
+    _instance: Any, attribute: attrs.Attribute[Any], value: Mapping[str, str]
+) -> None:
+    """Source column -> destination field: non-empty names, no two columns to one field."""
+    targets: dict[str, str] = {}
+    for source, target in value.items():
+        if not source.strip():
+            _fail(attribute, "source column names must not be empty")
+        if not target.strip():
+            _fail(attribute, "destination field names must not be empty", (source,))
+        if target in targets:
+            _fail(
+                attribute,
+                f"destination field {target!r} is also the target of {targets[target]!r}; "
+                "each destination field can receive one column",
+                (source,),
+            )
+        targets[target] = source
+
+
+def check_sink_list(_instance: Any, attribute: attrs.Attribute[Any], value: Sequence[str]) -> None:
+    """Sink type names: non-empty, each listed once."""
+    seen: set[str] = set()
+    for index, sink in enumerate(value):
+        if not sink.strip():
+            _fail(attribute, "sink types must not be empty", (index,))
+        if sink in seen:
+            _fail(attribute, f"sink type {sink!r} is listed twice", (index,))
+        seen.add(sink)
+
+
+def check_row_filter(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    """A pyiceberg row filter expression such as ``status == 'active'``."""
+    if not value.strip():
+        _fail(attribute, "must not be empty; omit row_filter to deliver every row")
+    from pyiceberg.expressions.parser import parse  # pyiceberg is heavy: only when used
+
+    try:
+        parse(value)
+    except Exception as exc:  # pyparsing's errors are the only way to tell
+        # pyparsing's own message spells out its whole grammar: the position is what helps.
+        column = getattr(exc, "col", None)
+        where = f" at character {column}" if isinstance(column, int) else ""
+        _fail(
+            attribute,
+            f"is not a valid row filter expression (cannot parse it{where}); "
+            "write e.g. \"status == 'active' and amount > 0\"",
+        )
+
+
+def check_retry(_instance: Any, attribute: attrs.Attribute[Any], value: Mapping[str, Any]) -> None:
+    """Retry settings, as :meth:`floe_sink.retry.RetryPolicy.from_config` accepts them."""
+    from floe_sink.errors import SinkConfigurationError
+    from floe_sink.retry import RetryPolicy
+
+    known = attrs.fields_dict(RetryPolicy)
+    if any(key not in known for key in value):
+        try:
+            RetryPolicy.from_config(value)
+        except SinkConfigurationError as unknown:  # names the unknown keys and the allowed ones
+            _fail(attribute, str(unknown.message))
+    for key, setting in value.items():
+        if isinstance(setting, bool) or not isinstance(setting, int | float):
+            _fail(attribute, f"expected a number, got {describe_value(setting)}", (key,))
+    try:
+        RetryPolicy.from_config(value)
+    except SinkConfigurationError as whole:
+        # RetryPolicy names the setting in its own words; one key at a time gives the path.
+        for key, setting in value.items():
+            try:
+                RetryPolicy.from_config({key: setting})
+            except SinkConfigurationError as exc:
+                if isinstance(key, str) and key in known:
+                    _fail(attribute, _retry_reason(exc.message, key), (key,))
+        _fail(attribute, str(whole.message))
+
+
+def _retry_reason(message: str, key: str) -> str:
+    reason = message.removeprefix("invalid retry_config: ").removeprefix(f"retry_config.{key} ")
+    reason = reason.replace(f"'{key}' must be", "must be")
+    # attrs says "must be >= 1: 0"; the rest of floe-sink says "must be >= 1 (got 0)".
+    return re.sub(r"^(must be [<>]=? \S+): (.+)$", r"\1 (got \2)", reason)
