@@ -9,6 +9,7 @@ or type changes it. Hashing runs at roughly the speed of SHA-256 over the Arrow 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -43,6 +44,23 @@ def _zero_like(type_: pa.DataType) -> pa.Scalar | None:
         return None
 
 
+@functools.cache
+def _positions() -> pa.Array:
+    """``0 .. BLOCK_ROWS - 1``, built once and sliced to each block's length."""
+    return pa.array(range(BLOCK_ROWS), pa.int32())
+
+
+def _fresh(block: pa.RecordBatch) -> pa.RecordBatch:
+    """``block`` rebuilt into buffers of exactly its length.
+
+    The IPC bytes of a slice depend on its parent: a zero-offset slice keeps the parent's
+    longer buffers and the parent's bits past its end in the last byte of a bitmap. A take of
+    every row rebuilds the buffers from the values alone (one memcpy-speed pass, far cheaper
+    than the SHA-256 that follows).
+    """
+    return block.take(_positions().slice(0, block.num_rows))
+
+
 def _canonical_columns(batch: pa.RecordBatch) -> list[pa.Array]:
     columns: list[pa.Array] = []
     for column in batch.columns:
@@ -53,14 +71,16 @@ def _canonical_columns(batch: pa.RecordBatch) -> list[pa.Array]:
             if zero is not None:
                 # Bytes under a null slot are arbitrary: hash the validity, then the values
                 # with the nulls filled in.
-                columns.append(pc.is_valid(column))
+                columns.append(pc.cast(pc.is_valid(column), pa.uint8()))
                 column = pc.fill_null(column, zero)
+        if pa.types.is_boolean(column.type):
+            column = pc.cast(column, pa.uint8())  # a byte per value: no bitmap tail bits
         columns.append(column)
     return columns
 
 
 def _block_bytes(block: pa.RecordBatch) -> pa.Buffer:
-    columns = _canonical_columns(block)
+    columns = _canonical_columns(_fresh(block))
     names = [str(index) for index in range(len(columns))]
     return pa.RecordBatch.from_arrays(columns, names=names).serialize()
 

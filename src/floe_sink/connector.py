@@ -14,6 +14,7 @@ any plugin object) into a connector that delegates to it.
 from __future__ import annotations
 
 import abc
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from floe_sink.hookspecs import PROJECT_NAME
@@ -79,6 +80,22 @@ class SinkConnector(abc.ABC):
         return NotImplemented  # type: ignore[no-any-return]
 
 
+def _call_hook(plugin: object, hook: str, **kwargs: Any) -> Any:
+    """Call ``plugin``'s hook with the spec arguments its implementation accepts.
+
+    pluggy lets an implementation take a subset of the spec's arguments (``def
+    get_source_config():`` is valid); the adapter honours that as pluggy's caller does.
+    """
+    function = getattr(plugin, hook)
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # a builtin or C function: pass everything
+        return function(**kwargs)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return function(**kwargs)
+    return function(**{name: value for name, value in kwargs.items() if name in parameters})
+
+
 class _PluginConnector(SinkConnector):
     """A connector that delegates to a plugin module or object with the four hookimpls."""
 
@@ -92,17 +109,17 @@ class _PluginConnector(SinkConnector):
         return f"<SinkConnector adapter for {name}>"
 
     def list_available_sinks(self) -> list[str]:
-        return list(self.plugin.list_available_sinks())  # type: ignore[attr-defined]
+        return list(_call_hook(self.plugin, "list_available_sinks") or ())
 
     def create_sink(self, config: SinkConfig) -> Any:
-        return self.plugin.create_sink(config=config)  # type: ignore[attr-defined]
+        return _call_hook(self.plugin, "create_sink", config=config)
 
     def write(self, sink: Any, data: Any) -> EgressResult | None:
-        return self.plugin.write(sink=sink, data=data)  # type: ignore[attr-defined,no-any-return]
+        return _call_hook(self.plugin, "write", sink=sink, data=data)  # type: ignore[no-any-return]
 
     def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any] | None:
-        return self.plugin.get_source_config(  # type: ignore[attr-defined,no-any-return]
-            catalog_config=catalog_config
+        return _call_hook(  # type: ignore[no-any-return]
+            self.plugin, "get_source_config", catalog_config=catalog_config
         )
 
 

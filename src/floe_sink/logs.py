@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 __all__ = ["REDACTED", "configure_logging", "get_logger", "redact"]
@@ -61,13 +61,42 @@ def _is_secret_key(key: str) -> bool:
     return any(part in lowered for part in _SECRET_KEY_PARTS)
 
 
+def _redacted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            key: REDACTED if isinstance(key, str) and _must_hide(key) else _redacted(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(_redacted(item) for item in value)
+    return value
+
+
+def _must_hide(key: str) -> bool:
+    return _is_secret_key(key) and not key.endswith("_ref")  # a secret's name is no secret
+
+
 def redact(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: replace values of credential-looking keys with ``***``."""
+    """structlog processor: replace values of credential-looking keys with ``***``.
+
+    Keys are matched anywhere in the event, nested mappings included (``config={"token":
+    ...}``); keys ending in ``_ref`` name a secret and are kept.
+
+    Args:
+        _logger: The wrapped logger (unused).
+        _method: The log method's name (unused).
+        event_dict: The event.
+
+    Returns:
+        The event with credential values replaced.
+    """
     for key in list(event_dict):
-        if _is_secret_key(key) and not key.endswith("_ref"):  # a secret's name is no secret
+        if _must_hide(key):
             event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _redacted(event_dict[key])
     return event_dict
 
 

@@ -17,11 +17,9 @@ Environment switches, read when entry points are loaded:
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import weakref
-from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import pluggy
@@ -132,8 +130,30 @@ class SinkPluginManager(pluggy.PluginManager):
         return opts
 
     def register(self, plugin: Any, name: str | None = None) -> str | None:
-        """Register ``plugin`` (a module, a connector instance, any object with hookimpls)."""
-        registered = super().register(plugin, name)
+        """Register ``plugin`` (a module, a connector instance, any object with hookimpls).
+
+        Args:
+            plugin: The plugin object.
+            name: The name to register it under (pluggy's canonical name by default).
+
+        Returns:
+            The name it was registered under, or ``None`` for a blocked name.
+
+        Raises:
+            pluggy.PluginValidationError: A hook does not match its specification (an
+                argument the spec lacks, a hook the spec does not have); pluggy's own error,
+                unchanged. Nothing of the plugin stays registered.
+            ValueError: The name or the plugin is already registered (pluggy's error).
+        """
+        already = self.is_registered(plugin)
+        try:
+            registered = super().register(plugin, name)
+        except pluggy.PluginValidationError:
+            # pluggy records the name and the hooks validated so far before it finds the bad
+            # one; a half-registered plugin would still list its sinks and answer calls.
+            if not already and self.is_registered(plugin):
+                super().unregister(plugin)
+            raise
         if registered is not None and registered not in self.plugin_info:
             self.plugin_info[registered] = PluginInfo(name=registered)
         return registered
@@ -154,22 +174,30 @@ class SinkPluginManager(pluggy.PluginManager):
             strict: Raise on the first plugin that fails to load; ``None`` reads
                 ``FLOE_SINK_STRICT_PLUGINS``.
 
+        A plugin that fails to import, or whose hooks do not match the specification, is
+        listed in :attr:`load_failures` and logged; the others load normally.
+
         Returns:
             How many plugins were registered.
 
         Raises:
             PluginLoadError: In strict mode, when a plugin fails to import.
-            pluggy.PluginValidationError: When a plugin's hooks do not match the spec
-                (unchanged from pluggy: a plugin with a wrong signature is a bug to fix).
+            pluggy.PluginValidationError: In strict mode, when a plugin's hooks do not match
+                the spec (pluggy's error, unchanged: a wrong signature is a bug to fix).
         """
+        import importlib.metadata  # not at module level: it costs a third of import time
+
         strict = _truthy(STRICT_ENV) if strict is None else strict
         blocked = _env_names(BLOCK_ENV) or set()
         allowed = _env_names(LOAD_ENV)
         count = 0
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             name = entry_point.name
-            if name in blocked or (allowed is not None and name not in allowed):
-                log.info("plugin_skipped", plugin=name, reason="blocked by environment")
+            if name in blocked:
+                log.info("plugin_skipped", plugin=name, reason=f"listed in {BLOCK_ENV}")
+                continue
+            if allowed is not None and name not in allowed:
+                log.info("plugin_skipped", plugin=name, reason=f"not listed in {LOAD_ENV}")
                 continue
             if self.has_plugin(name) or self.is_blocked(name):
                 continue
@@ -178,24 +206,33 @@ class SinkPluginManager(pluggy.PluginManager):
             version = dist.version if dist is not None else None
             try:
                 plugin = entry_point.load()
+                if isinstance(plugin, type) and issubclass(plugin, SinkConnector):
+                    plugin = plugin()  # an entry point may name a connector class
             except Exception as exc:
                 if strict:
                     raise PluginLoadError(name, dist_name, exc) from exc
-                failure = PluginFailure(
-                    name=name, distribution=dist_name, error=f"{type(exc).__name__}: {exc}"
-                )
-                self.load_failures.append(failure)
-                log.warning(
-                    "plugin_load_failed", plugin=name, distribution=dist_name, error=failure.error
-                )
+                self._record_failure(name, dist_name, exc)
                 continue
-            if isinstance(plugin, type) and issubclass(plugin, SinkConnector):
-                plugin = plugin()  # an entry point may name a connector class
-            self.register(plugin, name=name)
+            try:
+                self.register(plugin, name=name)
+            except (pluggy.PluginValidationError, ValueError) as exc:
+                if strict:
+                    raise
+                self._record_failure(name, dist_name, exc)
+                continue
             self.plugin_info[name] = PluginInfo(name=name, distribution=dist_name, version=version)
             log.debug("plugin_loaded", plugin=name, distribution=dist_name, version=version)
             count += 1
         return count
+
+    def _record_failure(self, name: str, distribution: str | None, exc: BaseException) -> None:
+        failure = PluginFailure(
+            name=name, distribution=distribution, error=f"{type(exc).__name__}: {exc}"
+        )
+        self.load_failures.append(failure)
+        log.warning(
+            "plugin_load_failed", plugin=name, distribution=distribution, error=failure.error
+        )
 
     # -- sink types -------------------------------------------------------------------------
 
@@ -204,7 +241,14 @@ class SinkPluginManager(pluggy.PluginManager):
         providers: dict[str, list[PluginInfo]] = {}
         for impl in self.hook.list_available_sinks.get_hookimpls():
             info = self.plugin_info.get(impl.plugin_name, PluginInfo(name=impl.plugin_name))
-            listed = cast("list[str] | None", impl.function()) or []
+            listed = impl.function()
+            if listed is None:
+                continue
+            if isinstance(listed, str) or not isinstance(listed, list | tuple | set | frozenset):
+                raise TypeError(
+                    f"Plugin {info.describe()} returned {type(listed).__name__} from "
+                    "list_available_sinks, expected a list of sink type names"
+                )
             for sink_type in listed:
                 entries = providers.setdefault(sink_type, [])
                 if info not in entries:
@@ -361,10 +405,6 @@ class SinkPluginManager(pluggy.PluginManager):
             )
         return dict(result)
 
-    def plugins_providing(self, sink_types: Iterable[str]) -> dict[str, str]:
-        """Map each of ``sink_types`` to the name of its plugin."""
-        return {sink_type: self.owner_of(sink_type) for sink_type in sink_types}
-
 
 def get_plugin_manager(
     *, load_entrypoints: bool = True, strict: bool | None = None
@@ -374,6 +414,12 @@ def get_plugin_manager(
     Args:
         load_entrypoints: False gives an empty manager (tests, embedding applications).
         strict: See :meth:`SinkPluginManager.load_entrypoints`.
+
+    Returns:
+        A new manager; each call loads the entry points afresh.
+
+    Raises:
+        PluginLoadError: In strict mode, see :meth:`SinkPluginManager.load_entrypoints`.
     """
     manager = SinkPluginManager()
     if load_entrypoints:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 if TYPE_CHECKING:
     from floe_sink.models import EgressResult
@@ -56,6 +56,7 @@ def egress_span(
     destination: str | None = None,
     *,
     name: str = "floe_sink.egress",
+    tracer: Tracer | None = None,
 ) -> Iterator[Span]:
     """Open a span for one egress operation.
 
@@ -67,11 +68,14 @@ def egress_span(
         sink_type: The sink type written to.
         destination: The destination name, when there is one.
         name: The span name.
+        tracer: The tracer to use; by default the ``floe_sink`` tracer of the global tracer
+            provider (a no-op until an SDK is configured).
 
     Yields:
         The span, for :func:`record_egress_result` or more attributes.
     """
-    tracer = trace.get_tracer(_TRACER_NAME)
+    if tracer is None:
+        tracer = trace.get_tracer(_TRACER_NAME)
     attributes: dict[str, str] = {ATTR_SINK_TYPE: sink_type}
     if destination is not None:
         attributes[ATTR_DESTINATION] = destination
@@ -90,7 +94,13 @@ def egress_span(
 
 
 def record_egress_result(span: Span, result: EgressResult) -> None:
-    """Put an :class:`~floe_sink.EgressResult` on ``span`` and set its status from ``success``."""
+    """Put an :class:`~floe_sink.EgressResult` on ``span`` and set its status from ``success``.
+
+    Args:
+        span: The egress span (from :func:`egress_span`).
+        result: The outcome of the write; ``success=False`` sets status ERROR with the
+            result's errors (truncated) as the description.
+    """
     span.set_attribute(ATTR_ROWS_WRITTEN, result.rows_delivered)
     span.set_attribute(ATTR_BYTES, result.bytes_transmitted)
     if result.checksum:
@@ -107,7 +117,14 @@ def record_egress_result(span: Span, result: EgressResult) -> None:
 
 
 def record_egress_error(span: Span, error: BaseException) -> None:
-    """Record ``error`` on ``span`` (truncated message) and set status ERROR."""
+    """Record ``error`` on ``span`` (truncated message) and set status ERROR.
+
+    Args:
+        span: The egress span.
+        error: The exception; its message is cut to :data:`MAX_ERROR_MESSAGE` characters and
+            its ``category`` (a :class:`~floe_sink.SinkError`'s) becomes
+            ``floe.sink.error_category``.
+    """
     message = _truncate(f"{type(error).__name__}: {error}")
     span.set_attribute(ATTR_STATUS, "error")
     category = getattr(error, "category", None)

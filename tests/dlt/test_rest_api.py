@@ -22,7 +22,7 @@ from fixtures.http_server import DROP, NORMAL, RecordingServer, Reply
 from floe_sink import EgressResult, SinkConfig, SinkConfigurationError, checksum_of
 from floe_sink.secrets import Secret
 from floe_sink_dlt.rest import BODY_EXCERPT_CHARS, RestApiSink
-from strategies import arrow_tables
+from strategies import delivery_tables
 
 FAST_RETRIES = {"initial_wait": 0.01, "max_wait": 0.05, "jitter": 0.01, "max_attempts": 8}
 TOKEN = "tok-3f9c2a7e-never-log-me"
@@ -278,7 +278,7 @@ def test_one_thousand_rows_arrive_complete_and_correct(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(
-    table=arrow_tables(
+    table=delivery_tables(
         kinds=("int64", "float64", "string", "bool", "timestamp_tz", "decimal", "category"),
         max_rows=60,
         max_columns=4,

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from floe_sink_dlt.json_encoding import encode_batch, encode_column
-from strategies import arrow_tables
+from strategies import delivery_tables
 
 
 def _float32(value: float) -> float:
@@ -68,7 +68,7 @@ def _assert_matches_reference(batch: pa.RecordBatch, body: bytes) -> None:
 
 
 @pytest.mark.requirement("4G-FR-008")
-@given(arrow_tables(max_rows=25, max_columns=6))
+@given(delivery_tables(max_rows=25, max_columns=6))
 def test_encoding_matches_a_reference_encoding_of_to_pylist(table: pa.Table) -> None:
     batch = table.combine_chunks().to_batches()
     for part in batch or [pa.RecordBatch.from_pylist([], schema=table.schema)]:
@@ -79,7 +79,7 @@ def test_encoding_matches_a_reference_encoding_of_to_pylist(table: pa.Table) -> 
             _assert_matches_reference(part.slice(1), encode_batch(part.slice(1)))
 
 
-@given(arrow_tables(max_rows=5, max_columns=2), st.text(min_size=1, max_size=8))
+@given(delivery_tables(max_rows=5, max_columns=2), st.text(min_size=1, max_size=8))
 def test_records_key_wraps_the_array(table: pa.Table, key: str) -> None:
     batch = table.combine_chunks().to_batches()
     part = batch[0] if batch else pa.RecordBatch.from_pylist([], schema=table.schema)

@@ -1,0 +1,86 @@
+"""Contract tests (4G-SC-006): the hook names, their arguments, the ABC, the exports."""
+
+from __future__ import annotations
+
+import abc
+import inspect
+
+import pluggy
+import pytest
+
+import floe_sink
+from floe_sink import HOOK_NAMES, SinkConnector, SinkConnectorSpec
+from floe_sink.hookspecs import PROJECT_NAME
+
+# The contract, written out: changing any of these breaks every plugin in the wild.
+CONTRACT: dict[str, tuple[str, ...]] = {
+    "list_available_sinks": (),
+    "create_sink": ("config",),
+    "write": ("sink", "data"),
+    "get_source_config": ("catalog_config",),
+}
+
+
+@pytest.mark.requirement("4G-SC-006", "4G-FR-001")
+def test_exactly_four_hooks_in_the_documented_order() -> None:
+    specs = [
+        name
+        for name, value in vars(SinkConnectorSpec).items()
+        if callable(value) and getattr(value, f"{PROJECT_NAME}_spec", None) is not None
+    ]
+    assert specs == list(CONTRACT)
+    assert tuple(CONTRACT) == HOOK_NAMES
+
+
+@pytest.mark.requirement("4G-SC-006")
+@pytest.mark.parametrize(("hook", "arguments"), CONTRACT.items())
+def test_hook_argument_names(hook: str, arguments: tuple[str, ...]) -> None:
+    signature = inspect.signature(getattr(SinkConnectorSpec, hook))
+    assert tuple(signature.parameters)[1:] == arguments
+
+
+@pytest.mark.requirement("4G-SC-006")
+def test_firstresult_for_routed_hooks_and_collected_list() -> None:
+    manager = floe_sink.get_plugin_manager(load_entrypoints=False)
+    options = {name: getattr(manager.hook, name).spec.opts for name in CONTRACT}
+    assert options["list_available_sinks"]["firstresult"] is False
+    for hook in ("create_sink", "write", "get_source_config"):
+        assert options[hook]["firstresult"] is True
+
+
+@pytest.mark.requirement("4G-SC-006", "4G-FR-001")
+def test_abc_has_exactly_the_four_abstract_methods() -> None:
+    assert SinkConnector.__abstractmethods__ == frozenset(CONTRACT)
+    assert issubclass(SinkConnector, abc.ABC)
+    for hook, arguments in CONTRACT.items():
+        parameters = tuple(inspect.signature(getattr(SinkConnector, hook)).parameters)[1:]
+        assert parameters == arguments, hook
+
+
+@pytest.mark.requirement("4G-SC-006")
+def test_markers_and_project_name() -> None:
+    assert PROJECT_NAME == "floe_sink"
+    assert isinstance(floe_sink.hookimpl, pluggy.HookimplMarker)
+    assert isinstance(floe_sink.hookspec, pluggy.HookspecMarker)
+    assert floe_sink.hookimpl.project_name == "floe_sink"
+    assert floe_sink.manager.ENTRY_POINT_GROUP == "floe_sink"
+
+
+def test_every_hook_spec_has_a_docstring_with_an_example() -> None:
+    for hook in CONTRACT:
+        doc = inspect.getdoc(getattr(SinkConnectorSpec, hook)) or ""
+        assert "Example::" in doc, hook
+        assert "@floe_sink.hookimpl" in doc, hook
+
+
+@pytest.mark.requirement("4G-SC-006")
+def test_public_exports() -> None:
+    assert len(set(floe_sink.__all__)) == len(floe_sink.__all__)  # ruff (RUF022) keeps it sorted
+    for name in floe_sink.__all__:
+        assert getattr(floe_sink, name) is not None, name
+    assert set(dir(floe_sink)) >= set(floe_sink.__all__)
+
+
+def test_unknown_attribute_raises_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = floe_sink.nope

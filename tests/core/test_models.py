@@ -1,0 +1,166 @@
+"""SinkConfig and EgressResult: fields, defaults, immutability, structuring from plain data."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from floe_sink import EgressResult, SinkConfig, SinkConfigurationError, converter, structure
+
+
+@pytest.mark.requirement("4G-FR-002", "4G-SC-006")
+def test_sink_config_fields_and_defaults() -> None:
+    fields = {field.name: field for field in attrs.fields(SinkConfig)}
+    assert list(fields) == [
+        "sink_type",
+        "connection_config",
+        "field_mapping",
+        "retry_config",
+        "batch_size",
+    ]
+    config = SinkConfig(sink_type="rest_api")
+    assert config.connection_config == {}
+    assert config.field_mapping is None
+    assert config.retry_config is None
+    assert config.batch_size is None
+
+
+@pytest.mark.requirement("4G-FR-003", "4G-SC-006")
+def test_egress_result_fields_and_defaults() -> None:
+    assert [field.name for field in attrs.fields(EgressResult)] == [
+        "success",
+        "rows_delivered",
+        "bytes_transmitted",
+        "duration_seconds",
+        "checksum",
+        "delivery_timestamp",
+        "idempotency_key",
+        "destination_record_ids",
+        "errors",
+    ]
+    result = EgressResult(success=True)
+    assert result.rows_delivered == 0
+    assert result.bytes_transmitted == 0
+    assert result.duration_seconds == 0.0
+    assert result.checksum == ""
+    assert result.delivery_timestamp == ""
+    assert result.idempotency_key == ""
+    assert result.destination_record_ids == []
+    assert result.errors == []
+
+
+@pytest.mark.requirement("4G-FR-003")
+def test_list_defaults_are_per_instance() -> None:
+    first, second = EgressResult(success=False), EgressResult(success=False)
+    first.errors.append("boom")
+    first.destination_record_ids.append("id-1")
+    assert second.errors == []
+    assert second.destination_record_ids == []
+    a, b = SinkConfig(sink_type="a"), SinkConfig(sink_type="b")
+    a.connection_config["url"] = "http://x"
+    assert b.connection_config == {}
+
+
+@pytest.mark.requirement("4G-FR-002", "4G-FR-003")
+def test_records_are_frozen_and_keyword_only() -> None:
+    config = SinkConfig(sink_type="x")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        config.sink_type = "y"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        SinkConfig("x")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        EgressResult(True)  # type: ignore[misc]
+
+
+@pytest.mark.requirement("4G-FR-003")
+def test_zero_rows_is_a_valid_result() -> None:
+    assert EgressResult(success=True, rows_delivered=0).success
+
+
+@pytest.mark.requirement("4G-FR-002")
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sink_type": ""}, "sink_type must not be empty"),
+        ({"sink_type": "x", "batch_size": 0}, "batch_size must be >= 1"),
+        ({"sink_type": "x", "batch_size": -3}, "batch_size must be >= 1"),
+    ],
+)
+def test_sink_config_validation(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SinkConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_connection_config_values_never_in_repr() -> None:
+    config = SinkConfig(sink_type="x", connection_config={"token": "s3cr3t", "url": "http://a"})
+    assert "s3cr3t" not in repr(config)
+    assert "http://a" not in repr(config)
+    assert "'token': '***'" in repr(config)
+
+
+@pytest.mark.requirement("4G-FR-002")
+def test_structure_round_trip() -> None:
+    data = {
+        "sink_type": "rest_api",
+        "connection_config": {"url": "http://localhost"},
+        "field_mapping": {"email": "Email"},
+        "retry_config": {"max_attempts": 3},
+        "batch_size": 100,
+    }
+    config = structure(data, SinkConfig)
+    assert config == SinkConfig(**data)  # type: ignore[arg-type]
+    assert converter.unstructure(config) == data
+
+
+def test_structure_reports_unknown_keys_and_invalid_values_together() -> None:
+    with pytest.raises(SinkConfigurationError) as raised:
+        structure({"sink_type": "x", "batch_size": 0, "bogus": 1}, SinkConfig)
+    message = str(raised.value)
+    assert "extra fields found (bogus)" in message
+    assert "batch_size must be >= 1 (got 0)" in message
+
+
+def test_structure_reports_every_problem_with_its_path() -> None:
+    with pytest.raises(SinkConfigurationError) as raised:
+        structure(
+            {"batch_size": "ten", "field_mapping": {"a": 2}, "extra": True}, SinkConfig, what="x"
+        )
+    message = str(raised.value)
+    assert message.startswith("Invalid x: ")
+    assert "$.sink_type: required field missing" in message
+    assert "$.batch_size: invalid value: expected int, got str" in message
+    assert "$.field_mapping['a']: invalid value: expected str, got int" in message
+    assert "extra fields found (extra)" in message
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({"sink_type": "x", "batch_size": 1.5}, "expected int, got float"),
+        ({"sink_type": "x", "batch_size": True}, "expected int, got bool"),
+        ({"sink_type": 5}, "expected str, got int"),
+    ],
+)
+def test_scalars_are_not_coerced(data: dict[str, object], fragment: str) -> None:
+    with pytest.raises(SinkConfigurationError, match=fragment):
+        structure(data, SinkConfig)
+
+
+def test_result_lists_refuse_strings_and_bools_refuse_strings() -> None:
+    with pytest.raises(SinkConfigurationError) as raised:
+        structure({"success": "maybe", "errors": "boom"}, EgressResult)
+    assert "$.success: invalid value: expected bool, got str" in str(raised.value)
+    assert "$.errors: invalid value: expected a list, got str" in str(raised.value)
+    assert structure({"success": True, "duration_seconds": 2}, EgressResult).duration_seconds == 2.0
+
+
+def test_structure_of_a_non_mapping() -> None:
+    with pytest.raises(SinkConfigurationError, match=r"\$: expected a mapping, got list"):
+        structure(["rest_api"], SinkConfig)
+
+
+def test_structure_errors_are_configuration_errors() -> None:
+    with pytest.raises(SinkConfigurationError) as raised:
+        structure({}, SinkConfig)
+    assert raised.value.category == "configuration"
+    assert raised.value.__cause__ is not None
