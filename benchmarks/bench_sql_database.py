@@ -187,7 +187,10 @@ def main() -> int:
         rate = median_rate(case)
         peak = statistics.median(r["peak_mb"] for r in results[case])
         over = statistics.median(r["over_mb"] for r in results[case])
-        line = f"  {case:12} {rate:>10,.0f} rows/s  peak RSS {peak:,.0f} MB (+{over:,.0f} MB over the table)"
+        line = (
+            f"  {case:12} {rate:>10,.0f} rows/s  "
+            f"peak RSS {peak:,.0f} MB (+{over:,.0f} MB over the table)"
+        )
         if case in TARGETS:
             ratio = rate / baseline
             ok = ratio >= TARGETS[case]
