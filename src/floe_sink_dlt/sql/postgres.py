@@ -78,10 +78,13 @@ class PostgresDialect(Dialect):
         self._cursor = self._conn.cursor()
 
     def close(self) -> None:
-        conn, self._conn, self._cursor = self._conn, None, None
-        if conn is not None:
-            with contextlib.suppress(Exception):  # a broken connection may fail to close
-                conn.close()
+        conn, cursor = self._conn, self._cursor
+        self._conn = self._cursor = None
+        # the cursor first: ADBC refuses to close a connection with an open statement
+        for resource in (cursor, conn):
+            if resource is not None:
+                with contextlib.suppress(Exception):  # a broken connection may fail to close
+                    resource.close()
 
     def begin(self) -> None:
         # ADBC opens a transaction implicitly when autocommit is off

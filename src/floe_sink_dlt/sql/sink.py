@@ -201,8 +201,12 @@ class SqlDatabaseSink(DltSink):
             )
         self._target_schema = schema
         self._writable = writable_schema(schema, self.url.dialect)
-        self.with_retries(self.dialect.connect, what="connect", database=self.url.where)
-        self.with_retries(self._prepare_tables, what="prepare_table", table=str(self.table))
+        try:
+            self.with_retries(self.dialect.connect, what="connect", database=self.url.where)
+            self.with_retries(self._prepare_tables, what="prepare_table", table=str(self.table))
+        except BaseException:
+            self.dialect.close()  # finish() is not called when prepare() fails
+            raise
 
     def _prepare_tables(self) -> None:
         schema = self._target_schema

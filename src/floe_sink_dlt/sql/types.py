@@ -91,8 +91,8 @@ def _kind(type_: pa.DataType) -> str | None:
         return f"{sign}{type_.bit_width}"
     if pa.types.is_floating(type_):
         return f"float{type_.bit_width}"
-    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
-        return "string"
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_) or pa.types.is_null(type_):
+        return "string"  # an all-null column (no type known) is stored as text
     if pa.types.is_boolean(type_):
         return "bool"
     if pa.types.is_date(type_):
@@ -148,6 +148,8 @@ def writable_schema(schema: pa.Schema, dialect: str) -> pa.Schema:
         type_ = field.type
         if pa.types.is_dictionary(type_):
             type_ = type_.value_type
+        if pa.types.is_null(type_):
+            type_ = pa.string()
         if pa.types.is_float16(type_):
             type_ = pa.float32()
         if dialect == "postgresql" and pa.types.is_unsigned_integer(type_):
