@@ -71,7 +71,9 @@ class Database:
 
     def tables(self) -> set[str]:
         if self.dialect == "sqlite":
-            return {row[0] for row in self.query("SELECT name FROM sqlite_master WHERE type='table'")}
+            return {
+                row[0] for row in self.query("SELECT name FROM sqlite_master WHERE type='table'")
+            }
         return {
             row[0]
             for row in self.query(

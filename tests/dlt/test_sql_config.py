@@ -93,9 +93,7 @@ def test_primary_key_is_mapped_and_must_survive_the_mapping() -> None:
 
 @pytest.mark.requirement("4G-FR-007")
 def test_schema_key_takes_the_table_name_literally() -> None:
-    sink = SqlDatabaseSink.from_config(
-        config(url="duckdb:///x.duckdb", table="a.b", schema="s")
-    )
+    sink = SqlDatabaseSink.from_config(config(url="duckdb:///x.duckdb", table="a.b", schema="s"))
     assert (sink.table.schema, sink.table.name) == ("s", "a.b")
 
 
