@@ -127,7 +127,7 @@ def make_database(request: pytest.FixtureRequest, dialect: str, tmp_path: Path) 
 @pytest.fixture(params=DIALECTS)
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """A fresh database in each dialect (PostgreSQL from the session's throwaway cluster)."""
-    yield make_database(request, request.param, tmp_path)
+    return make_database(request, request.param, tmp_path)
 
 
 @pytest.fixture

@@ -34,7 +34,8 @@ def test_create_sink_builds_the_sink_through_the_plugin() -> None:
     assert (sink.table.schema, sink.table.name) == ("s", "t")
     assert sink.write_disposition == "append"
     assert sink.settings.batch_size == SqlDatabaseSink.default_batch_size
-    assert PASSWORD not in repr(sink) and PASSWORD not in sink.describe()
+    assert PASSWORD not in repr(sink)
+    assert PASSWORD not in sink.describe()
     assert "db.example:6543/app" in sink.describe()
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 import structlog
-from conftest import Database
 
+from conftest import Database
 from floe_sink.checksum import checksum_of
 from floe_sink.errors import SinkWriteError
 
@@ -57,7 +57,8 @@ def test_empty_table_succeeds_with_zero_rows(db: Database) -> None:
 def test_a_stream_of_record_batches_is_delivered(db: Database) -> None:
     batches = people(list(range(7))).to_batches(max_chunksize=2)
     result = db.sink(batch_size=3).write(iter(batches))
-    assert result.success and result.rows_delivered == 7
+    assert result.success
+    assert result.rows_delivered == 7
     assert db.count("target") == 7
 
 
@@ -66,7 +67,8 @@ def test_merge_upserts_and_a_rerun_adds_no_duplicates(db: Database) -> None:
     assert sink.write(people([1, 2, 3])).success
     assert sink.write(people([1, 2, 3])).success
     result = sink.write(people([3, 4], suffix="-v2"))
-    assert result.success and result.rows_delivered == 2
+    assert result.success
+    assert result.rows_delivered == 2
     assert db.rows("target") == [
         (1, "n1", 1.5),
         (2, "n2", 3.0),
@@ -78,7 +80,8 @@ def test_merge_upserts_and_a_rerun_adds_no_duplicates(db: Database) -> None:
 def test_merge_last_row_of_a_repeated_key_wins(db: Database) -> None:
     data = pa.table({"id": [1, 2, 1, 1], "v": ["a", "b", "c", "d"]})
     result = db.sink(write_disposition="merge", primary_key=["id"]).write(data)
-    assert result.success and result.rows_delivered == 4
+    assert result.success
+    assert result.rows_delivered == 4
     assert db.rows("target") == [(1, "d"), (2, "b")]
 
 
@@ -161,7 +164,8 @@ def test_a_batch_already_in_the_ledger_is_skipped(db: Database) -> None:
         again = sink.deliver(batch, key="floe-k1")  # as after a crash before dlt's ack
     finally:
         sink.finish(success=True)
-    assert not first.skipped and again.skipped
+    assert not first.skipped
+    assert again.skipped
     assert db.count("target") == 2
 
 
@@ -183,7 +187,8 @@ def test_transient_failures_are_retried_and_logged_per_batch(
     monkeypatch.setattr(sink.dialect, "insert", flaky)
     with structlog.testing.capture_logs() as logs:
         result = sink.write(people(list(range(8))))
-    assert result.success and result.rows_delivered == 8
+    assert result.success
+    assert result.rows_delivered == 8
     assert db.count("target") == 8
     batches = [event for event in logs if event["event"] == "sql_batch"]
     assert [(e["rows"], e["attempt"], e["status"]) for e in batches] == [
@@ -201,7 +206,8 @@ def test_permanent_failure_is_not_retried_and_is_reported(db: Database) -> None:
     with structlog.testing.capture_logs() as logs:
         result = db.sink().write(people([1]))
     assert not result.success
-    assert result.errors and "target" in result.errors[0]
+    assert result.errors
+    assert "target" in result.errors[0]
     assert [e["attempt"] for e in logs if e["event"] == "sql_batch"] == [1]
 
 
@@ -209,6 +215,25 @@ def test_permanent_failure_is_not_retried_and_is_reported(db: Database) -> None:
 def test_writing_1000_rows_is_quick(db: Database) -> None:
     # a benchmark figure, not a timed assertion: reported, with only a pathological bound
     result = db.sink().write(people(list(range(1000))))
-    assert result.success and result.rows_delivered == 1000
+    assert result.success
+    assert result.rows_delivered == 1000
     print(f"{db.dialect}: 1,000 rows in {result.duration_seconds:.2f} s")
     assert result.duration_seconds < 60
+
+
+@pytest.mark.requirement("4G-FR-013")
+def test_the_database_password_never_reaches_logs_or_errors(pg: Database) -> None:
+    from fixtures.postgres import PASSWORD
+
+    assert PASSWORD in pg.url
+    pg.execute('CREATE TABLE "target" ("id" BIGINT PRIMARY KEY, "name" TEXT, "score" FLOAT)')
+    pg.execute("INSERT INTO \"target\" VALUES (1, 'x', 0)")
+    sink = pg.sink()
+    with structlog.testing.capture_logs() as logs:
+        ok = sink.write(people([2]))
+        failed = sink.write(people([1]))
+    assert ok.success
+    assert not failed.success
+    text = repr(logs) + repr(failed.errors) + repr(sink) + sink.describe()
+    assert PASSWORD not in text
+    assert any(event["event"] == "sql_batch" for event in logs)

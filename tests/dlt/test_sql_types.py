@@ -8,6 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+
 from conftest import Database, quote
 
 pytestmark = [pytest.mark.requirement("4G-FR-005"), pytest.mark.requirement("4G-FR-008")]
