@@ -77,7 +77,6 @@ _SQLITE = {
     "timestamptz": "TIMESTAMP WITH TIME ZONE",
     "binary": "BLOB",
     "time": "TIME",
-    "decimal": "DECIMAL_TEXT",
 }
 
 _TABLES = {"postgresql": _PG, "duckdb": _DUCKDB, "sqlite": _SQLITE}
