@@ -8,7 +8,12 @@ from hypothesis import HealthCheck, settings
 
 # Fixture modules live under tests/fixtures/ (tests/ is on sys.path under pytest's default
 # import mode): the throwaway PostgreSQL cluster, the local HTTP server, Iceberg tables.
-pytest_plugins: list[str] = ["fixtures.command", "fixtures.http_server", "fixtures.iceberg"]
+pytest_plugins: list[str] = [
+    "fixtures.command",
+    "fixtures.http_server",
+    "fixtures.iceberg",
+    "fixtures.postgres",
+]
 
 settings.register_profile(
     "fast", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]

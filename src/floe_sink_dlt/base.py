@@ -161,6 +161,9 @@ class DltSink(abc.ABC):
         """Rows of a pending delivery resumed by the last ``write`` (before its own data)."""
         self._resuming = False
         self._resumed_keys: set[str] = set()
+        self.in_resume = False
+        """True from ``prepare`` to ``finish`` of a pending delivery being resumed (lets a sink
+        tell a resumed delivery from a new one, e.g. to keep a staging table)."""
         self._reset_counters()
 
     # -- what a subclass implements ---------------------------------------------------------
@@ -408,6 +411,7 @@ class DltSink(abc.ABC):
         if not pipeline.has_pending_data:
             return 0
         self._schema = self._load_schema(pipeline)
+        self.in_resume = True
         if self._schema is not None:
             self.prepare(self._schema)
         log.warning(
@@ -423,6 +427,7 @@ class DltSink(abc.ABC):
             self._resuming = False
             if self._schema is not None:
                 self.finish(success=self._failure is None)
+            self.in_resume = False
         if self._failure is not None:
             return -1
         resumed = self._rows

@@ -1,0 +1,110 @@
+"""DuckDB through its Python API: a batch is registered as a relation (zero-copy Arrow scan)
+and written with ``INSERT ... SELECT``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from floe_sink_dlt.sql.dialect import Dialect
+from floe_sink_dlt.sql.target import TableName
+
+__all__ = ["DuckDbDialect"]
+
+_VIEW = "_floe_sink_batch"
+
+
+class DuckDbDialect(Dialect):
+    """DuckDB 1.0+."""
+
+    name: ClassVar[str] = "duckdb"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._conn: Any = None
+
+    def connect(self) -> None:
+        import duckdb
+
+        if self._conn is not None:
+            return
+        path = self.url.path
+        assert path is not None
+        try:
+            if not path.parent.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = duckdb.connect(str(path))
+        except (duckdb.Error, OSError) as exc:
+            raise self.connection_error(exc) from None
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _c(self) -> Any:
+        if self._conn is None:
+            self.connect()
+        return self._conn
+
+    def begin(self) -> None:
+        self._c().begin()
+
+    def commit(self) -> None:
+        self._c().commit()
+
+    def rollback(self) -> None:
+        if self._conn is None:
+            return
+        with contextlib.suppress(Exception):  # no transaction open
+            self._conn.rollback()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._c().execute(sql, list(params) if params else None)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self._c().execute(sql, list(params) if params else None).fetchall())
+
+    def is_transient(self, error: BaseException) -> bool:
+        import duckdb
+
+        # another process holding the file's lock, or a write-write conflict
+        return isinstance(error, duckdb.IOException | duckdb.TransactionException) or (
+            "conflict" in str(error).lower()
+        )
+
+    def columns(self, table: TableName) -> dict[str, str] | None:
+        rows = self.query(
+            "SELECT column_name, lower(data_type) FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            (table.schema or "main", table.name),
+        )
+        if not rows:
+            return None
+        return {str(name): str(type_) for name, type_ in rows}
+
+    def unique_keys(self, table: TableName) -> list[frozenset[str]]:
+        rows = self.query(
+            "SELECT constraint_column_names FROM duckdb_constraints() WHERE schema_name = ? "
+            "AND table_name = ? AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')",
+            (table.schema or "main", table.name),
+        )
+        return [frozenset(str(name) for name in row[0]) for row in rows]
+
+    def insert(self, table: TableName, batch: pa.RecordBatch) -> None:
+        relation = self.stage(batch)
+        columns = self.column_list(batch.schema.names)
+        self.execute(
+            f"INSERT INTO {self.qualified(table)} ({columns}) SELECT {columns} FROM {relation}"
+        )
+        self.unstage()
+
+    def stage(self, batch: pa.RecordBatch) -> str:
+        self._c().register(_VIEW, pa.Table.from_batches([batch]))
+        return self.quote(_VIEW)
+
+    def unstage(self) -> None:
+        self._c().unregister(_VIEW)
