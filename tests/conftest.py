@@ -8,10 +8,12 @@ from hypothesis import HealthCheck, settings
 
 # Fixture modules live under tests/fixtures/ (tests/ is on sys.path under pytest's default
 # import mode): the throwaway PostgreSQL cluster, the local HTTP server, Iceberg tables.
+# fixtures.command imports fixtures.iceberg: list the imported one first so pytest can
+# rewrite its asserts.
 pytest_plugins: list[str] = [
+    "fixtures.iceberg",
     "fixtures.command",
     "fixtures.http_server",
-    "fixtures.iceberg",
     "fixtures.postgres",
 ]
 

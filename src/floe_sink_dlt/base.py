@@ -30,6 +30,7 @@ import os
 import re
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,9 +47,13 @@ from floe_sink.idempotency import idempotency_key
 from floe_sink.logs import get_logger
 from floe_sink.mapping import apply_field_mapping
 from floe_sink.retry import RetryPolicy
+from floe_sink.secrets import Secret
 
 # dlt must never send telemetry from a floe-sink process; set before dlt is imported.
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+# dlt logs a failed batch with a full traceback on stderr; floe-sink reports the same failure
+# once, as a structured event and in EgressResult.errors. Set RUNTIME__LOG_LEVEL to see dlt's.
+os.environ.setdefault("RUNTIME__LOG_LEVEL", "CRITICAL")
 
 import dlt
 from dlt.common.destination.exceptions import DestinationTerminalException
@@ -200,8 +205,17 @@ class DltSink(abc.ABC):
 
     @staticmethod
     def check_reserved(config: SinkConfig, allowed: set[str]) -> None:
-        """Refuse unknown ``connection_config`` keys, naming them and the allowed ones."""
-        unknown = sorted(set(config.connection_config) - allowed - _RESERVED_KEYS)
+        """Refuse unknown ``connection_config`` keys, naming them and the allowed ones.
+
+        Keys whose value is a :class:`floe_sink.secrets.Secret` came from the mounted
+        Secret, which often holds more keys than one sink uses (a ``username`` next to the
+        ``token``): those are left alone, not refused.
+        """
+        unknown = sorted(
+            key
+            for key, value in config.connection_config.items()
+            if key not in allowed and key not in _RESERVED_KEYS and not isinstance(value, Secret)
+        )
         if unknown:
             raise SinkConfigurationError(
                 f"unknown key(s) in config: {', '.join(unknown)}; "
@@ -453,7 +467,11 @@ class DltSink(abc.ABC):
         if self._failure is not None and not _is_retryable(self._failure):
             # A permanent failure would fail again on resume and block every later run:
             # drop the package; batches already delivered keep their idempotency keys.
-            pipeline.drop_pending_packages()
+            with warnings.catch_warnings():
+                # deprecated in dlt 1.30 for abort_packages(), which is missing before 1.30
+                # and completes the package through another load(); dropping is what we mean
+                warnings.filterwarnings("ignore", message=".*drop_pending_packages.*")
+                pipeline.drop_pending_packages()
 
     def write(self, data: Any) -> EgressResult:
         """Deliver ``data`` (a table, a batch, a reader or batches) and report the outcome.

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import dlt
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -140,6 +141,26 @@ def test_invalid_config_is_refused_naming_the_key(
         config = SinkConfig(sink_type="rest_api", connection_config={"pipelines_dir": "x"})
     with pytest.raises(SinkConfigurationError, match=named):
         RestApiSink.from_config(config)
+
+
+@pytest.mark.requirement("4G-FR-007")
+def test_extra_keys_of_the_mounted_secret_are_not_refused(tmp_path: Path) -> None:
+    # A Kubernetes Secret often holds more than one consumer needs; only plain config keys
+    # are checked against the sink's own keys.
+    config = SinkConfig(
+        sink_type="rest_api",
+        connection_config={
+            "url": "http://127.0.0.1:9/x",
+            "pipelines_dir": str(tmp_path),
+            "token": Secret(TOKEN),
+            "username": Secret("svc-floe"),
+        },
+    )
+    assert isinstance(RestApiSink.from_config(config), RestApiSink)
+    with pytest.raises(SinkConfigurationError, match="username"):
+        RestApiSink.from_config(
+            attrs.evolve(config, connection_config={**config.connection_config, "username": "x"})
+        )
 
 
 @pytest.mark.requirement("4G-FR-007")

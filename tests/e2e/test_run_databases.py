@@ -16,8 +16,6 @@ import pytest
 from fixtures.command import FloeProject
 from fixtures.iceberg import customers
 
-pytest.importorskip("floe_sink_dlt.sql", reason="the sql_database sink has not landed")
-
 pytestmark = pytest.mark.slow
 
 MAPPING = {
@@ -91,7 +89,8 @@ def test_sqlite_merge_end_to_end_and_rerun(project: FloeProject) -> None:
 
 
 def test_duckdb_append_end_to_end(project: FloeProject) -> None:
-    duckdb = pytest.importorskip("duckdb")
+    import duckdb
+
     database = project.root / "ops.duckdb"
     project.secret("ops-duckdb", url=f"duckdb:///{database}")
     project.write_floe(
