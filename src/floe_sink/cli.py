@@ -28,6 +28,7 @@ import click
 
 from floe_sink.errors import FloeSinkError, PluginConflictError, SinkConfigurationError
 from floe_sink.logs import configure_logging, get_logger
+from floe_sink.secrets import scrub_text
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "cli", "main"]
 
@@ -57,14 +58,10 @@ class _Scrubber:
         self.values: list[str] = []
 
     def add(self, values: Iterable[str]) -> None:
-        # longest first, so that a secret containing another is replaced whole
-        known = set(self.values) | {value for value in values if value}
-        self.values = sorted(known, key=len, reverse=True)
+        self.values = [*self.values, *values]
 
     def __call__(self, text: str) -> str:
-        for value in self.values:
-            text = text.replace(value, "***")
-        return text
+        return scrub_text(text, self.values)
 
     def processor(self, _logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
         """structlog processor: scrub every string value."""

@@ -11,23 +11,9 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
+from floe_sink.secrets import REDACTED, URL_WITH_PASSWORD, is_credential_key, redact_url
+
 __all__ = ["REDACTED", "configure_logging", "get_logger", "redact"]
-
-REDACTED = "***"
-
-_SECRET_KEY_PARTS = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "access_key",
-    "private_key",
-    "connection_string",
-    "credentials",
-    "authorization",
-)
 
 
 class _LazyLogger:
@@ -56,33 +42,27 @@ def get_logger(name: str = "floe_sink") -> Any:
     return _LazyLogger(name)
 
 
-def _is_secret_key(key: str) -> bool:
-    lowered = key.lower()
-    return any(part in lowered for part in _SECRET_KEY_PARTS)
-
-
 def _redacted(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {
-            key: REDACTED if isinstance(key, str) and _must_hide(key) else _redacted(item)
+            key: REDACTED if isinstance(key, str) and is_credential_key(key) else _redacted(item)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
         return type(value)(_redacted(item) for item in value)
+    if isinstance(value, str) and URL_WITH_PASSWORD.match(value):
+        return redact_url(value)
     return value
-
-
-def _must_hide(key: str) -> bool:
-    return _is_secret_key(key) and not key.endswith("_ref")  # a secret's name is no secret
 
 
 def redact(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: replace values of credential-looking keys with ``***``.
+    """structlog processor: hide credential values.
 
-    Keys are matched anywhere in the event, nested mappings included (``config={"token":
-    ...}``); keys ending in ``_ref`` name a secret and are kept.
+    Values of credential-looking keys (:func:`floe_sink.secrets.is_credential_key`) become
+    ``***``, anywhere in the event, nested mappings included (``config={"token": ...}``); keys
+    that name a secret (``connection_secret_ref``) are kept; a URL's password becomes ``***``.
 
     Args:
         _logger: The wrapped logger (unused).
@@ -93,7 +73,7 @@ def redact(
         The event with credential values replaced.
     """
     for key in list(event_dict):
-        if _must_hide(key):
+        if is_credential_key(key):
             event_dict[key] = REDACTED
         else:
             event_dict[key] = _redacted(event_dict[key])

@@ -1,10 +1,34 @@
-"""Secret values: wrapped so that ``repr``, ``str``, logs and tracebacks never show them."""
+"""Secrets: values wrapped so that ``repr``, ``str``, logs and tracebacks never show them, and
+the one place that decides what *looks like* a credential (a key name, a URL with a password).
+
+The config loaders refuse credential-looking keys, the log processor hides their values, and
+the command and the sinks scrub known secret values and URL passwords from every message: all
+of them ask this module, so the rules cannot drift apart.
+
+A key is credential-looking when its words (split at ``_``, ``-``, ``.``, spaces and camelCase)
+contain one of :data:`CREDENTIAL_WORDS`, unless its last word says it is *about* a credential
+rather than one (``connection_secret_ref``, ``token_url``, ``auth_type``).
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Secret", "reveal"]
+__all__ = [
+    "CREDENTIAL_WORDS",
+    "REDACTED",
+    "URL_WITH_PASSWORD",
+    "Secret",
+    "is_credential_key",
+    "redact_url",
+    "reveal",
+    "scrub_text",
+]
+
+REDACTED = "***"
 
 
 class Secret:
@@ -45,3 +69,93 @@ class Secret:
 def reveal(value: Any) -> Any:
     """The plain value of a :class:`Secret`; anything else is returned as is."""
     return value.reveal() if isinstance(value, Secret) else value
+
+
+CREDENTIAL_WORDS: tuple[tuple[str, ...], ...] = (
+    ("password",),
+    ("passwd",),
+    ("pwd",),
+    ("secret",),
+    ("token",),
+    ("api", "key"),
+    ("apikey",),
+    ("access", "key"),
+    ("accesskey",),
+    ("private", "key"),
+    ("privatekey",),
+    ("connection", "string"),
+    ("connectionstring",),
+    ("credential",),
+    ("authorization",),
+)
+"""Word sequences that make a key credential-looking (plurals are folded to singular)."""
+
+# A last word that makes the key a *reference to* or a *description of* a credential: the
+# name of a Kubernetes Secret, the URL of a token endpoint, the kind of auth scheme.
+_NOT_A_CREDENTIAL = frozenset({"ref", "url", "uri", "endpoint", "type"})
+
+_PLURALS = {
+    "passwords": "password",
+    "secrets": "secret",
+    "tokens": "token",
+    "keys": "key",
+    "credentials": "credential",
+    "apikeys": "apikey",
+}
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
+
+# scheme://user:password@host -- a URL that carries its own password.
+URL_WITH_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@")
+
+
+def _words(key: str) -> list[str]:
+    words: list[str] = []
+    for chunk in _SEPARATORS.split(key):
+        words.extend(part.lower() for part in _CAMEL.split(chunk) if part)
+    return [_PLURALS.get(word, word) for word in words]
+
+
+def is_credential_key(key: str) -> bool:
+    """True when ``key`` names a credential (``password``, ``X-Api-Key``, ``s3.secret-key``).
+
+    Args:
+        key: A mapping key from a configuration file.
+
+    Returns:
+        Whether the key looks like it holds a credential.
+    """
+    words = _words(key)
+    if not words or words[-1] in _NOT_A_CREDENTIAL:
+        return False
+    for sequence in CREDENTIAL_WORDS:
+        size = len(sequence)
+        for start in range(len(words) - size + 1):
+            if tuple(words[start : start + size]) == sequence:
+                return True
+    return False
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparseable URL>"
+    if password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{host}"))
+
+
+def scrub_text(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each non-empty string of ``secrets`` replaced.
+
+    The longest secrets are replaced first, so that one containing another goes whole.
+    """
+    for secret in sorted({secret for secret in secrets if secret}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text

@@ -105,3 +105,27 @@ def test_secret_never_shows() -> None:
     assert hash(secret) == hash(Secret("hunter2"))
     with pytest.raises(TypeError, match="not picklable"):
         __import__("pickle").dumps(secret)
+
+
+def test_redact_hides_the_password_of_a_url_under_any_key() -> None:
+    event = {
+        "event": "connecting",
+        "url": "postgresql://floe:pa55-w0rd@127.0.0.1:5432/ops",
+        "targets": ["sqlite:///plain.db", {"dsn": "postgresql://u:other-pw@db/x"}],
+    }
+    out = redact(None, "info", event)
+    assert out["url"] == "postgresql://floe:***@127.0.0.1:5432/ops"
+    assert out["targets"][0] == "sqlite:///plain.db"
+    assert "other-pw" not in json.dumps(out)
+
+
+def test_log_redaction_and_config_refusal_agree_on_what_is_a_credential() -> None:
+    # one rule (floe_sink.secrets.is_credential_key) for the loader and for the logs
+    from floe_sink.config.credentials import is_credential_key as refused_in_config
+    from floe_sink.secrets import is_credential_key
+
+    assert refused_in_config is is_credential_key
+    for key in ("password", "X-Api-Key", "s3.secret-key", "accessKey", "token"):
+        assert redact(None, "info", {key: "v"})[key] == REDACTED
+    for key in ("connection_secret_ref", "token_url", "auth_type", "rows"):
+        assert redact(None, "info", {key: "v"})[key] == "v"

@@ -11,7 +11,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 import attrs
 
 from floe_sink.errors import SinkConfigurationError
-from floe_sink.secrets import Secret, reveal
+from floe_sink.secrets import Secret, redact_url, reveal, scrub_text
 
 __all__ = ["DIALECTS", "DatabaseUrl", "TableName", "redact_text", "redact_url"]
 
@@ -29,25 +29,9 @@ DIALECTS = {
 _SINK_TYPE = "sql_database"
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    userinfo = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
-
-
 def redact_text(text: str, secrets: tuple[str, ...]) -> str:
     """``text`` with every occurrence of each non-empty string in ``secrets`` replaced."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    return scrub_text(text, secrets)
 
 
 @attrs.frozen(kw_only=True)
