@@ -15,6 +15,10 @@ import os
 
 # dlt must never phone home from the command; set before anything imports dlt.
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+# Arrow's default allocator (mimalloc) keeps the pages it freed: a command that streams a
+# table much larger than its memory should hold gives them back at once instead (jemalloc,
+# decay 0; see floe_sink.job). Set before pyarrow is imported; the variable still wins.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
 import json
 import logging

@@ -23,6 +23,11 @@ from typing import Any
 import attrs
 import pyarrow as pa
 
+if pa.default_memory_pool().backend_name == "jemalloc":
+    # return freed memory to the system at once, so the peak RSS of a long run follows
+    # what is live (a few batches), not what was ever allocated (see floe_sink.cli)
+    pa.jemalloc_set_decay_ms(0)
+
 from floe_sink.errors import (
     FloeSinkError,
     PluginConflictError,

@@ -74,9 +74,15 @@ DEFAULT_PIPELINES_DIR = Path(".floe") / "pipelines"
 KEY_COLUMN = "_floe_idempotency_key"
 """The column that carries each batch's idempotency key through dlt (never delivered)."""
 
-_GROUP_ROWS = 262_144
+_GROUP_ROWS = 131_072
 """Rows handed to dlt per extract item (rounded to whole batches): dlt pays a few
 milliseconds per item, so items are large even when delivered batches are small."""
+
+_ROWS_PER_FILE = 200_000
+"""Rows per extracted file (rounded to whole batches) when loading one job at a time. dlt reads
+a file back with pyarrow's default ``pre_buffer=True``, which keeps every buffered column chunk
+until the file is closed: one file for a whole table made memory grow with the table (about
+33 bytes a row). Bounded files bound that; they are still loaded one after the other."""
 
 _PARALLEL_FILE_BATCHES = 8
 """With :attr:`DltSink.load_parallelism` above 1: batches per extracted file. A file is one dlt
@@ -270,11 +276,12 @@ class DltSink(abc.ABC):
 
     # -- load parallelism (optional, see load_parallelism) ------------------------------------
 
-    def _rows_per_file(self) -> int | None:
-        """Rows per extracted file when loading in parallel (whole batches), else ``None``."""
+    def _rows_per_file(self) -> int:
+        """Rows per extracted file: whole batches, few when loading in parallel."""
+        batch_size = self.settings.batch_size
         if self.load_parallelism <= 1:
-            return None
-        return self.settings.batch_size * _PARALLEL_FILE_BATCHES
+            return max(batch_size, (_ROWS_PER_FILE // batch_size) * batch_size)
+        return batch_size * _PARALLEL_FILE_BATCHES
 
     def _parallel_options(self, pipeline_name: str) -> dict[str, Any]:
         """``dlt.destination`` options for :attr:`load_parallelism`; sets the file split.
@@ -283,12 +290,9 @@ class DltSink(abc.ABC):
         to this pipeline's name, so other pipelines in the process are not affected.
         """
         variable = f"{pipeline_name.upper()}__DATA_WRITER__FILE_MAX_ITEMS"
-        rows_per_file = self._rows_per_file()
-        if rows_per_file is None:
-            os.environ.pop(variable, None)
-            return {}
-        os.environ[variable] = str(rows_per_file)
-        return {"max_parallel_load_jobs": self.load_parallelism}
+        os.environ[variable] = str(self._rows_per_file())
+        # one job at a time unless the sink asks for more: files are then delivered in turn
+        return {"max_parallel_load_jobs": max(1, self.load_parallelism)}
 
     def _callable(self, items: pa.RecordBatch, table: dict[str, Any]) -> None:
         # Runs in dlt's load thread, once per batch of `batch_size` rows.
@@ -352,8 +356,9 @@ class DltSink(abc.ABC):
     ) -> Iterator[pa.Table]:
         """Yield dlt items: groups of whole batches, columns renamed, keys attached."""
         batch_size = self.settings.batch_size
-        group_rows = self._rows_per_file() or max(
-            batch_size, (_GROUP_ROWS // batch_size) * batch_size
+        # an item never spans two files, so that every file holds whole batches
+        group_rows = min(
+            self._rows_per_file(), max(batch_size, (_GROUP_ROWS // batch_size) * batch_size)
         )
         rechunker = Rechunker(batch_size)
         position = 0
