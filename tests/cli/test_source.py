@@ -154,3 +154,45 @@ def test_empty_table(iceberg_warehouse: IcebergWarehouse) -> None:
     result = scan.reader().read_all()
     assert result.num_rows == 0
     assert result.schema.names == customers(1).schema.names
+
+
+def test_plain_parquet_files_are_read_directly(
+    iceberg_warehouse: IcebergWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No deletes, no filter, same names and field ids: pyarrow reads the file itself."""
+    import floe_sink.source as source
+
+    opened: list[str] = []
+    read_plain = source._read_plain
+
+    def spy(io: object, path: str, wanted: list[tuple[str, int]]) -> object:
+        opened.append(path)
+        return read_plain(io, path, wanted)
+
+    monkeypatch.setattr(source, "_read_plain", spy)
+    data = customers(2_000)
+    iceberg_warehouse.write("gold.customers", data, files=2)
+    scan = plan_scan(open_table(_config(iceberg_warehouse, "gold.customers")))
+    table = scan.reader().read_all()
+    assert len(opened) == 2
+    assert table.schema.equals(scan.schema)
+    got = table.sort_by("customer_id")
+    for name in data.column_names:
+        assert got.column(name).cast(data.schema.field(name).type).equals(data.column(name))
+
+
+def test_evolved_schema_falls_back_to_pyiceberg(iceberg_warehouse: IcebergWarehouse) -> None:
+    """A renamed and an added column: the file's names no longer match, pyiceberg maps them."""
+    from pyiceberg.types import StringType
+
+    iceberg_warehouse.write("gold.customers", customers(500), files=1)
+    table = open_table(_config(iceberg_warehouse, "gold.customers"))
+    with table.update_schema() as update:
+        update.rename_column("email", "email_address")
+        update.add_column("tier", StringType())
+    table = open_table(_config(iceberg_warehouse, "gold.customers"))
+    result = plan_scan(table).reader().read_all().sort_by("customer_id")
+    assert result.num_rows == 500
+    expected = customers(500).column("email")
+    assert result.column("email_address").cast(pa.string()).equals(expected)
+    assert result.column("tier").null_count == 500
