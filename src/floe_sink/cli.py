@@ -59,10 +59,10 @@ class _Scrubber:
     """Replaces every known secret value in text with ``***``."""
 
     def __init__(self) -> None:
-        self.values: list[str] = []
+        self.values: set[str] = set()
 
     def add(self, values: Iterable[str]) -> None:
-        self.values = [*self.values, *values]
+        self.values.update(values)
 
     def __call__(self, text: str) -> str:
         return scrub_text(text, self.values)

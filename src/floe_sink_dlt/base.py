@@ -46,7 +46,7 @@ from floe_sink.errors import ErrorCategory, SinkConfigurationError, SinkError, S
 from floe_sink.idempotency import idempotency_key
 from floe_sink.logs import get_logger
 from floe_sink.mapping import apply_field_mapping
-from floe_sink.retry import RetryPolicy
+from floe_sink.retry import RetryPolicy, retrying
 from floe_sink.secrets import Secret
 
 # dlt must never send telemetry from a floe-sink process; set before dlt is imported.
@@ -232,8 +232,6 @@ class DltSink(abc.ABC):
 
     def with_retries(self, attempt: Any, *, what: str, **log_context: Any) -> Any:
         """Run ``attempt()`` under this sink's retry policy and return its result."""
-        from floe_sink.retry import retrying
-
         for try_ in retrying(
             self.settings.retry, what=what, destination=self.settings.destination, **log_context
         ):

@@ -13,7 +13,7 @@ import attrs
 from floe_sink.errors import SinkConfigurationError
 from floe_sink.secrets import Secret, redact_url, reveal, scrub_text
 
-__all__ = ["DIALECTS", "DatabaseUrl", "TableName", "redact_text", "redact_url"]
+__all__ = ["DIALECTS", "DatabaseUrl", "TableName"]
 
 DIALECTS = {
     "postgresql": "postgresql",
@@ -27,11 +27,6 @@ DIALECTS = {
 """URL schemes accepted, and the dialect each one names."""
 
 _SINK_TYPE = "sql_database"
-
-
-def redact_text(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every occurrence of each non-empty string in ``secrets`` replaced."""
-    return scrub_text(text, secrets)
 
 
 @attrs.frozen(kw_only=True)
@@ -77,7 +72,7 @@ class DatabaseUrl:
             parts = urlsplit(raw.strip())
             port = parts.port
         except ValueError as exc:
-            raise fail(f"not a valid URL ({redact_text(str(exc), (raw,))})") from None
+            raise fail(f"not a valid URL ({scrub_text(str(exc), (raw,))})") from None
         scheme = parts.scheme.lower()
         dialect = DIALECTS.get(scheme)
         if dialect is None:
@@ -143,7 +138,7 @@ class DatabaseUrl:
     def scrub(self, text: str) -> str:
         """``text`` without the password or the full URL (for driver error messages)."""
         secrets = (self.reveal(), self.password or "")
-        return redact_text(text, secrets)
+        return scrub_text(text, secrets)
 
 
 _IDENTIFIER_PROBLEM = re.compile(r"[\x00]")
