@@ -130,7 +130,7 @@ def run_floe_sink(root: Path, *, dry_run: bool) -> tuple[dict[str, Any], float, 
     command += ["--state-dir", str(root / ".floe"), "-q"]
     if dry_run:
         command.append("--dry-run")
-    env = {**os.environ, "RUNTIME__DLTHUB_TELEMETRY": "false"}
+    env = dict(os.environ)
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, text=True)
     sampler = PeakRss(process.pid)

@@ -28,7 +28,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -129,17 +128,12 @@ def case_floe_sink(table: Any, url: str, batch_size: int) -> None:
     from floe_sink import SinkConfig
     from floe_sink_dlt.rest import RestApiSink
 
-    with tempfile.TemporaryDirectory() as pipelines_dir:
-        sink = RestApiSink.from_config(
-            SinkConfig(
-                sink_type="rest_api",
-                connection_config={"url": url, "pipelines_dir": pipelines_dir},
-                batch_size=batch_size,
-            )
-        )
-        result = sink.write(table)
-        if not result.success:
-            raise SystemExit(f"floe-sink write failed: {result.errors}")
+    sink = RestApiSink.from_config(
+        SinkConfig(sink_type="rest_api", connection_config={"url": url}, batch_size=batch_size)
+    )
+    result = sink.write(table)
+    if not result.success:
+        raise SystemExit(f"floe-sink write failed: {result.errors}")
 
 
 def case_raw_httpx(table: Any, url: str, batch_size: int) -> None:
@@ -237,7 +231,7 @@ def main() -> int:
         run_case(args.case, args.port, args.rows, args.batch_size)
         return 0
 
-    env = {**os.environ, "RUNTIME__DLTHUB_TELEMETRY": "false"}
+    env = dict(os.environ)
     server = subprocess.Popen(
         [sys.executable, HERE, "--serve"], stdout=subprocess.PIPE, text=True, env=env
     )

@@ -78,21 +78,18 @@ def _raw_copy(url: str, table: Any, name: str, *, primary_key: bool = False) -> 
         conn.commit()
 
 
-def _sink(url: str, name: str, disposition: str, pipelines: str) -> Any:
+def _sink(url: str, name: str, disposition: str) -> Any:
     from floe_sink import SinkConfig
     from floe_sink_dlt.sql import SqlDatabaseSink
 
-    connection: dict[str, Any] = {
-        "url": url,
-        "table": name,
-        "write_disposition": disposition,
-        "pipelines_dir": pipelines,
-        "destination": f"bench_{name}",
-    }
-    if disposition == "merge":
-        connection["primary_key"] = ["id"]
     return SqlDatabaseSink.from_config(
-        SinkConfig(sink_type="sql_database", connection_config=connection)
+        SinkConfig(
+            sink_type="sql_database",
+            connection_config={"url": url, "table": name},
+            destination=f"bench_{name}",
+            write_disposition=disposition,
+            primary_key=["id"] if disposition == "merge" else None,
+        )
     )
 
 
@@ -110,15 +107,14 @@ def child(case: str, url: str, data: str, name: str) -> dict[str, float]:
     import floe_sink_dlt.sql.sink  # noqa: F401
 
     loaded = _rss_mb()
-    with tempfile.TemporaryDirectory() as pipelines:
-        started = time.perf_counter()
-        if case == "raw_copy":
-            _raw_copy(url, table, name)
-        else:
-            result = _sink(url, name, case.removeprefix("sink_"), pipelines).write(table)
-            if not result.success or result.rows_delivered != table.num_rows:
-                raise SystemExit(f"{case} failed: {result.errors}")
-        seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    if case == "raw_copy":
+        _raw_copy(url, table, name)
+    else:
+        result = _sink(url, name, case.removeprefix("sink_")).write(table)
+        if not result.success or result.rows_delivered != table.num_rows:
+            raise SystemExit(f"{case} failed: {result.errors}")
+    seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
         "rows": table.num_rows,
@@ -160,7 +156,7 @@ def main() -> int:
         for run in range(args.repeat):
             for case in ("raw_copy", "sink_append", "sink_merge"):
                 name = f"{case}_{run}"
-                env = {**os.environ, "RUNTIME__LOG_LEVEL": "WARNING"}
+                env = dict(os.environ)
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", case, url, data, name],
                     check=True,

@@ -24,6 +24,3 @@ settings.register_profile(
     "thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
-
-# dlt must never phone home from a test run.
-os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")

@@ -63,7 +63,7 @@ def run_floe_sink() -> tuple[int, list[dict[str, object]]]:
         "json",
     ]
     print(f"[2/3] {' '.join(['floe-sink', *command[-8:]])}")
-    env = {**os.environ, "RUNTIME__DLTHUB_TELEMETRY": "false"}
+    env = dict(os.environ)
     env.setdefault("FLOE_SINK_LOG_FORMAT", "console")
     completed = subprocess.run(
         command, cwd=HERE, env=env, stdout=subprocess.PIPE, text=True, check=False

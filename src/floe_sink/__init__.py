@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         resolve_secret,
         validate_sink_whitelist,
     )
+    from floe_sink.delivery import BatchReceipt, Delivery, DeliveryInterrupted, deliver_batches
     from floe_sink.idempotency import idempotency_key
     from floe_sink.mapping import apply_field_mapping, mapped_schema
     from floe_sink.retry import RetryPolicy, parse_retry_after, retrying
@@ -59,6 +60,10 @@ _LAZY: dict[str, str] = {
     "as_batches": "floe_sink.chunking",
     "iter_chunks": "floe_sink.chunking",
     "idempotency_key": "floe_sink.idempotency",
+    "BatchReceipt": "floe_sink.delivery",
+    "Delivery": "floe_sink.delivery",
+    "DeliveryInterrupted": "floe_sink.delivery",
+    "deliver_batches": "floe_sink.delivery",
     "apply_field_mapping": "floe_sink.mapping",
     "mapped_schema": "floe_sink.mapping",
     "RetryPolicy": "floe_sink.retry",
@@ -96,9 +101,12 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "HOOK_NAMES",
+    "BatchReceipt",
     "CatalogConfig",
     "Checksum",
     "ConfigError",
+    "Delivery",
+    "DeliveryInterrupted",
     "DestinationConfig",
     "EgressResult",
     "ErrorCategory",
@@ -126,6 +134,7 @@ __all__ = [
     "check_governance",
     "checksum_of",
     "converter",
+    "deliver_batches",
     "egress_span",
     "enforce_governance",
     "get_plugin_manager",

@@ -13,24 +13,26 @@ from __future__ import annotations
 
 import os
 
-# dlt must never phone home from the command; set before anything imports dlt.
-os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 # Arrow's default allocator (mimalloc) keeps the pages it freed: a command that streams a
 # table much larger than its memory should hold gives them back at once instead (jemalloc,
 # decay 0; see floe_sink.job). Set before pyarrow is imported; the variable still wins.
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
+import contextlib
 import json
 import logging
+import signal
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import attrs
 import click
 
+from floe_sink.delivery import DeliveryInterrupted
 from floe_sink.errors import FloeSinkError, PluginConflictError, SinkConfigurationError
+from floe_sink.interrupts import EXIT_CODES, StopRequest, stop_on_signals
 from floe_sink.logs import configure_logging, get_logger
 from floe_sink.secrets import scrub_text
 
@@ -239,6 +241,25 @@ _manifest_option = click.option(
 )
 
 
+_secrets_dir_option = click.option(
+    "--secrets-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="FLOE_SECRETS_DIR",
+    default=None,
+    help="Where secrets are mounted (<dir>/<connection_secret_ref>/<key>) "
+    "[default: $FLOE_SECRETS_DIR, else /var/run/secrets/floe].",
+)
+_state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="FLOE_STATE_DIR",
+    default=Path(".floe"),
+    show_default=True,
+    help="Where the delivery journal (state.db, locks/) and the embedded Iceberg catalog "
+    "live [env: FLOE_STATE_DIR].",
+)
+
+
 def _load(floe_yaml: Path, manifest: Path | None, select: Sequence[str] = ()) -> Any:
     from floe_sink.job import JobConfigurationError, default_manifest, load_job
 
@@ -253,24 +274,35 @@ def _load(floe_yaml: Path, manifest: Path | None, select: Sequence[str] = ()) ->
 @cli.command()
 @_floe_yaml_argument
 @_manifest_option
+@_secrets_dir_option
+@_state_dir_option
 @_logging_options
 @click.pass_context
-def validate(ctx: click.Context, floe_yaml: Path, manifest: Path | None) -> int:
-    """Check FLOE_YAML and the manifest: schema, governance, sink types installed."""
+def validate(
+    ctx: click.Context,
+    floe_yaml: Path,
+    manifest: Path | None,
+    secrets_dir: Path | None,
+    state_dir: Path,
+) -> int:
+    """Check FLOE_YAML and the manifest as a run would, reading and sending nothing.
+
+    Schema, governance, the sink types installed, each destination's secret, and each sink's
+    own configuration checks (the same ones `run` makes before it sends anything).
+    """
+    from floe_sink.job import JobConfigurationError, configure
     from floe_sink.manager import get_plugin_manager
 
     _apply_logging(ctx)
 
     job = _load(floe_yaml, manifest)
     manager = get_plugin_manager()
-    problems: list[str] = []
-    for dest in job.destinations:
-        try:
-            manager.owner_of(dest.sink_type)
-        except (SinkConfigurationError, PluginConflictError) as exc:
-            problems.append(f"destination {dest.name!r}: {exc}")
-    if problems:
-        _fail(problems[0] if len(problems) == 1 else "\n  - ".join(["problems:", *problems]))
+    configured = configure(job, manager, secrets_dir=secrets_dir, state_dir=state_dir)
+    _scrub.add(configured.secrets)
+    try:
+        configured.raise_problems()
+    except JobConfigurationError as exc:
+        _fail(exc.render())
     declared = list(job.spec.destinations or [])
     where = f" with {job.manifest_path}" if job.manifest_path else ""
     click.echo(f"{floe_yaml}: valid{where} ({len(declared)} destination(s))")
@@ -319,23 +351,8 @@ def schema(ctx: click.Context, kind: str) -> int:
     help="Run only this destination (repeatable); default: every enabled one.",
 )
 @click.option("--dry-run", is_flag=True, help="Read and map the data, report, send nothing.")
-@click.option(
-    "--secrets-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="FLOE_SECRETS_DIR",
-    default=None,
-    help="Where secrets are mounted (<dir>/<connection_secret_ref>/<key>) "
-    "[default: $FLOE_SECRETS_DIR, else /var/run/secrets/floe].",
-)
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="FLOE_STATE_DIR",
-    default=Path(".floe"),
-    show_default=True,
-    help="Where delivery state (pipelines/) and the embedded Iceberg catalog live "
-    "[env: FLOE_STATE_DIR].",
-)
+@_secrets_dir_option
+@_state_dir_option
 @click.option(
     "--output",
     type=click.Choice(["text", "json"]),
@@ -402,7 +419,7 @@ def _run(
 ) -> int:
     from opentelemetry import trace
 
-    from floe_sink.job import JobConfigurationError, deliver, prepare
+    from floe_sink.job import JobConfigurationError, configure, deliver, prepare
     from floe_sink.job import dry_run as rehearse
     from floe_sink.manager import get_plugin_manager
     from floe_sink.progress import track
@@ -417,16 +434,25 @@ def _run(
         return EXIT_OK
     manager = get_plugin_manager()
     tracer = trace.get_tracer("floe_sink")
-    with tracer.start_as_current_span(
-        "floe_sink.run",
-        attributes={"floe.run.destinations": len(job.destinations), "floe.run.dry_run": dry},
-    ) as span:
+    stop = StopRequest()
+    with (
+        tracer.start_as_current_span(
+            "floe_sink.run",
+            attributes={"floe.run.destinations": len(job.destinations), "floe.run.dry_run": dry},
+        ) as span,
+        contextlib.ExitStack() as held,
+        stop_on_signals(stop),
+    ):
+        store = None if dry else held.enter_context(_state_store(state_dir))
         try:
-            prepared = prepare(job, manager, secrets_dir=secrets_dir, state_dir=state_dir)
+            configured = configure(job, manager, secrets_dir=secrets_dir, state_dir=state_dir)
+            _scrub.add(configured.secrets)
+            prepared = prepare(
+                configured, manager, state_dir=state_dir, store=store, stop=stop, locks=held
+            )
         except JobConfigurationError as exc:
             span.set_status(trace.Status(trace.StatusCode.ERROR, "configuration"))
             _fail(exc.render())
-        _scrub.add(prepared.secrets)
         log.info(
             "run_started",
             floe_yaml=str(floe_yaml),
@@ -441,7 +467,11 @@ def _run(
         outcomes = list(prepared.failed)
         with track(enabled=bar) as reporter:
             for ready in prepared.ready:
-                outcomes.append(deliver(ready, manager, reporter))
+                if stop.requested:
+                    break
+                outcomes.append(deliver(ready, manager, reporter, store=store))
+        if stop.requested:
+            raise DeliveryInterrupted(stop.signal_number)
         order = {dest.name: index for index, dest in enumerate(job.destinations)}
         outcomes.sort(key=lambda outcome: order.get(outcome.destination, 0))
         failed = [o for o in outcomes if not o.result.success]
@@ -452,6 +482,20 @@ def _run(
     if any(o.configuration_error for o in failed):
         return EXIT_CONFIG
     return EXIT_FAILED if failed else EXIT_OK
+
+
+@contextlib.contextmanager
+def _state_store(state_dir: Path) -> Iterator[Any]:
+    from floe_sink.state import open_state_store
+
+    try:
+        store = open_state_store(state_dir)
+    except SinkConfigurationError as exc:
+        _fail(str(exc))
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _print_results(outcomes: Sequence[Any], output: str) -> None:
@@ -526,6 +570,14 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             args=list(argv) if argv is not None else None,
             prog_name="floe-sink",
             standalone_mode=False,
+        )
+    except DeliveryInterrupted as exc:
+        code = EXIT_CODES.get(exc.signal_number, 130)
+        name = signal.Signals(exc.signal_number).name if exc.signal_number else "SIGINT"
+        _exit_with_error(
+            f"interrupted by {name}: stopped after the batches in flight; "
+            "run again to resume where it stopped",
+            code,
         )
     except click.exceptions.Abort:
         _exit_with_error("interrupted", 130)

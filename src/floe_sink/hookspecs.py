@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from floe_sink.delivery import Delivery
     from floe_sink.models import EgressResult, SinkConfig
 
 __all__ = ["PROJECT_NAME", "SinkConnectorSpec", "hookimpl", "hookspec"]
@@ -66,29 +67,38 @@ class SinkConnectorSpec:
         """
 
     @hookspec(firstresult=True)
-    def write(self, sink: Any, data: Any) -> EgressResult | None:
+    def write(self, sink: Any, data: Any, delivery: Delivery | None) -> EgressResult | None:
         """Deliver ``data`` to ``sink`` and return an :class:`~floe_sink.EgressResult`.
 
         ``data`` is a ``pyarrow.Table`` or an iterable of ``pyarrow.RecordBatch``. Only the
         plugin that created ``sink`` is called; the manager wraps the call in an OpenTelemetry
-        egress span, so a plugin is traced without doing anything. Use
-        :func:`floe_sink.iter_chunks`, :class:`floe_sink.Checksum` and
-        :func:`floe_sink.idempotency_key` for the parts every sink shares.
+        egress span, so a plugin is traced without doing anything.
+
+        ``delivery`` (optional to accept) is the command's :class:`~floe_sink.Delivery`: the
+        journal of this delivery. A plugin that hands it to
+        :func:`floe_sink.deliver_batches` with its own one-batch ``send`` function gets
+        batching, keys, skipping of batches an interrupted run delivered, concurrency and
+        interrupts from the core, and its deliveries resume exactly. A plugin that ignores it
+        still works: the command then records the delivery as a whole, and a run interrupted
+        half-way is sent again in full by the next run (at least once).
 
         Example::
 
             @floe_sink.hookimpl
-            def write(sink: WebhookSink, data: pa.Table) -> floe_sink.EgressResult:
-                checksum = floe_sink.Checksum()
-                rows = 0
-                for position, batch in enumerate(floe_sink.iter_chunks(data, sink.batch_size)):
-                    checksum.update(batch)
-                    key = floe_sink.idempotency_key("webhook", batch, position)
+            def write(sink: WebhookSink, data, delivery) -> floe_sink.EgressResult:
+                def send(batch, key):
                     httpx.post(sink.url, json=batch.to_pylist(),
                                headers={"Idempotency-Key": key}).raise_for_status()
-                    rows += batch.num_rows
+                    return floe_sink.BatchReceipt(rows=batch.num_rows)
+
+                checksum = floe_sink.Checksum()
+                totals = floe_sink.deliver_batches(
+                    data, delivery=delivery or floe_sink.Delivery("webhook"),
+                    batch_size=sink.batch_size, send=send, checksum=checksum,
+                    field_mapping=sink.field_mapping,
+                )
                 return floe_sink.EgressResult(
-                    success=True, rows_delivered=rows, checksum=checksum.hexdigest()
+                    success=True, rows_delivered=totals.rows, checksum=checksum.hexdigest()
                 )
         """
 

@@ -2,23 +2,29 @@
 
 The order is what makes a run safe to start:
 
-1. :func:`load_job` reads and validates both files and the governance rules; any problem stops
-   the run before anything is read or sent.
-2. :func:`prepare` resolves every selected destination: its secret, its ``SinkConfig``, its
-   source table and scan, and checks the field mapping and primary key against the table.
-   Configuration problems of *every* destination are collected and raised together
-   (:class:`JobConfigurationError`): nothing is sent when any destination is invalid.
-3. :func:`deliver` creates each sink and streams its scan to it. One destination failing does
-   not stop the others; :func:`dry_run` reads and maps instead, sending nothing.
+1. :func:`load_job` reads and validates both files and the governance rules.
+2. :func:`configure` resolves every selected destination's secret and ``SinkConfig`` and has
+   its plugin build the sink (each sink validates its own configuration, connecting to
+   nothing). Problems of *every* destination are collected and raised together
+   (:class:`JobConfigurationError`): nothing is read or sent when any destination is invalid.
+   ``floe-sink validate`` stops here.
+3. :func:`prepare` opens each source table, takes the destination's lock, resumes its
+   unfinished delivery or starts a new one (see :func:`_open_delivery`), and plans the scan of
+   that delivery's snapshot; missing tables and columns are configuration problems too.
+4. :func:`deliver` streams each scan to its sink with the delivery's journal, then closes the
+   delivery: done, failed, or (interrupted) still open for the next run to resume. One
+   destination failing does not stop the others; :func:`dry_run` reads and maps instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pyarrow as pa
@@ -34,18 +40,28 @@ from floe_sink.errors import (
     SinkConfigurationError,
     SinkError,
 )
+from floe_sink.interrupts import StopRequest
 from floe_sink.logs import get_logger
 from floe_sink.models import EgressResult, SinkConfig
 from floe_sink.secrets import Secret
+from floe_sink.state import DEFAULT_STATE_DIR
+
+if TYPE_CHECKING:
+    from floe_sink.delivery import Delivery
+    from floe_sink.state import StateStore
 
 __all__ = [
     "DEFAULT_STATE_DIR",
+    "Configured",
+    "ConfiguredDestination",
     "DestinationOutcome",
     "DryRunReport",
     "Job",
     "JobConfigurationError",
     "PreparedDestination",
+    "configure",
     "deliver",
+    "delivery_plan",
     "dry_run",
     "load_job",
     "prepare",
@@ -54,7 +70,6 @@ __all__ = [
 
 log = get_logger(__name__)
 
-DEFAULT_STATE_DIR = Path(".floe")
 SAMPLE_ROWS = 3
 
 
@@ -168,16 +183,119 @@ def load_job(
 
 
 @attrs.frozen(kw_only=True)
+class ConfiguredDestination:
+    """A destination whose configuration passed every check made without the network."""
+
+    name: str
+    sink_type: str
+    destination: Any
+    """The ``DestinationConfig``."""
+    sink_config: SinkConfig = attrs.field(repr=False)
+    sink: Any = attrs.field(repr=False)
+    """What the plugin's ``create_sink`` returned (it connects to nothing)."""
+
+
+@attrs.frozen(kw_only=True)
+class Configured:
+    """The outcome of :func:`configure`."""
+
+    job: Job
+    destinations: tuple[ConfiguredDestination, ...]
+    catalog: dict[str, Any] = attrs.field(repr=False)
+    """The manifest's catalog as pyiceberg properties (``name`` included); ``{}``: embedded."""
+    secrets: tuple[str, ...] = attrs.field(repr=False)
+    """Every secret value resolved, so that messages can be scrubbed of them."""
+    problems: tuple[str, ...] = ()
+    """Every configuration problem found; the run stops before reading when there is one."""
+
+    def raise_problems(self) -> None:
+        """Raise :class:`JobConfigurationError` when a problem was found."""
+        if self.problems:
+            raise JobConfigurationError(self.problems)
+
+
+def _sink_config(dest: Any, secret: Mapping[str, Secret], *, state_dir: Path) -> SinkConfig:
+    """The destination's ``SinkConfig``: its config, secret and what the command knows."""
+    try:
+        base: SinkConfig = dest.to_sink_config(secret)
+    except ValueError as exc:  # a key both in config and in the secret
+        raise SinkConfigurationError(f"destination {dest.name!r}: {exc}") from exc
+    return attrs.evolve(base, state_dir=str(state_dir))
+
+
+def configure(job: Job, manager: Any, *, secrets_dir: Path | None, state_dir: Path) -> Configured:
+    """Every check a run makes before it reads or sends anything, for every destination.
+
+    Resolves each destination's secret, builds its ``SinkConfig`` and has the plugin build the
+    sink (``create_sink`` validates the sink's own configuration and connects to nothing).
+    ``floe-sink validate``, ``run --dry-run`` and ``run`` all start here.
+
+    Returns:
+        The destinations that passed, and every problem of the others (see
+        :meth:`Configured.raise_problems`): :func:`prepare` adds the source's problems of the
+        ones that passed, so one message lists them all.
+    """
+    from floe_sink import config
+
+    problems: list[str] = []
+    secret_values: list[str] = []
+    try:
+        catalog, catalog_secrets = _catalog_config(job.manifest, secrets_dir)
+        secret_values.extend(catalog_secrets)
+    except SinkConfigurationError as exc:
+        where = f"{job.manifest_path}: catalog: " if job.manifest_path else "catalog: "
+        problems.extend(f"{where}{p}" for p in _problems_of(exc))
+        catalog = {}
+    configured: list[ConfiguredDestination] = []
+    for dest in job.destinations:
+        try:
+            manager.owner_of(dest.sink_type)
+            if not dest.source_table:
+                raise SinkConfigurationError(
+                    f"destination {dest.name!r} has no source_table: name the Iceberg table "
+                    "to read (namespace.table) in floe.yaml"
+                )
+            secret: dict[str, Secret] = dict(
+                config.resolve_secret(dest.connection_secret_ref, secrets_dir)
+            )
+            secret_values.extend(value.reveal() for value in secret.values())
+            sink_config = _sink_config(dest, secret, state_dir=state_dir)
+            sink = manager.create_sink(sink_config)
+        except (SinkConfigurationError, PluginConflictError) as exc:
+            problems.extend(_prefixed(dest.name, _problems_of(exc)))
+            continue
+        configured.append(
+            ConfiguredDestination(
+                name=dest.name,
+                sink_type=dest.sink_type,
+                destination=dest,
+                sink_config=sink_config,
+                sink=sink,
+            )
+        )
+    return Configured(
+        job=job,
+        destinations=tuple(configured),
+        catalog=catalog,
+        secrets=tuple(secret_values),
+        problems=tuple(problems),
+    )
+
+
+@attrs.frozen(kw_only=True)
 class PreparedDestination:
-    """A destination ready to run: its sink config (with secrets) and its planned source scan."""
+    """A destination ready to run: its sink, its delivery and its planned source scan."""
 
     name: str
     sink_type: str
     destination: Any
     sink_config: SinkConfig = attrs.field(repr=False)
+    sink: Any = attrs.field(repr=False)
     source_config: dict[str, Any]
     scan: Any
-    """A :class:`floe_sink.source.SourceScan`."""
+    """A :class:`floe_sink.source.SourceScan` of the delivery's snapshot."""
+    delivery: Any = None
+    """The :class:`floe_sink.delivery.Delivery` (``None`` for a dry run)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -200,25 +318,6 @@ class Prepared:
     failed: tuple[DestinationOutcome, ...]
     secrets: tuple[str, ...] = attrs.field(repr=False)
     """Every secret value resolved, so that messages can be scrubbed of them."""
-
-
-def _sink_config(dest: Any, secret: Mapping[str, Secret], *, state_dir: Path) -> SinkConfig:
-    """The destination's ``SinkConfig`` plus what the command adds for the sink."""
-    try:
-        base: SinkConfig = dest.to_sink_config(secret)
-    except ValueError as exc:  # a key both in config and in the secret
-        raise SinkConfigurationError(f"destination {dest.name!r}: {exc}") from exc
-    disposition = getattr(dest, "write_disposition", "append")
-    return attrs.evolve(
-        base,
-        connection_config={
-            **base.connection_config,
-            "destination": dest.name,
-            "write_disposition": str(getattr(disposition, "value", disposition)),
-            "primary_key": list(getattr(dest, "primary_key", None) or []),
-            "pipelines_dir": str(state_dir / "pipelines"),
-        },
-    )
 
 
 def _catalog_config(manifest: Any, secrets_dir: Path | None) -> tuple[dict[str, Any], list[str]]:
@@ -262,57 +361,140 @@ def _check_columns(dest: Any, schema: pa.Schema) -> None:
         )
 
 
+def delivery_plan(dest: Any, sink_config: SinkConfig) -> str:
+    """The fingerprint of what a delivery sends, and how: a resumed delivery must match it.
+
+    It covers the source (table, filter, projection), the mapping and batching, the write
+    disposition and key, and the sink's configuration from floe.yaml (never the secret: a
+    rotated token does not make a delivery a different one).
+    """
+    import hashlib
+    import json
+
+    document = {
+        "sink_type": dest.sink_type,
+        "source_table": dest.source_table,
+        "row_filter": getattr(dest, "row_filter", None),
+        "columns": getattr(dest, "columns", None),
+        "field_mapping": sink_config.field_mapping,
+        "batch_size": sink_config.batch_size,
+        "write_disposition": sink_config.write_disposition,
+        "primary_key": sink_config.primary_key,
+        "sync": sink_config.sync,
+        "config": getattr(dest, "config", None),
+    }
+    text = json.dumps(document, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _open_delivery(
+    store: StateStore,
+    configured: ConfiguredDestination,
+    table: Any,
+    stop: StopRequest,
+) -> tuple[Delivery, int | None]:
+    """Resume the destination's unfinished delivery, or start a new one; return its snapshot.
+
+    An unfinished delivery is resumed when its plan is unchanged and Iceberg still has its
+    snapshot, and it was interrupted (killed, stopped, a transient failure) or, after a
+    permanent failure, when it is an ``append`` (exactly once: the failed batch is retried,
+    the acknowledged ones not repeated) or the table has no newer snapshot. Otherwise it is
+    abandoned (logged) and a new delivery of the current snapshot starts.
+    """
+    from floe_sink.delivery import Delivery
+    from floe_sink.state import ABANDONED, OPEN
+
+    current = table.current_snapshot()
+    current_id = None if current is None else int(current.snapshot_id)
+    plan = delivery_plan(configured.destination, configured.sink_config)
+    previous = store.latest_unfinished(configured.name)
+    if previous is not None:
+        available = previous.snapshot_id is None or (
+            table.snapshot_by_id(previous.snapshot_id) is not None
+        )
+        superseded = (
+            previous.status != OPEN
+            and configured.sink_config.write_disposition != "append"
+            and previous.snapshot_id != current_id
+        )
+        if previous.plan == plan and available and not superseded:
+            delivery = Delivery(
+                configured.name,
+                delivery_id=previous.delivery_id,
+                store=store,
+                resumed=True,
+                stop=stop,
+            )
+            log.warning(
+                "resuming_delivery",
+                destination=configured.name,
+                delivery_id=previous.delivery_id,
+                snapshot_id=previous.snapshot_id,
+                acknowledged_batches=delivery.acknowledged_count,
+            )
+            return delivery, previous.snapshot_id
+        reason = (
+            "its configuration changed"
+            if previous.plan != plan
+            else "its snapshot no longer exists"
+            if not available
+            else "it failed and the table has a newer snapshot"
+        )
+        acknowledged = len(store.batches(previous.delivery_id))
+        log.warning(
+            "delivery_abandoned",
+            destination=configured.name,
+            delivery_id=previous.delivery_id,
+            reason=reason,
+            acknowledged_batches=acknowledged,
+        )
+        store.set_status(previous.delivery_id, ABANDONED)
+    delivery_id = store.create_delivery(configured.name, plan, current_id)
+    return Delivery(configured.name, delivery_id=delivery_id, store=store, stop=stop), current_id
+
+
 def prepare(
-    job: Job,
+    configured: Configured,
     manager: Any,
     *,
-    secrets_dir: Path | None,
     state_dir: Path,
+    store: StateStore | None = None,
+    stop: StopRequest | None = None,
+    locks: contextlib.ExitStack | None = None,
 ) -> Prepared:
-    """Resolve secrets, configs and source scans of every selected destination.
+    """Open the source of every configured destination and its delivery.
 
     Args:
-        job: From :func:`load_job`.
+        configured: From :func:`configure`.
         manager: The plugin manager.
-        secrets_dir: ``--secrets-dir`` (``None``: ``$FLOE_SECRETS_DIR`` or the default).
-        state_dir: Where delivery state and the embedded catalog live.
+        state_dir: Where the embedded catalog lives.
+        store: The state store; ``None`` for a dry run (no journal, no lock).
+        stop: The run's stop request (interrupts).
+        locks: Where each destination's lock is held until the run ends.
 
     Returns:
         The destinations ready to run, and those that failed for a reason other than
-        configuration (an unreachable catalog): they are reported, the others still run.
+        configuration (an unreachable catalog, a destination locked by another run): they
+        are reported, the others still run.
 
     Raises:
-        JobConfigurationError: Listing every configuration problem of every destination.
+        JobConfigurationError: Listing every configuration problem of every destination
+            (a source table or column that does not exist, a bad row filter).
     """
-    from floe_sink import config
     from floe_sink.source import open_table, plan_scan
+    from floe_sink.state import DestinationLockedError
     from floe_sink.tracing import egress_span
 
-    problems: list[str] = []
-    ready: list[PreparedDestination] = []
+    problems: list[str] = list(configured.problems)
+    planned: list[tuple[ConfiguredDestination, dict[str, Any], Any, Any]] = []
     failed: list[DestinationOutcome] = []
-    secret_values: list[str] = []
-    try:
-        catalog, catalog_secrets = _catalog_config(job.manifest, secrets_dir)
-    except SinkConfigurationError as exc:
-        where = f"{job.manifest_path}: catalog: " if job.manifest_path else ""
-        raise JobConfigurationError([f"{where}{p}" for p in _problems_of(exc)]) from exc
-    secret_values.extend(catalog_secrets)
-    for dest in job.destinations:
+    # 1. every source is opened and planned before any state is touched: a problem anywhere
+    #    stops the run with nothing locked, resumed or started
+    for item in configured.destinations:
+        dest = item.destination
         try:
-            manager.owner_of(dest.sink_type)
-            if not dest.source_table:
-                raise SinkConfigurationError(
-                    f"destination {dest.name!r} has no source_table: name the Iceberg table "
-                    "to read (namespace.table) in floe.yaml"
-                )
-            secret: dict[str, Secret] = dict(
-                config.resolve_secret(dest.connection_secret_ref, secrets_dir)
-            )
-            secret_values.extend(value.reveal() for value in secret.values())
-            sink_config = _sink_config(dest, secret, state_dir=state_dir)
             source_config = manager.get_source_config(
-                {**catalog, "table": dest.source_table, "state_dir": str(state_dir)},
+                {**configured.catalog, "table": dest.source_table, "state_dir": str(state_dir)},
                 sink_type=dest.sink_type,
             )
             with egress_span(dest.sink_type, dest.name, name="floe_sink.source.plan") as span:
@@ -331,19 +513,43 @@ def prepare(
         except (SinkError, OSError) as exc:
             failed.append(_failure(dest, exc))
             continue
+        planned.append((item, source_config, table, scan))
+    if problems:
+        raise JobConfigurationError(problems)
+    # 2. each destination's lock, and its delivery: resumed (its own snapshot) or new
+    ready: list[PreparedDestination] = []
+    stop = stop or StopRequest()
+    for item, source_config, table, scan in planned:
+        dest = item.destination
+        delivery = None
+        try:
+            if store is not None:
+                if locks is not None:
+                    locks.enter_context(store.lock(dest.name))
+                delivery, snapshot_id = _open_delivery(store, item, table, stop)
+                if snapshot_id != scan.snapshot_id:
+                    scan = plan_scan(
+                        table,
+                        row_filter=getattr(dest, "row_filter", None),
+                        columns=_projection(dest),
+                        snapshot_id=snapshot_id,
+                    )
+        except (SinkError, OSError, DestinationLockedError) as exc:
+            failed.append(_failure(dest, exc))
+            continue
         ready.append(
             PreparedDestination(
                 name=dest.name,
                 sink_type=dest.sink_type,
                 destination=dest,
-                sink_config=sink_config,
+                sink_config=item.sink_config,
+                sink=item.sink,
                 source_config=source_config,
                 scan=scan,
+                delivery=delivery,
             )
         )
-    if problems:
-        raise JobConfigurationError(problems)
-    return Prepared(ready=tuple(ready), failed=tuple(failed), secrets=tuple(secret_values))
+    return Prepared(ready=tuple(ready), failed=tuple(failed), secrets=configured.secrets)
 
 
 def _prefixed(name: str, problems: Iterable[str]) -> list[str]:
@@ -360,29 +566,92 @@ def _failure(dest: Any, exc: BaseException, *, configuration: bool = False) -> D
     )
 
 
-def deliver(prepared: PreparedDestination, manager: Any, reporter: Any) -> DestinationOutcome:
-    """Create the sink of one destination and stream its source scan to it.
+def _stoppable(batches: Iterable[Any], stop: StopRequest) -> Iterator[Any]:
+    """``batches``, raising :class:`DeliveryInterrupted` as soon as a stop is requested."""
+    from floe_sink.delivery import DeliveryInterrupted
+
+    for batch in batches:
+        if stop.requested:
+            raise DeliveryInterrupted(stop.signal_number)
+        yield batch
+
+
+def deliver(
+    prepared: PreparedDestination,
+    manager: Any,
+    reporter: Any,
+    *,
+    store: StateStore | None = None,
+) -> DestinationOutcome:
+    """Stream one destination's scan to its sink and close its delivery in the journal.
 
     Never raises for a delivery problem: failures are returned as an unsuccessful result
     (``configuration_error`` set when the sink refused its configuration).
+
+    Raises:
+        DeliveryInterrupted: A stop was requested; the delivery stays open, to be resumed.
     """
+    from floe_sink.delivery import DeliveryInterrupted
+    from floe_sink.state import DONE, FAILED, RunRecord, now_utc
+
     dest = prepared.destination
-    try:
-        sink = manager.create_sink(prepared.sink_config)
-        target = _describe(sink)
-        reader = reporter.track(prepared.name, prepared.scan.reader(), prepared.scan.estimated_rows)
-        result = manager.write(
-            sink, reader, destination=prepared.name, sink_type=prepared.sink_type
+    delivery = prepared.delivery
+    run_id = uuid.uuid4().hex
+    snapshot_id = prepared.scan.snapshot_id
+    if store is not None and delivery is not None:
+        store.start_run(
+            RunRecord(
+                destination=prepared.name,
+                run_id=run_id,
+                started_at=now_utc(),
+                finished_at=None,
+                success=None,
+                sync=prepared.sink_config.sync,
+                snapshot_id=snapshot_id,
+                delivery_id=delivery.delivery_id,
+            )
         )
+    outcome: DestinationOutcome | None = None
+    try:
+        sink = prepared.sink
+        target = _describe(sink)
+        stop = delivery.stop if delivery is not None else StopRequest()
+        source = prepared.scan.reader()
+        reader = reporter.track(
+            prepared.name,
+            pa.RecordBatchReader.from_batches(source.schema, _stoppable(source, stop)),
+            prepared.scan.estimated_rows,
+        )
+        result = manager.write(
+            sink,
+            reader,
+            destination=prepared.name,
+            sink_type=prepared.sink_type,
+            delivery=delivery,
+        )
+        result = attrs.evolve(
+            result,
+            delivery_id=delivery.delivery_id if delivery is not None else "",
+            snapshot_id=snapshot_id,
+        )
+        outcome = DestinationOutcome(
+            destination=prepared.name, sink_type=prepared.sink_type, result=result, target=target
+        )
+    except DeliveryInterrupted:
+        if store is not None:
+            store.finish_run(run_id, success=False, result={"errors": ["interrupted"]})
+        raise
     except SinkConfigurationError as exc:
         log.error("destination_failed", destination=prepared.name, error=str(exc))
-        return _failure(dest, exc, configuration=True)
+        outcome = _failure(dest, exc, configuration=True)
     except Exception as exc:  # a plugin's failure is this destination's, not the run's
         log.error("destination_failed", destination=prepared.name, error=str(exc))
-        return _failure(dest, exc)
-    return DestinationOutcome(
-        destination=prepared.name, sink_type=prepared.sink_type, result=result, target=target
-    )
+        outcome = _failure(dest, exc)
+    if store is not None and delivery is not None:
+        success = outcome.result.success
+        store.set_status(delivery.delivery_id, DONE if success else FAILED)
+        store.finish_run(run_id, success=success, result=result_record(outcome))
+    return outcome
 
 
 def _describe(sink: Any) -> str | None:

@@ -341,12 +341,14 @@ class SinkPluginManager(pluggy.PluginManager):
         *,
         destination: str | None = None,
         sink_type: str | None = None,
+        delivery: Any = None,
     ) -> EgressResult:
         """Deliver ``data`` to ``sink`` through the plugin that created it, inside a span.
 
         Args:
             sink: A sink returned by :meth:`create_sink`.
             data: A ``pyarrow.Table`` or an iterable of ``pyarrow.RecordBatch``.
+            delivery: The :class:`floe_sink.Delivery` (journal) of this write, if any.
             destination: The destination name, for the span, logs and error context.
             sink_type: Needed only for a sink not created by this manager.
 
@@ -365,7 +367,7 @@ class SinkPluginManager(pluggy.PluginManager):
             )
         log.info("write_started", sink_type=sink_type, destination=destination, plugin=owner)
         with egress_span(sink_type, destination) as span:
-            result = self._call_owner("write", owner, sink=sink, data=data)
+            result = self._call_owner("write", owner, sink=sink, data=data, delivery=delivery)
             if not isinstance(result, EgressResult):
                 raise SinkConfigurationError(
                     f"Plugin {owner!r} returned {type(result).__name__} from write, "

@@ -56,6 +56,13 @@ class SinkConfig:
         retry_config: Retry settings (``max_attempts``, ``initial_wait``, ``max_wait``, ...);
             ``None`` uses the sink's defaults.
         batch_size: Rows per delivered batch; ``None`` uses the sink's default.
+        destination: The destination's name in floe.yaml (``None`` outside the command):
+            what logs, ledgers and idempotency keys are keyed by.
+        write_disposition: ``append`` (default), ``merge`` or ``replace``.
+        primary_key: The source columns identifying a row (``merge`` and change-aware syncs).
+        sync: ``full`` (default), ``changes`` or ``mirror``.
+        state_dir: Where the command keeps its state (``None`` outside the command); a sink
+            that needs local files of its own keeps them below it.
     """
 
     sink_type: str = attrs.field(validator=_not_empty)
@@ -63,6 +70,11 @@ class SinkConfig:
     field_mapping: dict[str, str] | None = None
     retry_config: dict[str, Any] | None = None
     batch_size: int | None = attrs.field(default=None, validator=_positive_or_none)
+    destination: str | None = None
+    write_disposition: str = "append"
+    primary_key: list[str] | None = None
+    sync: str = "full"
+    state_dir: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -80,6 +92,12 @@ class EgressResult:
             the same key.
         destination_record_ids: IDs the destination returned for the records, where it does.
         errors: Human-readable errors; empty on success.
+        delivery_id: The delivery this write belongs to (the same for the runs that resume
+            it); empty outside the command.
+        resumed_batches: Batches not sent because an interrupted run of the same delivery had
+            delivered them (their rows count in ``rows_delivered``).
+        snapshot_id: The Iceberg snapshot delivered (``None`` outside the command, or for a
+            table without snapshots).
     """
 
     success: bool
@@ -91,6 +109,9 @@ class EgressResult:
     idempotency_key: str = ""
     destination_record_ids: list[str] = attrs.field(factory=list)
     errors: list[str] = attrs.field(factory=list)
+    delivery_id: str = ""
+    resumed_batches: int = 0
+    snapshot_id: int | None = None
 
 
 converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)

@@ -127,12 +127,14 @@ class SourceScan:
         files: How many data files the scan reads.
         estimated_rows: Rows in those files; exact unless a row filter or deletes drop some
             (``None`` then).
+        snapshot_id: The snapshot read (``None``: the table has none yet).
     """
 
     table_name: str
     schema: pa.Schema
     files: int
     estimated_rows: int | None
+    snapshot_id: int | None = None
     _scan: Any = attrs.field(alias="scan", repr=False)
     _tasks: tuple[Any, ...] = attrs.field(alias="tasks", repr=False)
 
@@ -236,13 +238,18 @@ def plan_scan(
     *,
     row_filter: str | None = None,
     columns: Sequence[str] | None = None,
+    snapshot_id: int | None = None,
 ) -> SourceScan:
     """Plan a scan of ``table`` with an optional row filter and column projection.
+
+    The files are read in the order of their paths, so that a snapshot always streams the same
+    rows in the same order: a resumed delivery relies on it.
 
     Args:
         table: A ``pyiceberg.table.Table`` (see :func:`open_table`).
         row_filter: A pyiceberg expression, e.g. ``"status = 'active' and id > 10"``.
         columns: The source columns to read; ``None`` reads them all.
+        snapshot_id: The snapshot to read; ``None`` reads the current one.
 
     Raises:
         SinkConfigurationError: The filter does not parse or names an unknown column, or a
@@ -274,8 +281,19 @@ def plan_scan(
                 f"{table_name!r}; columns: {', '.join(field.name for field in schema.fields)}"
             )
         selected = tuple(dict.fromkeys(columns))
-    scan = table.scan(row_filter=expression, selected_fields=selected, case_sensitive=True)
-    tasks = tuple(scan.plan_files())
+    current = table.current_snapshot()
+    current_id = None if current is None else int(current.snapshot_id)
+    # An explicit snapshot id makes pyiceberg read with that snapshot's schema; the current
+    # snapshot is read with the table's current schema (a rename makes no new snapshot).
+    pinned = snapshot_id if snapshot_id is not None and snapshot_id != current_id else None
+    scan = table.scan(
+        row_filter=expression,
+        selected_fields=selected,
+        case_sensitive=True,
+        snapshot_id=pinned,
+    )
+    snapshot_id = current_id if pinned is None else pinned
+    tasks = tuple(sorted(scan.plan_files(), key=lambda task: str(task.file.file_path)))
     exact = not row_filter and all(not task.delete_files for task in tasks)
     estimated = sum(int(task.file.record_count) for task in tasks) if exact else None
     arrow_schema = schema_to_pyarrow(scan.projection(), include_field_ids=False)
@@ -291,6 +309,7 @@ def plan_scan(
         schema=arrow_schema,
         files=len(tasks),
         estimated_rows=estimated,
+        snapshot_id=snapshot_id,
         scan=scan,
         tasks=tasks,
     )

@@ -7,10 +7,13 @@ plugin. :class:`DltPlugin` is a :class:`floe_sink.SinkConnector` whose methods a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import floe_sink
 from floe_sink import EgressResult, SinkConfig, SinkConnector
+
+if TYPE_CHECKING:
+    from floe_sink.delivery import Delivery
 
 __all__ = ["SINK_TYPES", "DltPlugin", "plugin"]
 
@@ -18,7 +21,7 @@ SINK_TYPES = ("rest_api", "sql_database")
 
 
 class DltPlugin(SinkConnector):
-    """The reference plugin: ``rest_api`` and ``sql_database`` sinks delivered through dlt."""
+    """The reference plugin: the ``rest_api`` and ``sql_database`` sinks."""
 
     @floe_sink.hookimpl
     def list_available_sinks(self) -> list[str]:
@@ -37,11 +40,11 @@ class DltPlugin(SinkConnector):
         return None  # not ours: another plugin owns it
 
     @floe_sink.hookimpl
-    def write(self, sink: Any, data: Any) -> EgressResult | None:
-        from floe_sink_dlt.base import DltSink
+    def write(self, sink: Any, data: Any, delivery: Delivery | None = None) -> EgressResult | None:
+        from floe_sink_dlt.base import BatchSink
 
-        if isinstance(sink, DltSink):
-            return sink.write(data)
+        if isinstance(sink, BatchSink):
+            return sink.write(data, delivery)
         return None
 
     @floe_sink.hookimpl

@@ -1,4 +1,4 @@
-"""The ``rest_api`` sink: batches of rows as JSON to an HTTP endpoint, through dlt.
+"""The ``rest_api`` sink: batches of rows as JSON to an HTTP endpoint.
 
 Configuration (``SinkConfig.connection_config``; ``batch_size`` defaults to 500):
 
@@ -17,9 +17,8 @@ Configuration (``SinkConfig.connection_config``; ``batch_size`` defaults to 500)
 ``max_requests_per_second``
     Client-side rate limit across all requests of a write, retries included (default: none).
 ``max_concurrency``
-    Batches in flight at once (default 1). Above 1, dlt runs several load jobs in parallel;
-    every batch keeps its idempotency key, and a batch is acknowledged only once its request
-    succeeded.
+    Batches in flight at once (default 1). Every batch keeps its idempotency key, and a batch
+    is acknowledged in the journal only once its request succeeded.
 ``record_ids_path``
     Where the response holds the IDs of the created records, e.g. ``data[*].id`` or ``ids``
     (see :mod:`floe_sink_dlt.record_ids`); they go to ``EgressResult.destination_record_ids``.
@@ -27,8 +26,7 @@ Configuration (``SinkConfig.connection_config``; ``batch_size`` defaults to 500)
 ``timeout``
     Seconds for one request (default: ``retry_config.timeout``, 30).
 
-The command also passes ``destination``, ``pipelines_dir`` (delivery state, default
-``./.floe/pipelines``), ``write_disposition`` (only ``append``) and ``primary_key`` (ignored).
+``SinkConfig.write_disposition`` must be ``append``; ``primary_key`` is not used.
 
 Every request carries an ``Idempotency-Key`` header, the same whenever the same batch is sent
 again (a retry, a resumed run). 429, 5xx, timeouts and connection errors are retried with
@@ -61,7 +59,7 @@ from floe_sink.errors import (
 from floe_sink.logs import get_logger
 from floe_sink.retry import parse_retry_after
 from floe_sink.secrets import Secret, reveal
-from floe_sink_dlt.base import BatchReceipt, DltSink, SinkSettings
+from floe_sink_dlt.base import BatchReceipt, BatchSink, SinkSettings
 from floe_sink_dlt.json_encoding import encode_batch
 from floe_sink_dlt.rate_limit import RateLimiter
 from floe_sink_dlt.record_ids import RecordIdsPath
@@ -117,7 +115,7 @@ class RestApiOptions:
             return SinkConfigurationError(
                 f"config.{key} {problem}",
                 sink_type=config.sink_type,
-                destination=connection.get("destination"),
+                destination=config.destination,
             )
 
         url = connection.get("url")
@@ -184,7 +182,7 @@ class RestApiOptions:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise fail("timeout", f"must be a number of seconds > 0 (got {timeout!r})")
 
-        disposition = connection.get("write_disposition") or "append"
+        disposition = config.write_disposition
         if disposition != "append":
             raise fail(
                 "write_disposition",
@@ -205,7 +203,7 @@ class RestApiOptions:
         )
 
 
-class RestApiSink(DltSink):
+class RestApiSink(BatchSink):
     """Delivers batches as JSON requests; see the module docstring for the configuration."""
 
     sink_type = "rest_api"
@@ -214,7 +212,7 @@ class RestApiSink(DltSink):
     def __init__(self, settings: SinkSettings, options: RestApiOptions) -> None:
         super().__init__(settings)
         self.options = options
-        self.load_parallelism = options.max_concurrency
+        self.concurrency = options.max_concurrency
         self._client: httpx.Client | None = None
         self._client_lock = threading.Lock()
         self._limiter: RateLimiter | None = None
@@ -226,7 +224,7 @@ class RestApiSink(DltSink):
         Raises:
             SinkConfigurationError: A key is missing, unknown or invalid (it is named).
         """
-        cls.check_reserved(config, set(_KEYS))
+        cls.refuse_unknown_keys(config, set(_KEYS))
         try:
             settings = SinkSettings.from_config(config, default_batch_size=cls.default_batch_size)
         except SinkConfigurationError as exc:
@@ -398,5 +396,4 @@ def _safe_url(url: str) -> str:
 
 
 def _destination(config: SinkConfig) -> str | None:
-    value = config.connection_config.get("destination")
-    return str(value) if value is not None else None
+    return config.destination

@@ -118,7 +118,9 @@ def test_schema_prints_one_json_schema(floe_project: FloeProject, kind: str) -> 
 
 
 def test_validate_accepts_a_valid_project(project: FloeProject) -> None:
-    result = project.run("validate", "floe.yaml", "--manifest", "manifest.yaml")
+    result = project.run(
+        "validate", "floe.yaml", "--manifest", "manifest.yaml", "--secrets-dir", "secrets"
+    )
     assert result.code == 0, result.stderr
     assert "valid" in result.stdout
     assert "crm_contacts" in result.stdout

@@ -466,6 +466,9 @@ def test_to_sink_config_merges_secret_values_still_wrapped() -> None:
         connection_config={"url": "https://x", "token": Secret("t0p")},
         retry_config={"max_attempts": 2},
         batch_size=10,
+        destination=d.name,
+        write_disposition="append",
+        primary_key=None,
     )
     assert "t0p" not in repr(sink)
     with pytest.raises(ValueError, match="url appear both in config and in Secret 'crm-api'"):

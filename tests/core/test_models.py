@@ -17,6 +17,12 @@ def test_sink_config_fields_and_defaults() -> None:
         "field_mapping",
         "retry_config",
         "batch_size",
+        # round 2, additive: what the command knows about the destination
+        "destination",
+        "write_disposition",
+        "primary_key",
+        "sync",
+        "state_dir",
     ]
     config = SinkConfig(sink_type="rest_api")
     assert config.connection_config == {}
@@ -37,6 +43,10 @@ def test_egress_result_fields_and_defaults() -> None:
         "idempotency_key",
         "destination_record_ids",
         "errors",
+        # round 2, additive: the delivery this write belongs to
+        "delivery_id",
+        "resumed_batches",
+        "snapshot_id",
     ]
     result = EgressResult(success=True)
     assert result.rows_delivered == 0
@@ -109,7 +119,14 @@ def test_structure_round_trip() -> None:
     }
     config = structure(data, SinkConfig)
     assert config == SinkConfig(**data)  # type: ignore[arg-type]
-    assert converter.unstructure(config) == data
+    defaults = {
+        "destination": None,
+        "write_disposition": "append",
+        "primary_key": None,
+        "sync": "full",
+        "state_dir": None,
+    }
+    assert converter.unstructure(config) == {**data, **defaults}
 
 
 def test_structure_reports_unknown_keys_and_invalid_values_together() -> None:

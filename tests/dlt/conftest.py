@@ -94,22 +94,16 @@ class Database:
         retry_config: dict[str, Any] | None = None,
         **extra: Any,
     ) -> SqlDatabaseSink:
-        connection: dict[str, Any] = {
-            "url": self.url,
-            "table": table,
-            "write_disposition": write_disposition,
-            "pipelines_dir": str(self.tmp_path / "pipelines"),
-            "destination": destination,
-            **extra,
-        }
-        if primary_key is not None:
-            connection["primary_key"] = primary_key
+        connection: dict[str, Any] = {"url": self.url, "table": table, **extra}
         config = SinkConfig(
             sink_type="sql_database",
             connection_config=connection,
             batch_size=batch_size,
             field_mapping=field_mapping,
             retry_config=retry_config or {"max_attempts": 3, "initial_wait": 0.01, "jitter": 0},
+            destination=destination,
+            write_disposition=write_disposition,
+            primary_key=primary_key,
         )
         return SqlDatabaseSink.from_config(config)
 

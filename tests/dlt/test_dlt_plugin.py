@@ -58,7 +58,7 @@ def test_create_sink_and_write_through_the_manager_inside_the_egress_span(
     manager = floe_sink.get_plugin_manager()
     config = SinkConfig(
         sink_type="rest_api",
-        connection_config={"url": http_server.url, "pipelines_dir": str(tmp_path)},
+        connection_config={"url": http_server.url},
         batch_size=10,
     )
     sink = manager.create_sink(config)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import dlt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -21,7 +20,9 @@ from structlog.testing import capture_logs
 
 from fixtures.http_server import DROP, NORMAL, RecordingServer, Reply
 from floe_sink import EgressResult, SinkConfig, SinkConfigurationError, checksum_of
+from floe_sink.delivery import Delivery
 from floe_sink.secrets import Secret
+from floe_sink.state import LocalStateStore
 from floe_sink_dlt.rest import BODY_EXCERPT_CHARS, RestApiSink
 from strategies import delivery_tables
 
@@ -36,15 +37,19 @@ def make_sink(
     batch_size: int | None = 100,
     retry: dict[str, Any] | None = None,
     field_mapping: dict[str, str] | None = None,
+    write_disposition: str = "append",
+    destination: str | None = None,
     **connection: Any,
 ) -> RestApiSink:
     url = server if isinstance(server, str) else server.url_for("/v1/records")
     config = SinkConfig(
         sink_type="rest_api",
-        connection_config={"url": url, "pipelines_dir": str(pipelines_dir), **connection},
+        connection_config={"url": url, **connection},
         batch_size=batch_size,
         retry_config=FAST_RETRIES if retry is None else retry,
         field_mapping=field_mapping,
+        write_disposition=write_disposition,
+        destination=destination,
     )
     sink = RestApiSink.from_config(config)
     assert isinstance(sink, RestApiSink)
@@ -135,10 +140,15 @@ def assert_complete(result: EgressResult, table: pa.Table) -> None:
 def test_invalid_config_is_refused_naming_the_key(
     connection: dict[str, Any], named: str, tmp_path: Path
 ) -> None:
-    base = {"url": "http://127.0.0.1:9/x", "pipelines_dir": str(tmp_path)}
-    config = SinkConfig(sink_type="rest_api", connection_config={**base, **connection})
+    base = {"url": "http://127.0.0.1:9/x"}
+    disposition = connection.pop("write_disposition", "append")
+    config = SinkConfig(
+        sink_type="rest_api",
+        connection_config={**base, **connection},
+        write_disposition=disposition,
+    )
     if "url" not in connection and named == "url":
-        config = SinkConfig(sink_type="rest_api", connection_config={"pipelines_dir": "x"})
+        config = SinkConfig(sink_type="rest_api", connection_config={})
     with pytest.raises(SinkConfigurationError, match=named):
         RestApiSink.from_config(config)
 
@@ -151,7 +161,6 @@ def test_extra_keys_of_the_mounted_secret_are_not_refused(tmp_path: Path) -> Non
         sink_type="rest_api",
         connection_config={
             "url": "http://127.0.0.1:9/x",
-            "pipelines_dir": str(tmp_path),
             "token": Secret(TOKEN),
             "username": Secret("svc-floe"),
         },
@@ -175,13 +184,11 @@ def test_invalid_retry_config_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.requirement("4G-FR-007")
-def test_create_sink_builds_a_dlt_custom_destination(tmp_path: Path) -> None:
+def test_create_sink_validates_and_connects_to_nothing(tmp_path: Path) -> None:
+    # nothing listens on port 9: building the sink must not try to reach it
     sink = make_sink("https://api.example.com/in?sig=abc", tmp_path, batch_size=None)
     assert sink.settings.batch_size == 500  # the rest_api default
-    pipeline = sink._pipeline()
-    assert pipeline.destination.destination_name == "floe_rest_api"
-    assert isinstance(pipeline.destination, dlt.destinations.destination)  # dlt.destination
-    assert Path(pipeline.pipelines_dir) == tmp_path
+    assert sink._client is None
     assert "sig=abc" not in sink.describe()
 
 
@@ -408,22 +415,30 @@ def test_unreachable_endpoint_is_reported_after_the_retries(tmp_path: Path) -> N
 
 
 @pytest.mark.requirement("4G-FR-016")
-def test_a_pending_delivery_is_resumed_before_new_data(
+def test_a_failed_delivery_resumed_from_the_journal_sends_only_the_rest(
     http_server: RecordingServer, tmp_path: Path
 ) -> None:
+    store = LocalStateStore(tmp_path / "state")
+    delivery_id = store.create_delivery("rest_api", "plan", None)
     retry = {**FAST_RETRIES, "max_attempts": 2}
     http_server.script(NORMAL, Reply(503, "down"), Reply(503, "down"))
-    first = make_sink(http_server, tmp_path, retry=retry).write(people(300))
+    first = make_sink(http_server, tmp_path, retry=retry).write(
+        people(300), Delivery("rest_api", delivery_id=delivery_id, store=store)
+    )
     assert not first.success
     assert first.rows_delivered == 100
+    assert sorted(store.batches(delivery_id)) == [0]
 
-    sink = make_sink(http_server, tmp_path, retry=retry)
-    second = sink.write(people(50, start=300))
+    resumed = Delivery("rest_api", delivery_id=delivery_id, store=store, resumed=True)
+    second = make_sink(http_server, tmp_path, retry=retry).write(people(300), resumed)
     assert second.success, second.errors
-    assert sink.resumed_rows == 200  # the rest of the first write, delivered first
-    assert second.rows_delivered == 50
-    assert applied_ids(http_server) == list(range(350))
+    assert second.rows_delivered == 300  # the whole delivery is at the destination
+    assert second.resumed_batches == 1
+    assert second.bytes_transmitted > 0  # what this run sent
+    assert second.checksum == checksum_of(people(300))
+    assert applied_ids(http_server) == list(range(300))
     assert http_server.keys_applied_twice == []
+    store.close()
 
 
 @pytest.mark.requirement("4G-FR-016")

@@ -1,4 +1,10 @@
-"""Crash and resume: a rest_api write killed mid-delivery, then run again."""
+"""Crash and resume: a rest_api write killed mid-delivery, then run again.
+
+Round 1's version of this test was flaky at concurrency 3 under CPU load: dlt's load package
+resumed with a stale per-job offset and lost rows 900-949. The cause is gone with the package:
+the journal records each batch when its request succeeded, whatever thread sent it, and a
+resume re-reads the same rows and skips exactly the recorded batches.
+"""
 
 from __future__ import annotations
 
@@ -20,15 +26,13 @@ BATCH = 50
 KILL_AFTER = 6  # batches applied when the client is killed (before it sees the answer)
 
 
-def run_child(
-    server: RecordingServer, pipelines_dir: Path, concurrency: int
-) -> subprocess.Popen[str]:
+def run_child(server: RecordingServer, state_dir: Path, concurrency: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
             str(CHILD),
             server.url_for("/records"),
-            str(pipelines_dir),
+            str(state_dir),
             str(ROWS),
             str(BATCH),
             str(concurrency),
@@ -36,7 +40,6 @@ def run_child(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "RUNTIME__DLTHUB_TELEMETRY": "false"},
     )
 
 
@@ -74,10 +77,14 @@ def test_killed_delivery_resumes_without_duplicates_or_gaps(
     result = result_of(run_child(http_server, tmp_path, concurrency))
 
     assert result["success"], result["errors"]
-    assert result["resumed_rows"] > 0  # the interrupted package was delivered first
+    assert result["rows_delivered"] == ROWS
+    assert result["resumed_batches"] >= KILL_AFTER - concurrency  # acknowledged: not resent
     ids = sorted(row["id"] for row in http_server.applied)
     assert ids == list(range(ROWS))  # none missing, none twice
     assert http_server.keys_applied_twice == []
     assert len(http_server.applied_per_key) == ROWS // BATCH
-    # the batch in flight at the kill was sent again under the same key, and not re-applied
-    assert max(http_server.requests_per_key.values()) >= 2
+    # only batches in flight at the kill (at most `concurrency`) were sent again, each under
+    # its own key; the batch being answered at the kill is one of them
+    sent_twice = [key for key, count in http_server.requests_per_key.items() if count > 1]
+    assert 1 <= len(sent_twice) <= concurrency
+    assert max(http_server.requests_per_key.values()) == 2

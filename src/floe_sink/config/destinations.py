@@ -126,7 +126,8 @@ class DestinationConfig:
                 :func:`floe_sink.secrets.reveal`).
 
         Returns:
-            ``config`` merged with the secret's keys, plus the mapping, batch size and retry.
+            ``config`` merged with the secret's keys, plus the mapping, batch size, retry,
+            the destination's name, write disposition and primary key.
 
         Raises:
             ConfigValueError: A secret key also appears in ``config`` (which one wins would be
@@ -146,6 +147,9 @@ class DestinationConfig:
             field_mapping=self.field_mapping,
             retry_config=self.retry,
             batch_size=self.batch_size,
+            destination=self.name,
+            write_disposition=str(self.write_disposition.value),
+            primary_key=list(self.primary_key) or None,
         )
 
 

@@ -19,7 +19,14 @@ from floe_sink.errors import ErrorCategory, SinkConnectionError, SinkError, Sink
 from floe_sink_dlt.sql.target import DatabaseUrl, TableName
 from floe_sink_dlt.sql.types import arrow_to_sql
 
-__all__ = ["LEDGER_TABLE", "STAGING_SUFFIX", "Dialect", "dedupe_last"]
+__all__ = [
+    "COMPLETE_MARK",
+    "LEDGER_TABLE",
+    "STAGING_MARK",
+    "STAGING_SUFFIX",
+    "Dialect",
+    "dedupe_last",
+]
 
 LEDGER_TABLE = "_floe_sink_batches"
 """The table (next to the target table) recording every batch committed, per delivery."""
@@ -29,6 +36,9 @@ STAGING_SUFFIX = "__floe_staging"
 
 STAGING_MARK = "staging"
 """The ledger ``batch_key`` that says which delivery the staging table belongs to."""
+
+COMPLETE_MARK = "complete"
+"""The ledger ``batch_key`` that says a delivery's ``replace`` swap is done."""
 
 
 def dedupe_last(batch: pa.RecordBatch, key: Sequence[str]) -> pa.RecordBatch:

@@ -2,27 +2,37 @@
 
 Each batch is written in one transaction together with a row in the delivery ledger
 (``_floe_sink_batches``: destination, delivery, batch key), and a batch whose key the ledger
-already holds for the same delivery is skipped. dlt acknowledges a batch only after
-:meth:`SqlDatabaseSink.deliver` returns, so a process killed between the commit and the
-acknowledgement re-delivers that batch on resume: the ledger makes it a no-op. Deliveries are
-told apart by dlt's load id, which a resumed package keeps and a new ``write`` changes: a
-resumed delivery is exactly-once, a new write of the same data is a new delivery.
+already holds for the same delivery is skipped. The command's journal records a batch only
+after :meth:`SqlDatabaseSink.deliver` returns, so a process killed between the commit and that
+record re-delivers the batch on resume: the ledger makes it a no-op. Deliveries are told apart
+by the journal's delivery id, which a resumed delivery keeps and a new run changes: a resumed
+delivery is exactly-once, a new run of the same data is a new delivery.
+
+``replace`` fills a staging table and swaps it in when the last batch is in; the swap writes
+the ledger's completion mark in the same transaction, so a delivery resumed after the swap (a
+kill between the swap and the journal's record) does nothing more.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import ClassVar
 
 import pyarrow as pa
 
 from floe_sink import SinkConfig
+from floe_sink.delivery import Delivery
 from floe_sink.errors import SinkConfigurationError, SinkError
 from floe_sink.logs import get_logger
-from floe_sink_dlt.base import BatchReceipt, DltSink, SinkSettings
-from floe_sink_dlt.sql.dialect import STAGING_MARK, STAGING_SUFFIX, Dialect, dedupe_last
+from floe_sink_dlt.base import BatchReceipt, BatchSink, SinkSettings
+from floe_sink_dlt.sql.dialect import (
+    COMPLETE_MARK,
+    STAGING_MARK,
+    STAGING_SUFFIX,
+    Dialect,
+    dedupe_last,
+)
 from floe_sink_dlt.sql.target import DatabaseUrl, TableName
 from floe_sink_dlt.sql.types import arrow_to_sql, writable_schema
 
@@ -52,22 +62,13 @@ def _dialect_for(url: DatabaseUrl, timeout: float) -> Dialect:
     return DuckDbDialect(url, timeout=timeout)
 
 
-def _current_load_id() -> str | None:
-    from dlt.common.storages.load_package import load_package_state
-
-    try:
-        return str(load_package_state()["load_id"])
-    except Exception:  # not inside a dlt load (a direct deliver call)
-        return None
-
-
 def _primary_key(config: SinkConfig, disposition: str, destination: str) -> list[str] | None:
     def fail(problem: str) -> SinkConfigurationError:
         return SinkConfigurationError(
             f"invalid 'primary_key': {problem}", sink_type="sql_database", destination=destination
         )
 
-    raw = config.connection_config.get("primary_key")
+    raw = config.primary_key
     if raw is None or raw == []:
         if disposition == "merge":
             raise fail("required for write_disposition 'merge' (the columns to upsert on)")
@@ -91,7 +92,7 @@ def _primary_key(config: SinkConfig, disposition: str, destination: str) -> list
     return [mapping[column] for column in columns]
 
 
-class SqlDatabaseSink(DltSink):
+class SqlDatabaseSink(BatchSink):
     """Writes to a table of a PostgreSQL, SQLite or DuckDB database (``sql_database``).
 
     Build it with :meth:`from_config`; see ``docs/sinks/sql_database.md`` for the keys.
@@ -119,8 +120,6 @@ class SqlDatabaseSink(DltSink):
         self._target_schema: pa.Schema | None = None
         self._writable: pa.Schema | None = None
         self._has_unique_key = False
-        self._load_id: str | None = None
-        self._fallback_load_id = ""
         self._staging_ready = False
         self._delivered = 0
 
@@ -133,7 +132,7 @@ class SqlDatabaseSink(DltSink):
                 unknown ``write_disposition``, or ``merge`` without ``primary_key``; the key
                 is named and the URL's password never shown.
         """
-        cls.check_reserved(config, _OWN_KEYS)
+        cls.refuse_unknown_keys(config, _OWN_KEYS)
         connection = config.connection_config
         settings = SinkSettings.from_config(config, default_batch_size=cls.default_batch_size)
         destination = settings.destination
@@ -148,7 +147,7 @@ class SqlDatabaseSink(DltSink):
                 sink_type=cls.sink_type,
                 destination=destination,
             )
-        disposition = connection.get("write_disposition") or "append"
+        disposition = config.write_disposition or "append"
         if disposition not in WRITE_DISPOSITIONS:
             raise SinkConfigurationError(
                 f"invalid 'write_disposition': {disposition!r}; expected one of "
@@ -185,8 +184,6 @@ class SqlDatabaseSink(DltSink):
             SinkConnectionError: The database cannot be reached (after retries).
         """
         self._target_schema = None
-        self._load_id = None
-        self._fallback_load_id = uuid.uuid4().hex
         self._staging_ready = False
         self._delivered = 0
         if len(schema) == 0:
@@ -258,24 +255,34 @@ class SqlDatabaseSink(DltSink):
         finally:
             self.dialect.close()
 
+    def _delivery_id(self) -> str:
+        if self.delivery is None:  # deliver() called directly, outside write()
+            self.delivery = Delivery(self.settings.destination)
+        return self.delivery.delivery_id
+
     def _complete(self) -> None:
         dialect = self.dialect
         schema = self.table.schema
+        destination = self.settings.destination
+        delivery_id = self._delivery_id()
         dialect.begin()
         try:
-            if self.write_disposition == "replace":
+            if self.write_disposition == "replace" and not dialect.ledger_has(
+                schema, destination, delivery_id, COMPLETE_MARK
+            ):
                 staged = dialect.columns(self.staging) is not None
-                if self._staging_ready or (self.in_resume and staged):
+                ours = dialect.ledger_load_of(schema, destination, STAGING_MARK) == delivery_id
+                if staged and ours:
                     assert self._target_schema is not None
                     dialect.replace_contents(self.table, self.staging, self._target_schema.names)
-                    dialect.ledger_drop_key(schema, self.settings.destination, STAGING_MARK)
-                elif not self.in_resume:
+                else:
                     # a replace with no rows leaves the table empty
                     dialect.truncate(self.table)
                     dialect.drop_table(self.staging)
-                    dialect.ledger_drop_key(schema, self.settings.destination, STAGING_MARK)
-            if self._load_id is not None:
-                dialect.ledger_forget(schema, self.settings.destination, keep_load=self._load_id)
+                dialect.ledger_drop_key(schema, destination, STAGING_MARK)
+                now = datetime.now(UTC).isoformat(timespec="milliseconds")
+                dialect.ledger_add(schema, destination, delivery_id, COMPLETE_MARK, 0, now)
+            dialect.ledger_forget(schema, destination, keep_load=delivery_id)
             dialect.commit()
         except BaseException as exc:
             dialect.rollback()
@@ -289,8 +296,7 @@ class SqlDatabaseSink(DltSink):
         Raises:
             SinkWriteError: The batch was refused (permanent) or kept failing (transient).
         """
-        load_id = _current_load_id() or self._fallback_load_id
-        self._load_id = load_id
+        load_id = self._delivery_id()
         if self._writable is not None and not batch.schema.equals(self._writable):
             batch = batch.cast(self._writable)
         rows = batch.num_rows  # all of them reach the table (the last of a repeated key wins)

@@ -1,0 +1,351 @@
+"""Delivering a stream in batches, exactly as the journal says: the loop every sink shares.
+
+A *delivery* brings one Iceberg snapshot to one destination. The command opens it in the state
+store (:mod:`floe_sink.state`) and hands the sink a :class:`Delivery`: the sink's ``write``
+receives it as the ``delivery`` argument. :func:`deliver_batches` is the loop a sink calls with
+its own ``send`` function for one batch:
+
+1. the source batches are mapped (``field_mapping``) and cut into batches of exactly
+   ``batch_size`` rows (the last one shorter); batch *n* of a delivery is always the same rows,
+   because the snapshot is immutable and read in a fixed order;
+2. each batch gets its idempotency key (destination, position, content);
+3. a batch the journal already holds as acknowledged is not sent again (its key is checked
+   against the journal's, so a source that reads differently is caught, not silently skipped);
+4. every other batch is sent, up to ``concurrency`` at once, and recorded in the journal as soon
+   as ``send`` returns: a batch counts as acknowledged exactly when the destination has it;
+5. an interrupt (SIGINT/SIGTERM, see :mod:`floe_sink.interrupts`) or a failed batch stops the
+   loop from sending more; batches in flight are waited for and recorded, then it raises.
+
+A process killed at any point therefore leaves a journal that names only batches the
+destination has; the next run resumes the delivery and sends the rest (the batch in flight at
+the kill is sent again with the same key).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from floe_sink.errors import ErrorCategory, SinkWriteError
+from floe_sink.interrupts import StopRequest
+from floe_sink.logs import get_logger
+from floe_sink.state import BatchRecord, StateStore
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from floe_sink.checksum import Checksum
+
+__all__ = [
+    "BatchReceipt",
+    "Delivery",
+    "DeliveryInterrupted",
+    "DeliveryTotals",
+    "deliver_batches",
+]
+
+log = get_logger(__name__)
+
+
+class DeliveryInterrupted(BaseException):
+    """Raised when a stop was requested (SIGINT/SIGTERM): the delivery stays resumable.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that a sink's ``except Exception``
+    does not turn a stop into a failed batch.
+
+    Attributes:
+        signal_number: The signal that asked for the stop.
+    """
+
+    def __init__(self, signal_number: int) -> None:
+        self.signal_number = signal_number
+        super().__init__(f"interrupted by signal {signal_number}")
+
+
+@attrs.frozen(kw_only=True)
+class BatchReceipt:
+    """What a sink's ``send`` reports for one batch."""
+
+    rows: int
+    """Rows of the batch now at the destination (also when it already had them)."""
+    bytes: int = 0
+    """Bytes sent or written."""
+    record_ids: list[str] = attrs.field(factory=list)
+    """IDs the destination returned, where it does."""
+    skipped: bool = False
+    """True when the destination already had this batch (its own ledger said so)."""
+
+
+class Delivery:
+    """One delivery of one destination: its identity and its journal.
+
+    The command creates it; a sink receives it as ``write``'s ``delivery`` argument and passes
+    it to :func:`deliver_batches`. Without a state store (a sink used from Python directly) the
+    journal lives in memory for the one write.
+
+    Attributes:
+        destination: The destination name (what idempotency keys and ledgers are keyed by).
+        delivery_id: Stable across the runs that resume this delivery.
+        resumed: True when an earlier run started this delivery.
+        stop: Requested when the run should stop after the batches in flight.
+    """
+
+    def __init__(
+        self,
+        destination: str,
+        *,
+        delivery_id: str | None = None,
+        store: StateStore | None = None,
+        resumed: bool = False,
+        stop: StopRequest | None = None,
+    ) -> None:
+        import uuid
+
+        self.destination = destination
+        self.delivery_id = delivery_id or uuid.uuid4().hex
+        self.resumed = resumed
+        self.stop = stop or StopRequest()
+        self._store = store
+        self._lock = threading.Lock()
+        self._acked: dict[int, BatchRecord] = (
+            store.batches(self.delivery_id) if store is not None and resumed else {}
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Delivery({self.destination!r}, id={self.delivery_id!r}, resumed={self.resumed}, "
+            f"acknowledged={len(self._acked)})"
+        )
+
+    def acknowledged(self, position: int) -> BatchRecord | None:
+        """The journal's record of batch ``position``, when the destination has it."""
+        with self._lock:
+            return self._acked.get(position)
+
+    @property
+    def acknowledged_count(self) -> int:
+        """How many batches the journal holds as acknowledged."""
+        with self._lock:
+            return len(self._acked)
+
+    def acknowledge(self, position: int, key: str, receipt: BatchReceipt) -> None:
+        """Record that the destination has batch ``position`` (call only after it does)."""
+        record = BatchRecord(position=position, key=key, rows=receipt.rows, bytes=receipt.bytes)
+        if self._store is not None:
+            self._store.acknowledge(self.delivery_id, record)
+        with self._lock:
+            self._acked[position] = record
+
+    def check_stop(self) -> None:
+        """Raise :class:`DeliveryInterrupted` when a stop was requested."""
+        if self.stop.requested:
+            raise DeliveryInterrupted(self.stop.signal_number or signal.SIGINT)
+
+
+@attrs.define(kw_only=True)
+class DeliveryTotals:
+    """What :func:`deliver_batches` did."""
+
+    rows: int = 0
+    """Rows of the whole delivery now at the destination (acknowledged earlier or now)."""
+    bytes: int = 0
+    """Bytes this process sent."""
+    batches: int = 0
+    """Batches of the delivery (sent now, or acknowledged by an earlier run)."""
+    sent_batches: int = 0
+    """Batches this process sent."""
+    resumed_batches: int = 0
+    """Batches skipped because an earlier run of this delivery had delivered them."""
+    record_ids: list[str] = attrs.field(factory=list)
+    schema: pa.Schema | None = None
+    """The mapped schema (known even when there were no rows)."""
+
+
+Send = Callable[["pa.RecordBatch", str], BatchReceipt]
+
+
+def mapped_batches(
+    data: Any, field_mapping: Mapping[str, str] | None
+) -> tuple[pa.Schema | None, Iterator[pa.RecordBatch]]:
+    """The mapped schema (when known up front) and the non-empty mapped batches of ``data``."""
+    import pyarrow as pa
+
+    from floe_sink.chunking import as_batches
+    from floe_sink.mapping import apply_field_mapping, mapped_schema
+
+    schema = None
+    if isinstance(data, pa.Table | pa.RecordBatch | pa.RecordBatchReader):
+        schema = mapped_schema(data.schema, field_mapping)
+
+    def generate() -> Iterator[pa.RecordBatch]:
+        for batch in as_batches(data):
+            mapped = apply_field_mapping(batch, field_mapping)
+            if mapped.num_rows:
+                yield mapped
+
+    return schema, generate()
+
+
+def deliver_batches(
+    data: Any,
+    *,
+    delivery: Delivery,
+    batch_size: int,
+    send: Send,
+    field_mapping: Mapping[str, str] | None = None,
+    concurrency: int = 1,
+    checksum: Checksum | None = None,
+    on_schema: Callable[[pa.Schema], None] | None = None,
+    totals: DeliveryTotals | None = None,
+) -> DeliveryTotals:
+    """Map, batch, key and send ``data``, skipping what the journal holds; see the module doc.
+
+    Args:
+        data: A table, a reader or an iterable of record batches (source column names).
+        delivery: The delivery and its journal.
+        batch_size: Rows per batch.
+        send: Delivers one batch (mapped names) under its key; raises a
+            :class:`floe_sink.SinkError` when it cannot. Called from worker threads when
+            ``concurrency`` is above 1.
+        field_mapping: Source column -> destination field.
+        concurrency: Batches in flight at once.
+        checksum: Updated with every mapped batch, skipped ones included.
+        on_schema: Called once with the mapped schema before the first batch is sent (also
+            for an empty delivery, when the schema is known).
+        totals: Updated in place as batches are delivered, so that a caller still knows
+            what was delivered when this raises.
+
+    Returns:
+        The totals of the delivery.
+
+    Raises:
+        DeliveryInterrupted: A stop was requested; every batch sent was recorded first.
+        SinkError: A batch could not be delivered (the first failure; batches in flight were
+            waited for and recorded first).
+    """
+    from floe_sink.chunking import Rechunker
+    from floe_sink.idempotency import idempotency_key
+
+    totals = totals if totals is not None else DeliveryTotals()
+    schema, batches = mapped_batches(data, field_mapping)
+    announced = False
+
+    def announce(known: pa.Schema) -> None:
+        nonlocal announced
+        if not announced:
+            announced = True
+            totals.schema = known
+            if on_schema is not None:
+                on_schema(known)
+
+    def keyed() -> Iterator[tuple[int, str, pa.RecordBatch]]:
+        rechunker = Rechunker(batch_size)
+        position = 0
+        for mapped in batches:
+            announce(mapped.schema)
+            if checksum is not None:
+                checksum.update(mapped)
+            for chunk in rechunker.push(mapped):
+                yield position, idempotency_key(delivery.destination, chunk, position), chunk
+                position += 1
+        for chunk in rechunker.flush():
+            yield position, idempotency_key(delivery.destination, chunk, position), chunk
+
+    def record(position: int, key: str, receipt: BatchReceipt) -> None:
+        delivery.acknowledge(position, key, receipt)
+        totals.rows += receipt.rows
+        totals.bytes += receipt.bytes
+        totals.sent_batches += 1
+        totals.record_ids.extend(receipt.record_ids)
+
+    def skip(position: int, key: str, chunk: pa.RecordBatch) -> bool:
+        done = delivery.acknowledged(position)
+        if done is None:
+            return False
+        if done.key != key:
+            raise SinkWriteError(
+                f"cannot resume delivery {delivery.delivery_id}: batch {position} of the "
+                "source reads differently than when it was delivered (the snapshot or the "
+                "batching changed); run `floe-sink reset` for this destination to start over",
+                category=ErrorCategory.PERMANENT,
+                destination=delivery.destination,
+            )
+        totals.rows += done.rows
+        totals.resumed_batches += 1
+        return True
+
+    started = time.perf_counter()
+    if concurrency <= 1:
+        for position, key, chunk in keyed():
+            totals.batches += 1
+            if skip(position, key, chunk):
+                continue
+            delivery.check_stop()
+            record(position, key, send(chunk, key))
+    else:
+        _deliver_concurrently(keyed(), delivery, send, concurrency, totals, skip, record)
+    if not announced and schema is not None:
+        announce(schema)
+        if checksum is not None:
+            checksum.update(schema.empty_table())
+    log.debug(
+        "batches_delivered",
+        destination=delivery.destination,
+        delivery_id=delivery.delivery_id,
+        batches=totals.batches,
+        sent=totals.sent_batches,
+        resumed=totals.resumed_batches,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return totals
+
+
+def _deliver_concurrently(
+    items: Iterator[tuple[int, str, pa.RecordBatch]],
+    delivery: Delivery,
+    send: Send,
+    concurrency: int,
+    totals: DeliveryTotals,
+    skip: Callable[[int, str, pa.RecordBatch], bool],
+    record: Callable[[int, str, BatchReceipt], None],
+) -> None:
+    in_flight: dict[Future[BatchReceipt], tuple[int, str]] = {}
+    failure: BaseException | None = None
+
+    def settle(done: set[Future[BatchReceipt]]) -> None:
+        nonlocal failure
+        for future in done:
+            position, key = in_flight.pop(future)
+            error = future.exception()
+            if error is not None:
+                failure = failure or error
+            else:
+                record(position, key, future.result())
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="floe-send") as pool:
+        try:
+            for position, key, chunk in items:
+                totals.batches += 1
+                if skip(position, key, chunk):
+                    continue
+                while len(in_flight) >= concurrency and failure is None:
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    settle(done)
+                if failure is not None:
+                    break
+                delivery.check_stop()
+                in_flight[pool.submit(send, chunk, key)] = (position, key)
+        finally:
+            # whatever stops the loop (a failure, an interrupt, the source failing), batches
+            # already sent are waited for and recorded: the journal must not miss them
+            while in_flight:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                settle(done)
+    if failure is not None:
+        raise failure
