@@ -137,8 +137,8 @@ def plan_evolution(
 
     A column whose table type is not one the sink knows (``jsonb``, ``uuid``, an
     unconstrained ``numeric``, a SQLite ``NUMERIC`` affinity) is left alone: the database
-    decides, as it would without schema evolution. An all-null (``null``-typed) data column
-    fits any type.
+    decides, as it would without schema evolution. A data column of Arrow type ``null`` (no
+    type known) is not compared.
 
     Raises:
         SinkConfigurationError: A data type the dialect cannot store (see
@@ -154,7 +154,7 @@ def plan_evolution(
             added.append((field.name, sql_type))
             continue
         if pa.types.is_null(field.type):
-            continue  # only nulls: any column takes them
+            continue  # no type known: nothing to compare
         have = parse_sql_type(column.type, dialect)
         want = parse_sql_type(sql_type, dialect)
         if have is None or want is None:
