@@ -176,9 +176,14 @@ class Dialect(abc.ABC):
         self.execute(f"CREATE TABLE IF NOT EXISTS {self.qualified(table)} ({', '.join(columns)})")
 
     def add_column(self, table: TableName, name: str, sql_type: str) -> None:
-        """``ALTER TABLE ... ADD COLUMN``: nullable, so the rows already there hold NULL."""
+        """``ALTER TABLE ... ADD COLUMN``: nullable, so the rows already there hold NULL.
+
+        ``IF NOT EXISTS``: another run may have added it since this one read the catalog
+        (PostgreSQL reads the catalog before the ALTER waits for the table's lock).
+        """
         self.execute(
-            f"ALTER TABLE {self.qualified(table)} ADD COLUMN {self.quote(name)} {sql_type}"
+            f"ALTER TABLE {self.qualified(table)} ADD COLUMN IF NOT EXISTS "
+            f"{self.quote(name)} {sql_type}"
         )
 
     def widen_column(self, table: TableName, name: str, sql_type: str) -> None:

@@ -146,6 +146,13 @@ class SqliteDialect(Dialect):
             for name, type_, not_null, default, _pk in rows
         }
 
+    def add_column(self, table: TableName, name: str, sql_type: str) -> None:
+        # no IF NOT EXISTS in SQLite, and none needed: BEGIN IMMEDIATE holds the write lock
+        # from before the catalog is read, so no other run adds the column in between
+        self.execute(
+            f"ALTER TABLE {self.qualified(table)} ADD COLUMN {self.quote(name)} {sql_type}"
+        )
+
     def widen_column(self, table: TableName, name: str, sql_type: str) -> None:
         # Never needed, and SQLite has no ALTER COLUMN ... TYPE: a column's declared type is
         # only an affinity. INTEGER stores any 64-bit integer, REAL is always an 8-byte float
