@@ -129,12 +129,15 @@ def test_replace_failing_half_way_keeps_the_old_rows(
     assert db.rows("target", "id") == [(1,), (2,), (3,)]
 
 
-def test_existing_table_missing_columns_is_a_clear_configuration_error(db: Database) -> None:
+def test_existing_table_missing_columns_under_freeze_is_a_clear_configuration_error(
+    db: Database,
+) -> None:
     from floe_sink import SinkConfigurationError
 
+    # (schema_evolution: evolve, the default, adds them: see test_sql_evolution.py)
     db.execute('CREATE TABLE "target" ("id" BIGINT)')
-    with pytest.raises(SinkConfigurationError, match=r"without column\(s\) 'name', 'score'"):
-        db.sink().write(people([1]))
+    with pytest.raises(SinkConfigurationError, match=r"new column\(s\) 'name' \(.*\), 'score'"):
+        db.sink(schema_evolution="freeze").write(people([1]))
 
 
 @pytest.mark.requirement("4G-FR-014")

@@ -2,8 +2,8 @@
 
 Modules: :mod:`~floe_sink_dlt.sql.sink` (the sink: config, ledger, dispositions),
 :mod:`~floe_sink_dlt.sql.target` (URL and table name), :mod:`~floe_sink_dlt.sql.types`
-(Arrow -> SQL types), :mod:`~floe_sink_dlt.sql.dialect` (shared SQL) and one module per
-database.
+(Arrow -> SQL types), :mod:`~floe_sink_dlt.sql.evolution` (schema evolution of an existing
+table), :mod:`~floe_sink_dlt.sql.dialect` (shared SQL) and one module per database.
 """
 
 from floe_sink_dlt.sql.sink import DEFAULT_BATCH_SIZE, WRITE_DISPOSITIONS, SqlDatabaseSink

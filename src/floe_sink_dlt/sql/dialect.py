@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from floe_sink.errors import ErrorCategory, SinkConnectionError, SinkError, SinkWriteError
+from floe_sink_dlt.sql.evolution import ColumnInfo
 from floe_sink_dlt.sql.target import DatabaseUrl, TableName
 from floe_sink_dlt.sql.types import arrow_to_sql
 
@@ -125,6 +126,17 @@ class Dialect(abc.ABC):
     def unique_keys(self, table: TableName) -> list[frozenset[str]]:
         """The column sets of the table's primary key and unique constraints/indexes."""
 
+    def column_details(self, table: TableName) -> dict[str, ColumnInfo] | None:
+        """The table's columns with their full types (``numeric(10,2)``), nullability and
+        whether a default fills them; ``None`` when the table is missing.
+
+        This fallback knows only :meth:`columns`' type names (all nullable, no default).
+        """
+        columns = self.columns(table)
+        if columns is None:
+            return None
+        return {name: ColumnInfo(type_) for name, type_ in columns.items()}
+
     def ensure_schema(self, schema: str | None) -> None:
         """Create ``schema`` if it is missing (dialects with schemas)."""
         if schema is not None:
@@ -172,6 +184,23 @@ class Dialect(abc.ABC):
         if primary_key:
             columns.append(f"PRIMARY KEY ({self.column_list(primary_key)})")
         self.execute(f"CREATE TABLE IF NOT EXISTS {self.qualified(table)} ({', '.join(columns)})")
+
+    def add_column(self, table: TableName, name: str, sql_type: str) -> None:
+        """``ALTER TABLE ... ADD COLUMN``: nullable, so the rows already there hold NULL.
+
+        ``IF NOT EXISTS``: another run may have added it since this one read the catalog
+        (PostgreSQL reads the catalog before the ALTER waits for the table's lock).
+        """
+        self.execute(
+            f"ALTER TABLE {self.qualified(table)} ADD COLUMN IF NOT EXISTS "
+            f"{self.quote(name)} {sql_type}"
+        )
+
+    def widen_column(self, table: TableName, name: str, sql_type: str) -> None:
+        """``ALTER TABLE ... ALTER COLUMN ... TYPE``: a widening, so every value converts."""
+        self.execute(
+            f"ALTER TABLE {self.qualified(table)} ALTER COLUMN {self.quote(name)} TYPE {sql_type}"
+        )
 
     def drop_table(self, table: TableName) -> None:
         """``DROP TABLE IF EXISTS``."""

@@ -9,7 +9,9 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from floe_sink.errors import SinkConfigurationError
 from floe_sink_dlt.sql.dialect import Dialect
+from floe_sink_dlt.sql.evolution import ColumnInfo
 from floe_sink_dlt.sql.target import TableName
 
 __all__ = ["DuckDbDialect"]
@@ -85,6 +87,43 @@ class DuckDbDialect(Dialect):
         if not rows:
             return None
         return {str(name): str(type_) for name, type_ in rows}
+
+    def column_details(self, table: TableName) -> dict[str, ColumnInfo] | None:
+        rows = self.query(
+            "SELECT column_name, data_type, is_nullable, column_default "
+            "FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            (table.schema or "main", table.name),
+        )
+        if not rows:
+            return None
+        return {
+            str(name): ColumnInfo(
+                str(type_), nullable=str(nullable) == "YES", has_default=default is not None
+            )
+            for name, type_, nullable, default in rows
+        }
+
+    def widen_column(self, table: TableName, name: str, sql_type: str) -> None:
+        import duckdb
+
+        def refuse(why: str) -> SinkConfigurationError:
+            return SinkConfigurationError(
+                f"column {name!r} of table {str(table)!r} must widen to {sql_type}, but {why}; "
+                "widen it by hand (rebuild the table) or cast the column in the source",
+                sink_type="sql_database",
+            )
+
+        if any(name in key for key in self.unique_keys(table)):
+            raise refuse(
+                "DuckDB cannot change the type of a column in a PRIMARY KEY or UNIQUE constraint"
+            )
+        try:
+            super().widen_column(table, name, sql_type)
+        except duckdb.DependencyException:
+            raise refuse(
+                "DuckDB cannot change a column's type while an index depends on the table"
+            ) from None
 
     def unique_keys(self, table: TableName) -> list[frozenset[str]]:
         rows = self.query(

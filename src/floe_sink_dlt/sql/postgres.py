@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from floe_sink.errors import SinkError
 from floe_sink_dlt.sql.dialect import Dialect
+from floe_sink_dlt.sql.evolution import ColumnInfo
 from floe_sink_dlt.sql.target import TableName
 
 __all__ = ["PostgresDialect"]
@@ -148,6 +149,25 @@ class PostgresDialect(Dialect):
             )
             return {} if exists else None
         return {str(name): str(type_) for name, type_ in rows}
+
+    def column_details(self, table: TableName) -> dict[str, ColumnInfo] | None:
+        # format_type spells the type with its modifiers: numeric(10,2), character varying(20)
+        rows = self.query(
+            "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+            "a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' "
+            "FROM pg_catalog.pg_attribute a "
+            "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 "
+            "AND NOT a.attisdropped ORDER BY a.attnum",
+            (self._schema_of(table), table.name),
+        )
+        if not rows:
+            return None if self.columns(table) is None else {}
+        return {
+            str(name): ColumnInfo(str(type_), nullable=not not_null, has_default=bool(default))
+            for name, type_, not_null, default in rows
+        }
 
     def unique_keys(self, table: TableName) -> list[frozenset[str]]:
         rows = self.query(

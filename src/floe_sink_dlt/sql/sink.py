@@ -33,6 +33,13 @@ from floe_sink_dlt.sql.dialect import (
     Dialect,
     dedupe_last,
 )
+from floe_sink_dlt.sql.evolution import (
+    SCHEMA_EVOLUTIONS,
+    EvolutionPlan,
+    evolve_staging,
+    evolve_table,
+    log_evolution,
+)
 from floe_sink_dlt.sql.target import DatabaseUrl, TableName
 from floe_sink_dlt.sql.types import arrow_to_sql, writable_schema
 
@@ -45,7 +52,7 @@ DEFAULT_BATCH_SIZE = 100_000
 
 WRITE_DISPOSITIONS = ("append", "merge", "replace")
 
-_OWN_KEYS = {"url", "table", "schema"}
+_OWN_KEYS = {"url", "table", "schema", "schema_evolution"}
 
 
 def _dialect_for(url: DatabaseUrl, timeout: float) -> Dialect:
@@ -101,6 +108,10 @@ class SqlDatabaseSink(BatchSink):
     sink_type: ClassVar[str] = "sql_database"
     default_batch_size: ClassVar[int] = DEFAULT_BATCH_SIZE
 
+    schema_evolution: str = SCHEMA_EVOLUTIONS[0]
+    """``evolve`` (add and widen an existing table's columns) or ``freeze`` (refuse any
+    difference); set by :meth:`from_config` from the ``schema_evolution`` key."""
+
     def __init__(
         self,
         settings: SinkSettings,
@@ -129,8 +140,8 @@ class SqlDatabaseSink(BatchSink):
 
         Raises:
             SinkConfigurationError: An unknown key, a missing/invalid ``url`` or ``table``, an
-                unknown ``write_disposition``, or ``merge`` without ``primary_key``; the key
-                is named and the URL's password never shown.
+                unknown ``write_disposition`` or ``schema_evolution``, or ``merge`` without
+                ``primary_key``; the key is named and the URL's password never shown.
         """
         cls.refuse_unknown_keys(config, _OWN_KEYS)
         connection = config.connection_config
@@ -156,13 +167,26 @@ class SqlDatabaseSink(BatchSink):
                 destination=destination,
             )
         primary_key = _primary_key(config, disposition, destination)
-        return cls(
+        evolution = connection.get("schema_evolution")
+        if evolution is None:
+            evolution = SCHEMA_EVOLUTIONS[0]
+        if not isinstance(evolution, str) or evolution not in SCHEMA_EVOLUTIONS:
+            shown = repr(evolution) if isinstance(evolution, str) else type(evolution).__name__
+            raise SinkConfigurationError(
+                f"invalid 'schema_evolution': {shown}; expected one of "
+                f"{', '.join(SCHEMA_EVOLUTIONS)}",
+                sink_type=cls.sink_type,
+                destination=destination,
+            )
+        sink = cls(
             settings,
             url=url,
             table=table,
             write_disposition=disposition,
             primary_key=primary_key,
         )
+        sink.schema_evolution = evolution
+        return sink
 
     def describe(self) -> str:
         """Destination name, dialect, where, table: no secret."""
@@ -176,11 +200,12 @@ class SqlDatabaseSink(BatchSink):
     # -- life cycle -----------------------------------------------------------------------
 
     def prepare(self, schema: pa.Schema) -> None:
-        """Connect, create the schema, ledger and table if missing, check an existing table.
+        """Connect, create the schema, ledger and table if missing, evolve an existing table.
 
         Raises:
             SinkConfigurationError: A column type cannot be stored, the primary key is not
-                a column, or the existing table lacks some of the data's columns.
+                a column, or the existing table cannot take the data (``freeze`` and a
+                difference, a type that cannot be widened, a NOT NULL column the data lacks).
             SinkConnectionError: The database cannot be reached (after retries).
         """
         self._target_schema = None
@@ -209,23 +234,23 @@ class SqlDatabaseSink(BatchSink):
         schema = self._target_schema
         assert schema is not None
         dialect = self.dialect
+        evolved: list[tuple[TableName, EvolutionPlan]] = []
         dialect.begin()
         try:
             dialect.ensure_schema(self.table.schema)
             dialect.ensure_ledger(self.table.schema)
-            columns = dialect.columns(self.table)
-            if columns is None:
+            if dialect.columns(self.table) is None:
                 # a primary key only where it is the contract: merge upserts on it
                 key = self.primary_key if self.write_disposition == "merge" else None
                 dialect.create_table(self.table, schema, key)
-                columns = dialect.columns(self.table) or {}
-            missing = [name for name in schema.names if name not in columns]
-            if missing:
-                raise self._config_error(
-                    f"table {str(self.table)!r} exists without column(s) "
-                    f"{', '.join(map(repr, missing))}; add them, map them away with "
-                    "field_mapping, or use another table"
-                )
+            else:
+                # in this transaction: a failure or a crash leaves the table as it was
+                mode, destination = self.schema_evolution, self.settings.destination
+                plan = evolve_table(dialect, self.table, schema, mode=mode, destination=destination)
+                evolved.append((self.table, plan))
+                if self.write_disposition == "replace" and mode == "evolve":
+                    evolved.append((self.staging, evolve_staging(dialect, self.staging, schema)))
+            columns = dialect.columns(self.table) or {}
             keys = dialect.unique_keys(self.table)
             self._has_unique_key = (
                 bool(self.primary_key) and frozenset(self.primary_key or ()) in keys
@@ -239,6 +264,9 @@ class SqlDatabaseSink(BatchSink):
             if isinstance(exc, SinkError):
                 raise
             raise dialect.error(exc, doing=f"preparing table {str(self.table)!r}") from None
+        for table, plan in evolved:
+            if plan.changes:
+                log_evolution(plan, table=table, destination=self.settings.destination)
 
     def finish(self, *, success: bool) -> None:
         """Swap the staged rows in (``replace``), forget older deliveries, close.

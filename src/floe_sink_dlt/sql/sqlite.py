@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from floe_sink.errors import SinkConfigurationError
 from floe_sink_dlt.sql.dialect import Dialect
+from floe_sink_dlt.sql.evolution import ColumnInfo
 from floe_sink_dlt.sql.target import TableName
 
 __all__ = ["SqliteDialect", "sqlite_values"]
@@ -125,6 +126,40 @@ class SqliteDialect(Dialect):
         if not rows:
             return None
         return {str(name): str(type_).lower() for name, type_ in rows}
+
+    def column_details(self, table: TableName) -> dict[str, ColumnInfo] | None:
+        rows = self.query(
+            'SELECT name, type, "notnull", dflt_value, pk FROM pragma_table_info(?) ORDER BY cid',
+            (table.name,),
+        )
+        if not rows:
+            return None
+        keys = [row for row in rows if row[4]]
+        # a one-column INTEGER PRIMARY KEY is the rowid: SQLite fills it when left out
+        rowid = str(keys[0][0]) if len(keys) == 1 and str(keys[0][1]).upper() == "INTEGER" else None
+        return {
+            str(name): ColumnInfo(
+                str(type_),
+                nullable=not not_null,
+                has_default=default is not None or name == rowid,
+            )
+            for name, type_, not_null, default, _pk in rows
+        }
+
+    def add_column(self, table: TableName, name: str, sql_type: str) -> None:
+        # no IF NOT EXISTS in SQLite, and none needed: BEGIN IMMEDIATE holds the write lock
+        # from before the catalog is read, so no other run adds the column in between
+        self.execute(
+            f"ALTER TABLE {self.qualified(table)} ADD COLUMN {self.quote(name)} {sql_type}"
+        )
+
+    def widen_column(self, table: TableName, name: str, sql_type: str) -> None:
+        # Never needed, and SQLite has no ALTER COLUMN ... TYPE: a column's declared type is
+        # only an affinity. INTEGER stores any 64-bit integer, REAL is always an 8-byte float
+        # and DECIMAL_TEXT holds exact decimal text of any precision, so int32 -> int64,
+        # float32 -> float64 and decimal(P,S) -> decimal(P',S) fit the existing column as it
+        # is (parse_sql_type gives SQLite types no width, and no widening is ever planned).
+        raise AssertionError(f"SQLite columns are never widened (column {name!r})")
 
     def unique_keys(self, table: TableName) -> list[frozenset[str]]:
         keys: list[frozenset[str]] = []

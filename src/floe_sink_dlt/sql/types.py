@@ -7,11 +7,14 @@ they carry a time zone, and dictionary columns are stored as their value type.
 
 from __future__ import annotations
 
+import re
+
+import attrs
 import pyarrow as pa
 
 from floe_sink.errors import SinkConfigurationError
 
-__all__ = ["arrow_to_sql", "writable_schema"]
+__all__ = ["SqlType", "arrow_to_sql", "parse_sql_type", "writable_schema"]
 
 _PG = {
     "int8": "SMALLINT",
@@ -158,3 +161,100 @@ def writable_schema(schema: pa.Schema, dialect: str) -> pa.Schema:
             type_ = pa.binary()
         fields.append(field.with_type(type_))
     return pa.schema(fields)
+
+
+@attrs.frozen
+class SqlType:
+    """A column type reduced to what schema evolution compares: a family and its width.
+
+    ``bits`` (integers, floats) and ``precision``/``scale`` (decimals) are ``None`` where the
+    database has a single width for the family (SQLite).
+    """
+
+    family: str
+    """``int``, ``uint``, ``float``, ``decimal``, ``string``, ``bool``, ``date``, ``time``,
+    ``timestamp``, ``timestamptz`` or ``binary``."""
+    bits: int | None = None
+    precision: int | None = None
+    scale: int | None = None
+
+
+_INT = {8: "tinyint", 16: "smallint", 32: "integer", 64: "bigint", 128: "hugeint"}
+_NAMES: dict[str, SqlType] = {
+    **{name: SqlType("int", bits) for bits, name in _INT.items()},
+    **{"u" + name: SqlType("uint", bits) for bits, name in _INT.items() if bits > 8},
+    "utinyint": SqlType("uint", 8),
+    "int1": SqlType("int", 8),
+    "int2": SqlType("int", 16),
+    "int4": SqlType("int", 32),
+    "int": SqlType("int", 32),
+    "int8": SqlType("int", 64),  # eight bytes, in PostgreSQL and DuckDB alike
+    "real": SqlType("float", 32),
+    "float4": SqlType("float", 32),
+    "float8": SqlType("float", 64),
+    "double": SqlType("float", 64),
+    "double precision": SqlType("float", 64),
+    "text": SqlType("string"),
+    "varchar": SqlType("string"),
+    "character varying": SqlType("string"),
+    "bpchar": SqlType("string"),
+    "character": SqlType("string"),
+    "char": SqlType("string"),
+    "boolean": SqlType("bool"),
+    "bool": SqlType("bool"),
+    "date": SqlType("date"),
+    "time": SqlType("time"),
+    "time without time zone": SqlType("time"),
+    "timestamp": SqlType("timestamp"),
+    "timestamp without time zone": SqlType("timestamp"),
+    "timestamptz": SqlType("timestamptz"),
+    "timestamp with time zone": SqlType("timestamptz"),
+    "bytea": SqlType("binary"),
+    "blob": SqlType("binary"),
+}
+_DECIMAL = re.compile(r"^(?:numeric|decimal)\s*\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)$")
+_LENGTH = re.compile(r"\s*\(\s*\d+\s*\)")  # varchar(20), timestamp(3): same family
+
+
+def parse_sql_type(declared: str, dialect: str) -> SqlType | None:
+    """What ``declared`` (a type as the catalog reports it, or as :func:`arrow_to_sql` writes
+    it) is for schema evolution; ``None`` for a type it does not know (left alone).
+
+    PostgreSQL's ``numeric`` without a precision holds any decimal and is not known here
+    either: nothing is ever widened or refused against it.
+    """
+    text = " ".join(declared.lower().split())
+    if dialect == "sqlite":
+        return _sqlite_type(text)
+    match = _DECIMAL.match(text)
+    if match:
+        return SqlType("decimal", precision=int(match[1]), scale=int(match[2] or 0))
+    if text == "float":  # PostgreSQL's FLOAT is double precision, DuckDB's is single
+        return SqlType("float", 64 if dialect == "postgresql" else 32)
+    return _NAMES.get(_LENGTH.sub("", text))
+
+
+def _sqlite_type(text: str) -> SqlType | None:
+    # SQLite stores by affinity, never by width: INTEGER holds any 64-bit integer and REAL is
+    # always an 8-byte float, so integers and floats have no width here, and DECIMAL_TEXT
+    # (exact decimal text) has no precision. The other names the sink declares are kept
+    # apart by name; a declared type of the user's is read by SQLite's affinity rules.
+    exact = {
+        "decimal_text": SqlType("decimal"),
+        "boolean": SqlType("bool"),
+        "date": SqlType("date"),
+        "time": SqlType("time"),
+        "timestamp": SqlType("timestamp"),
+        "timestamp with time zone": SqlType("timestamptz"),
+    }
+    if text in exact:
+        return exact[text]
+    if "int" in text:
+        return SqlType("int")
+    if any(marker in text for marker in ("char", "clob", "text")):
+        return SqlType("string")
+    if "blob" in text:
+        return SqlType("binary")
+    if any(marker in text for marker in ("real", "floa", "doub")):
+        return SqlType("float")
+    return None  # NUMERIC affinity or none at all: left alone
