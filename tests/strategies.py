@@ -422,3 +422,85 @@ def rechunked_tables(draw: st.DrawFn, **table_kwargs: int) -> tuple[pa.Table, li
     table = draw(arrow_tables(**table_kwargs))
     points = draw(cut_points(table.num_rows))
     return table, cut(table, points, empty_batches=draw(st.booleans()))
+
+
+# =============================================================================================
+# Primary keys: key columns with NULLs and repeats, cut into batches (floe_sink.keys)
+# =============================================================================================
+
+import math
+from typing import NamedTuple
+
+#: Key column kinds -> (the column's Arrow type, a small domain of values, so keys repeat).
+#: ``category`` columns are dictionary-encoded batch by batch, each with its own dictionary.
+KEY_KINDS: dict[str, tuple[pa.DataType, st.SearchStrategy[Any]]] = {
+    "int64": (pa.int64(), st.integers(-2, 2) | st.sampled_from([-(2**63), 2**63 - 1])),
+    "int32": (pa.int32(), st.integers(0, 3)),
+    "string": (pa.string(), st.sampled_from(["", "a", "b", "é", "a\x00b", "x" * 60])),
+    "large_string": (pa.large_string(), st.text(alphabet="ab", max_size=2)),
+    "binary": (pa.binary(), st.sampled_from([b"", b"\x00", b"\xff\xfe"])),
+    "bool": (pa.bool_(), st.booleans()),
+    "date": (pa.date32(), st.dates(datetime.date(2024, 1, 1), datetime.date(2024, 1, 3))),
+    "timestamp": (
+        pa.timestamp("us", tz="UTC"),
+        st.sampled_from(
+            [datetime.datetime(year, 1, 1, tzinfo=datetime.UTC) for year in (1970, 2024)]
+        ),
+    ),
+    "decimal": (
+        pa.decimal128(10, 2),
+        st.sampled_from(["0.00", "1.50", "-2.25"]).map(decimal.Decimal),
+    ),
+    "float64": (pa.float64(), st.sampled_from([0.0, -0.0, 1.5, math.nan, math.inf])),
+    "category": (pa.dictionary(pa.int32(), pa.string()), st.sampled_from(["red", "green", "é"])),
+}
+
+PAYLOAD_PREFIX = "PAYLOAD-"
+"""Every value of a key stream's non-key column starts with this (it must never be shown)."""
+
+
+class KeyStream(NamedTuple):
+    """A stream to check: the rows as one plain table, the key, and the same rows as batches."""
+
+    table: pa.Table
+    """Key columns (dictionaries decoded) and a non-key ``payload`` column, all rows."""
+    key_columns: list[str]
+    batches: list[pa.RecordBatch]
+    """The same rows cut into batches; ``category`` columns dictionary-encoded per batch."""
+
+
+@st.composite
+def key_streams(draw: st.DrawFn, *, max_rows: int = 40, max_key_columns: int = 3) -> KeyStream:
+    """Streams whose key has, by turns, NULLs, duplicates, both or neither.
+
+    Half the streams lead with a row-number key column and draw no NULLs: they are valid. The
+    rest draw from :data:`KEY_KINDS`' small domains, so NULLs and repeats are frequent.
+    """
+    rows = draw(st.integers(0, max_rows))
+    kinds = draw(st.lists(st.sampled_from(sorted(KEY_KINDS)), min_size=1, max_size=max_key_columns))
+    valid = draw(st.booleans())
+    columns: dict[str, pa.Array] = {}
+    if valid:
+        columns["row"] = pa.array(range(rows), pa.int64())
+    for index, kind in enumerate(kinds):
+        type_, values = KEY_KINDS[kind]
+        drawn = values if valid else st.none() | values
+        data = draw(st.lists(drawn, min_size=rows, max_size=rows))
+        value_type = type_.value_type if pa.types.is_dictionary(type_) else type_
+        columns[f"{kind}_{index}"] = pa.array(data, value_type)
+    key_columns = list(columns)
+    columns["payload"] = pa.array([f"{PAYLOAD_PREFIX}{row}" for row in range(rows)], pa.string())
+    table = pa.table(columns)
+    batches = [
+        _encode_categories(batch)
+        for batch in cut(table, draw(cut_points(rows)), empty_batches=draw(st.booleans()))
+    ]
+    return KeyStream(table, draw(st.permutations(key_columns)), batches)
+
+
+def _encode_categories(batch: pa.RecordBatch) -> pa.RecordBatch:
+    arrays = [
+        column.dictionary_encode() if name.startswith("category_") else column
+        for name, column in zip(batch.schema.names, batch.columns, strict=True)
+    ]
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)

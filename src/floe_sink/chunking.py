@@ -7,10 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["ArrowData", "Rechunker", "as_batches", "iter_chunks", "schema_of"]
-
-ArrowData = pa.Table | pa.RecordBatch | pa.RecordBatchReader | Iterable[pa.RecordBatch]
-"""What a sink accepts: a table, one batch, a reader, or any iterable of batches."""
+__all__ = ["Rechunker", "as_batches", "iter_chunks"]
 
 
 def as_batches(data: Any) -> Iterator[pa.RecordBatch]:
@@ -42,13 +39,6 @@ def as_batches(data: Any) -> Iterator[pa.RecordBatch]:
             "expected a pyarrow.Table, RecordBatch, RecordBatchReader or an iterable of "
             f"RecordBatch, got {type(data).__name__}"
         )
-
-
-def schema_of(data: Any) -> pa.Schema | None:
-    """The schema of ``data`` when it is known without consuming it, else ``None``."""
-    if isinstance(data, pa.Table | pa.RecordBatch | pa.RecordBatchReader):
-        return data.schema
-    return None
 
 
 def iter_chunks(data: Any, batch_size: int | None) -> Iterator[pa.RecordBatch]:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
 
-from floe_sink.chunking import as_batches
 from floe_sink.errors import SinkConfigurationError
 
-__all__ = ["apply_field_mapping", "map_batches", "mapped_schema"]
+__all__ = ["apply_field_mapping", "mapped_schema"]
 
 
 def mapped_schema(schema: pa.Schema, mapping: Mapping[str, str] | None) -> pa.Schema:
@@ -60,9 +59,3 @@ def apply_field_mapping(data: Any, mapping: Mapping[str, str] | None) -> Any:
     if isinstance(data, pa.RecordBatch):
         return pa.RecordBatch.from_arrays(columns, schema=schema)
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def map_batches(data: Any, mapping: Mapping[str, str] | None) -> Iterator[pa.RecordBatch]:
-    """Yield the batches of ``data`` with ``mapping`` applied (lazily, batch by batch)."""
-    for batch in as_batches(data):
-        yield apply_field_mapping(batch, mapping)

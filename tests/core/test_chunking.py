@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from floe_sink import as_batches, iter_chunks
-from floe_sink.chunking import Rechunker, schema_of
+from floe_sink.chunking import Rechunker
 from strategies import arrow_tables, rechunked_tables
 
 SIZES = st.integers(min_value=1, max_value=25)
@@ -104,13 +104,6 @@ def test_batch_size_below_one_is_refused(bad: int) -> None:
 def test_wrong_input_types_are_named(bad: object) -> None:
     with pytest.raises(TypeError, match="expected"):
         list(as_batches(bad))
-
-
-def test_schema_of() -> None:
-    table = pa.table({"x": [1]})
-    assert schema_of(table) == table.schema
-    assert schema_of(table.to_batches()[0]) == table.schema
-    assert schema_of(iter(table.to_batches())) is None
 
 
 def test_rechunker_peek_does_not_consume() -> None:

@@ -6,7 +6,6 @@ import pyarrow as pa
 import pytest
 
 from floe_sink import SinkConfigurationError, apply_field_mapping, mapped_schema
-from floe_sink.mapping import map_batches
 
 TABLE = pa.table({"id": [1, 2], "email": ["a@x", "b@x"], "internal": [True, False]})
 
@@ -57,10 +56,3 @@ def test_a_missing_source_column_is_a_clear_error() -> None:
 def test_two_columns_to_one_field_is_refused() -> None:
     with pytest.raises(SinkConfigurationError, match=r"same field.*Email"):
         mapped_schema(TABLE.schema, {"id": "Email", "email": "Email"})
-
-
-def test_map_batches_is_lazy_per_batch() -> None:
-    batches = TABLE.to_batches(max_chunksize=1)
-    mapped = list(map_batches(iter(batches), {"email": "Email"}))
-    assert [b.num_rows for b in mapped] == [1, 1]
-    assert all(b.schema.names == ["Email"] for b in mapped)

@@ -1,4 +1,4 @@
-"""Every Arrow type the issue lists round-trips through each dialect, nulls included."""
+"""Each Arrow type in docs/sinks/sql_database.md (Types) round-trips in every dialect, nulls too."""
 
 from __future__ import annotations
 
