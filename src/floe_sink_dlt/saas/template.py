@@ -352,7 +352,8 @@ class CompiledTemplate:
 
         Returns:
             A boolean array (true for an invalid row), or ``None`` when the template has no
-            required field.
+            required field. The required fields' conversions run here and again when
+            encoding (they are usually one id column).
 
         Raises:
             ValueError: ``batch`` has another schema.
@@ -573,10 +574,6 @@ def _envelope_bytes(
 # -- binding to a schema and building the Arrow operations -----------------------------------
 
 
-def _type_name(type_: pa.DataType) -> str:
-    return str(type_)
-
-
 def _value_type(type_: pa.DataType) -> pa.DataType:
     return type_.value_type if pa.types.is_dictionary(type_) else type_
 
@@ -682,7 +679,7 @@ class _Binder:
             if not _accepts(node.convert, type_):
                 return [
                     f"{node.where}: 'as: {node.convert}' needs {_ACCEPTED[node.convert]}; "
-                    f"column {node.name!r} is {_type_name(type_)}"
+                    f"column {node.name!r} is {type_}"
                 ]
         return []
 
@@ -711,7 +708,7 @@ class _Binder:
                 if not _accepts(remaining.convert, type_):
                     problems.append(
                         f"{remaining.where}: 'as: {remaining.convert}' needs "
-                        f"{_ACCEPTED[remaining.convert]}; column {name!r} is {_type_name(type_)}"
+                        f"{_ACCEPTED[remaining.convert]}; column {name!r} is {type_}"
                     )
         return problems
 
