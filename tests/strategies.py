@@ -504,3 +504,115 @@ def _encode_categories(batch: pa.RecordBatch) -> pa.RecordBatch:
         for name, column in zip(batch.schema.names, batch.columns, strict=True)
     ]
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+# =============================================================================================
+# Request templates (floe_sink_dlt.saas.template): template specs drawn for a table's schema.
+# Self-contained: imports and helpers of this section stay in this section.
+# =============================================================================================
+
+_TEMPLATE_DIRECTIVES = frozenset({"column", "const", "object", "remaining"})
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53), max_value=2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6)
+)
+_json_values = st.recursive(
+    _json_scalars,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def template_conversions(type_: pa.DataType) -> list[str | None]:
+    """The ``as`` conversions that cannot fail for any value of ``type_`` (None: none)."""
+    if pa.types.is_dictionary(type_):
+        type_ = type_.value_type
+    safe: list[str | None] = [None, "string"]
+    if pa.types.is_integer(type_) or pa.types.is_boolean(type_):
+        safe += ["integer", "number", "boolean"]
+    elif pa.types.is_floating(type_) or pa.types.is_decimal(type_):
+        safe += ["number"]
+    elif pa.types.is_timestamp(type_) or pa.types.is_date(type_):
+        safe += ["epoch_ms"]
+    return safe
+
+
+@st.composite
+def request_templates(draw: st.DrawFn, schema: pa.Schema, *, max_depth: int = 2) -> dict[str, Any]:
+    """A template spec (as YAML would give it) for tables of ``schema``.
+
+    Nested objects (plain and ``{object: ...}`` forms), lists, constants, column references
+    with conversions that cannot fail for the column's type, ``on_null: omit``, ``required``,
+    at most one ``remaining`` (with ``as``, ``on_null``, ``except``), and an envelope.
+    """
+    names = list(schema.names)
+    types = {field.name: field.type for field in schema}
+    placed_remaining = False
+
+    def column_node(in_object: bool) -> dict[str, Any]:
+        name = draw(st.sampled_from(names))
+        node: dict[str, Any] = {"column": name}
+        convert = draw(st.sampled_from(template_conversions(types[name])))
+        if convert is not None:
+            node["as"] = convert
+        if in_object and draw(st.booleans()):
+            node["on_null"] = draw(st.sampled_from(["omit", "null"]))
+        elif draw(st.integers(0, 4)) == 0:
+            node["required"] = True
+        return node
+
+    def object_node(depth: int) -> dict[str, Any]:
+        nonlocal placed_remaining
+        keys = draw(st.lists(st.text(max_size=6), max_size=4, unique=True))
+        fields = {key: any_node(depth + 1, in_object=True) for key in keys}
+        remaining: Any = None
+        if not placed_remaining and draw(st.booleans()):
+            placed_remaining = True
+            remaining = True
+            if draw(st.booleans()):
+                remaining = {}
+                if draw(st.booleans()):
+                    remaining["as"] = "string"
+                if draw(st.booleans()):
+                    remaining["on_null"] = "omit"
+                if draw(st.booleans()):
+                    remaining["except"] = draw(st.lists(st.sampled_from(names), unique=True))
+        if remaining is not None or _TEMPLATE_DIRECTIVES & set(keys) or draw(st.booleans()):
+            explicit: dict[str, Any] = {"object": fields}
+            if remaining is not None:
+                explicit["remaining"] = remaining
+            return explicit
+        return fields
+
+    def any_node(depth: int, *, in_object: bool) -> Any:
+        kinds = ["const", "column", "column", "column"]
+        if depth < max_depth:
+            kinds += ["object", "object", "list"]
+        kind = draw(st.sampled_from(kinds))
+        if kind == "const":
+            if draw(st.booleans()):
+                return draw(_json_scalars)
+            return {"const": draw(_json_values)}
+        if kind == "column":
+            return column_node(in_object)
+        if kind == "list":
+            return [any_node(depth + 1, in_object=False) for _ in range(draw(st.integers(0, 3)))]
+        return object_node(depth)
+
+    record = object_node(0) if draw(st.integers(0, 5)) else any_node(0, in_object=False)
+    spec: dict[str, Any] = {"record": record}
+    shape = draw(st.sampled_from(["bare", "key", "path"]))
+    if shape != "bare":
+        path = draw(st.lists(st.text(min_size=1, max_size=5), min_size=1, max_size=2))
+        if shape == "key":
+            path = path[:1]
+        spec["records_key"] = path[0] if len(path) == 1 else path
+        envelope = draw(st.dictionaries(st.text(max_size=5), _json_values, max_size=3))
+        spec["envelope"] = {key: value for key, value in envelope.items() if key != path[0]}
+    return spec

@@ -42,7 +42,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["encode_batch", "encode_rows"]
+__all__ = [
+    "encode_batch",
+    "encode_column",
+    "encode_rows",
+    "encode_text",
+    "encode_values",
+    "join_rows",
+]
 
 _NULL = "null"
 _CONTROL_CHARACTERS = "[\\x00-\\x1f]"
@@ -61,11 +68,26 @@ def encode_batch(batch: pa.RecordBatch, *, records_key: str | None = None) -> by
         The request body.
     """
     rows = encode_rows(batch)
+    if records_key is None:
+        return join_rows(rows)
+    return join_rows(rows, prefix=b"{" + _json_string(records_key).encode() + b":[", suffix=b"]}")
+
+
+def join_rows(rows: pa.Array, *, prefix: bytes = b"[", suffix: bytes = b"]") -> bytes:
+    """Join JSON texts into one body: ``prefix``, the texts separated by commas, ``suffix``.
+
+    Args:
+        rows: One JSON text per record (a string array without nulls), e.g. from
+            :func:`encode_rows`.
+        prefix: Bytes before the first record (``[`` for a bare array).
+        suffix: Bytes after the last record (``]`` for a bare array).
+
+    Returns:
+        The request body.
+    """
     one_list = pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows)
     body: bytes = pc.binary_join(one_list, ",")[0].as_buffer().to_pybytes()
-    if records_key is None:
-        return b"[" + body + b"]"
-    return b"{" + _json_string(records_key).encode() + b":[" + body + b"]}"
+    return prefix + body + suffix
 
 
 def encode_rows(batch: pa.RecordBatch) -> pa.Array:
@@ -83,14 +105,30 @@ def encode_rows(batch: pa.RecordBatch) -> pa.Array:
 
 def encode_column(column: pa.Array) -> pa.Array:
     """The JSON text of every value of ``column`` (``null`` for nulls), as a string array."""
+    return pc.fill_null(encode_values(column), _NULL)
+
+
+def encode_values(column: pa.Array) -> pa.Array:
+    """The JSON text of every value of ``column``, with a null where the JSON value is ``null``.
+
+    The same texts as :func:`encode_column`, except that the values JSON writes as ``null``
+    (nulls, NaN and infinities) stay nulls of the result: a caller can then omit them, or fill
+    them with ``null`` itself.
+
+    Args:
+        column: The values (an array or a chunked array, of any type).
+
+    Returns:
+        A string array as long as ``column``.
+    """
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     type_ = column.type
     if pa.types.is_dictionary(type_):
         # encode the (few) distinct values once, then pick them per row
-        return pc.fill_null(pc.take(encode_column(column.dictionary), column.indices), _NULL)
+        return pc.take(encode_values(column.dictionary), column.indices)
     if pa.types.is_null(type_):
-        return pa.repeat(pa.scalar(_NULL), len(column))
+        return pa.nulls(len(column), pa.string())
     text: pa.Array
     if pa.types.is_boolean(type_):
         text = pc.if_else(column, "true", "false")
@@ -111,7 +149,19 @@ def encode_column(column: pa.Array) -> pa.Array:
         text = _quote(pc.cast(column, pa.string()))
     else:
         text = _encode_in_python(column)
-    return pc.fill_null(text, _NULL)
+    return text
+
+
+def encode_text(strings: pa.Array) -> pa.Array:
+    """JSON string literals of ``strings`` (quoted and escaped); nulls stay nulls.
+
+    Args:
+        strings: A string-like array (``string``, ``large_string``, ``string_view``).
+
+    Returns:
+        A string array as long as ``strings``.
+    """
+    return _quote(_escape(pc.cast(strings, pa.string())))
 
 
 def _is_text(type_: pa.DataType) -> bool:

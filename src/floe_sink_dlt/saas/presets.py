@@ -1,0 +1,383 @@
+"""Ready-made destinations: a SaaS API's shape, limits and results parsing, as plain data.
+
+A preset is a YAML file in ``preset_data/`` (one per preset, named after it): a ``config``
+block exactly like the one a user would write for a ``rest_api`` destination (URL, method,
+auth type, request template, limits, rate-limit headers, results parsing, delete request),
+with ``${parameter}`` placeholders for what differs between users (the id column, an
+instance URL), the parameters' defaults, and where the facts come from. A user can copy one
+and change it; nothing about a preset is code.
+
+How the delivery loop calls it
+------------------------------
+When a destination says ``preset: NAME``, resolve it and lay the user's own ``config`` keys
+over it, then parse the parts with the building blocks::
+
+    base = load_preset(name).resolve(config.get("preset_parameters"))  # plain dict
+    merged = {**base, **user_config}                                    # the user wins
+    parts = PresetParts.parse(merged)       # template, results, limits, headers, delete
+    compiled = parts.template.compile(schema)
+
+``floe-sink`` can show a preset's resolved config so that it can be pasted into floe.yaml.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.resources
+import re
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+import yaml
+
+from floe_sink.errors import SinkConfigurationError
+from floe_sink_dlt.saas.auth import AUTH_TYPES
+from floe_sink_dlt.saas.pacing import RateLimitHeaders
+from floe_sink_dlt.saas.results import ResultsSpec
+from floe_sink_dlt.saas.template import RequestTemplate
+
+__all__ = [
+    "DeleteParts",
+    "Preset",
+    "PresetParameter",
+    "PresetParts",
+    "load_preset",
+    "preset_names",
+]
+
+_DATA: Final = "preset_data"
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_FILE_KEYS: Final = frozenset({"name", "description", "documentation", "parameters", "config"})
+_CONFIG_KEYS: Final = frozenset(
+    {
+        "url",
+        "method",
+        "auth",
+        "template",
+        "max_records_per_request",
+        "max_body_bytes",
+        "max_requests_per_second",
+        "rate_limit_headers",
+        "results",
+        "delete",
+    }
+)
+_DELETE_KEYS: Final = frozenset(
+    {"url", "method", "template", "max_records_per_request", "max_body_bytes", "results"}
+)
+_METHODS: Final = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def preset_names() -> tuple[str, ...]:
+    """The names of the presets that ship with floe-sink, sorted."""
+    folder = importlib.resources.files(__package__).joinpath(_DATA)
+    return tuple(
+        sorted(
+            entry.name.removesuffix(".yaml")
+            for entry in folder.iterdir()
+            if entry.name.endswith(".yaml")
+        )
+    )
+
+
+def load_preset(name: str, *, where: str = "config.preset") -> Preset:
+    """Load the preset ``name``.
+
+    Args:
+        name: A name from :func:`preset_names`.
+        where: The config's place, the start of the error path.
+
+    Returns:
+        The preset (its config still has its ``${parameter}`` placeholders).
+
+    Raises:
+        SinkConfigurationError: No preset has that name (the known ones are listed).
+    """
+    if name not in preset_names():
+        raise SinkConfigurationError(
+            f"{where}: no preset named {name!r}; presets: {', '.join(preset_names())}"
+        )
+    text = (
+        importlib.resources.files(__package__)
+        .joinpath(_DATA, f"{name}.yaml")
+        .read_text(encoding="utf-8")
+    )
+    return Preset.from_data(yaml.safe_load(text), source=f"{name}.yaml")
+
+
+@attrs.frozen(kw_only=True)
+class PresetParameter:
+    """A value a preset leaves to the user.
+
+    Attributes:
+        name: The placeholder's name (``${name}`` in the config).
+        description: What it is.
+        default: Its value when the user gives none; ``None``: the user must give one.
+    """
+
+    name: str
+    description: str
+    default: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Preset:
+    """A ready-made destination (see the module docstring)."""
+
+    name: str
+    description: str
+    documentation: tuple[str, ...]
+    parameters: tuple[PresetParameter, ...]
+    config: Mapping[str, Any]
+
+    @classmethod
+    def from_data(cls, data: Any, *, source: str = "preset") -> Preset:
+        """Build a preset from its YAML data, checking that every placeholder is declared.
+
+        Args:
+            data: The decoded YAML file.
+            source: Its name, for error messages.
+
+        Returns:
+            The preset.
+
+        Raises:
+            SinkConfigurationError: The data is malformed (a key is unknown or missing, a
+                placeholder has no parameter).
+        """
+        if not isinstance(data, Mapping):
+            raise SinkConfigurationError(f"{source}: must be a mapping")
+        unknown = sorted(str(key) for key in data if key not in _FILE_KEYS)
+        if unknown or "name" not in data or not isinstance(data.get("config"), Mapping):
+            raise SinkConfigurationError(
+                f"{source}: needs name, description, documentation, parameters and config"
+                + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+            )
+        raw_parameters = data.get("parameters")
+        if raw_parameters is None:
+            raw_parameters = {}
+        if not isinstance(raw_parameters, Mapping):
+            raise SinkConfigurationError(f"{source}: parameters must be a mapping")
+        parameters = []
+        for name, spec in raw_parameters.items():
+            spec = {} if spec is None else spec
+            if not isinstance(spec, Mapping):
+                raise SinkConfigurationError(
+                    f"{source}: parameters.{name} must be a mapping (default, description)"
+                )
+            default = spec.get("default")
+            parameters.append(
+                PresetParameter(
+                    name=str(name),
+                    description=str(spec.get("description", "")),
+                    default=None if default is None else str(default),
+                )
+            )
+        declared = {parameter.name for parameter in parameters}
+        used = set(_placeholders(data["config"]))
+        if used - declared:
+            raise SinkConfigurationError(
+                f"{source}: placeholder(s) {', '.join(sorted(used - declared))} have no parameter"
+            )
+        return cls(
+            name=str(data["name"]),
+            description=" ".join(str(data.get("description", "")).split()),
+            documentation=tuple(str(url) for url in data.get("documentation") or ()),
+            parameters=tuple(parameters),
+            config=copy.deepcopy(dict(data["config"])),
+        )
+
+    def resolve(
+        self,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        where: str = "config.preset_parameters",
+    ) -> dict[str, Any]:
+        """The preset's config with the parameters filled in: plain data to copy or merge.
+
+        Args:
+            parameters: Values for the preset's parameters (strings); the defaults fill in
+                the rest.
+            where: Where the parameters are in the configuration, for error messages.
+
+        Returns:
+            A new dict, the preset's ``config`` with every placeholder replaced.
+
+        Raises:
+            SinkConfigurationError: A parameter is unknown, not a string, or required and
+                missing.
+        """
+        given = dict(parameters or {})
+        known = {parameter.name: parameter for parameter in self.parameters}
+        unknown = sorted(name for name in given if name not in known)
+        if unknown:
+            raise SinkConfigurationError(
+                f"{where}: unknown parameter(s) {', '.join(map(repr, unknown))} for preset "
+                f"{self.name}; parameters: {', '.join(known)}"
+            )
+        values: dict[str, str] = {}
+        for name, parameter in known.items():
+            value = given.get(name, parameter.default)
+            if value is None:
+                raise SinkConfigurationError(
+                    f"{where}.{name}: preset {self.name} needs it: {parameter.description}"
+                )
+            if not isinstance(value, str) or not value:
+                raise SinkConfigurationError(f"{where}.{name}: must be a non-empty string")
+            values[name] = value
+        resolved: dict[str, Any] = _substitute(self.config, values)
+        return resolved
+
+
+def _placeholders(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return _PLACEHOLDER.findall(value)
+    if isinstance(value, Mapping):
+        return [name for item in value.values() for name in _placeholders(item)]
+    if isinstance(value, list):
+        return [name for item in value for name in _placeholders(item)]
+    return []
+
+
+def _substitute(value: Any, values: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        return _PLACEHOLDER.sub(lambda match: values[match.group(1)], value)
+    if isinstance(value, Mapping):
+        return {key: _substitute(item, values) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_substitute(item, values) for item in value]
+    return value
+
+
+# -- the parts of a (resolved) preset config ---------------------------------------------------
+
+
+def _url(value: Any, where: str) -> str:
+    parts = urllib.parse.urlsplit(value if isinstance(value, str) else "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SinkConfigurationError(f"{where}: must be an http:// or https:// URL")
+    return str(value)
+
+
+def _method(value: Any, where: str) -> str:
+    method = value.upper() if isinstance(value, str) else value
+    if method not in _METHODS:
+        raise SinkConfigurationError(f"{where}: must be one of {', '.join(_METHODS)}")
+    return str(method)
+
+
+def _count(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SinkConfigurationError(f"{where}: must be an integer >= 1 (got {value!r})")
+    return value
+
+
+def _unknown(spec: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    unknown = sorted(str(key) for key in spec if key not in allowed)
+    if unknown:
+        raise SinkConfigurationError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class DeleteParts:
+    """The request that deletes records (for ``mirror`` syncs)."""
+
+    url: str
+    method: str
+    template: RequestTemplate
+    max_records_per_request: int | None
+    max_body_bytes: int | None
+    results: ResultsSpec
+
+    @classmethod
+    def parse(cls, spec: Any, *, where: str) -> DeleteParts:
+        """Validate a ``delete`` block.
+
+        Raises:
+            SinkConfigurationError: A key is unknown, missing or invalid (it is named).
+        """
+        if not isinstance(spec, Mapping):
+            raise SinkConfigurationError(f"{where}: must be a mapping")
+        _unknown(spec, _DELETE_KEYS, where)
+        return cls(
+            url=_url(spec.get("url"), f"{where}.url"),
+            method=_method(spec.get("method", "POST"), f"{where}.method"),
+            template=RequestTemplate.parse(spec.get("template"), where=f"{where}.template"),
+            max_records_per_request=_count(
+                spec.get("max_records_per_request"), f"{where}.max_records_per_request"
+            ),
+            max_body_bytes=_count(spec.get("max_body_bytes"), f"{where}.max_body_bytes"),
+            results=ResultsSpec.parse(spec.get("results"), where=f"{where}.results"),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class PresetParts:
+    """A resolved preset config, parsed into the building blocks the delivery loop uses."""
+
+    url: str
+    method: str
+    auth: Mapping[str, Any] | None
+    template: RequestTemplate
+    max_records_per_request: int | None
+    max_body_bytes: int | None
+    max_requests_per_second: float | None
+    rate_limit_headers: RateLimitHeaders
+    results: ResultsSpec
+    delete: DeleteParts | None
+
+    @classmethod
+    def parse(cls, config: Mapping[str, Any], *, where: str = "config") -> PresetParts:
+        """Validate a resolved preset config (or a user's config in the same shape).
+
+        Args:
+            config: The config (see the preset files).
+            where: Its place in the configuration, the start of every error path.
+
+        Returns:
+            The parts.
+
+        Raises:
+            SinkConfigurationError: A key is unknown, missing or invalid (it is named).
+        """
+        _unknown(config, _CONFIG_KEYS, where)
+        auth = config.get("auth")
+        if auth is not None and (
+            not isinstance(auth, Mapping) or auth.get("type") not in AUTH_TYPES
+        ):
+            raise SinkConfigurationError(
+                f"{where}.auth.type: must be one of {', '.join(AUTH_TYPES)}"
+            )
+        rate = config.get("max_requests_per_second")
+        if rate is not None and (
+            isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0
+        ):
+            raise SinkConfigurationError(
+                f"{where}.max_requests_per_second: must be a number > 0 (got {rate!r})"
+            )
+        delete = config.get("delete")
+        return cls(
+            url=_url(config.get("url"), f"{where}.url"),
+            method=_method(config.get("method", "POST"), f"{where}.method"),
+            auth=dict(auth) if auth is not None else None,
+            template=RequestTemplate.parse(config.get("template"), where=f"{where}.template"),
+            max_records_per_request=_count(
+                config.get("max_records_per_request"), f"{where}.max_records_per_request"
+            ),
+            max_body_bytes=_count(config.get("max_body_bytes"), f"{where}.max_body_bytes"),
+            max_requests_per_second=float(rate) if rate is not None else None,
+            rate_limit_headers=RateLimitHeaders.parse(
+                config.get("rate_limit_headers"), where=f"{where}.rate_limit_headers"
+            ),
+            results=ResultsSpec.parse(config.get("results"), where=f"{where}.results"),
+            delete=DeleteParts.parse(delete, where=f"{where}.delete")
+            if delete is not None
+            else None,
+        )

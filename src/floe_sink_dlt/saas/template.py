@@ -1,0 +1,952 @@
+"""Request templates: the JSON shape of one record and of a request, compiled to Arrow.
+
+How the delivery loop calls it
+------------------------------
+Parse the template when the destination is configured, compile it once per Arrow schema (this
+needs no data, so ``validate`` and ``plan`` report template errors too), then encode batches::
+
+    template = RequestTemplate.parse(config["template"])   # shape errors, naming the field
+    compiled = template.compile(schema)                     # column and type errors
+    bad = compiled.required_nulls(batch)                    # rows to reject unsent, or None
+    records = compiled.encode_records(batch)                # one JSON text per row
+    body = compiled.body(records)                           # the request body (bytes)
+
+``records`` may be cut into several requests first (:mod:`floe_sink_dlt.saas.splitting`): the
+body of ``n`` records is ``compiled.envelope_bytes`` plus their lengths plus ``n - 1`` commas.
+Every step is a handful of ``pyarrow.compute`` calls over whole columns (no Python per row); the
+values are written as :mod:`floe_sink_dlt.json_encoding` says.
+
+The template language (YAML or any mapping)
+-------------------------------------------
+A template has a ``record`` (the shape of one record), and optionally ``records_key`` (where the
+records go: a key, or a list of keys for a nested place; without it the body is a bare JSON
+array) and ``envelope`` (constants beside the records)::
+
+    template:
+      records_key: inputs                   # {"inputs": [...records...]}
+      envelope: {allOrNone: false}          # ... and {"allOrNone": false} beside them
+      record:
+        idProperty: email                   # a constant (any YAML scalar)
+        id: {column: email, as: string, required: true}
+        properties: {remaining: {as: string, on_null: omit}}
+
+A node of ``record`` is one of:
+
+``{column: NAME}``
+    The value of a column of the (mapped) table. Options: ``as`` (a conversion, below),
+    ``on_null: omit`` (leave the key out of its object where the value is JSON ``null``;
+    default ``null``: write ``null``), ``required: true`` (a row whose value is ``null`` is
+    invalid: :meth:`CompiledTemplate.required_nulls` finds it, so it can be rejected without
+    a request).
+``{const: VALUE}``, or a plain scalar (string, number, boolean, ``null``)
+    A constant, written as is (``{const: ...}`` takes any JSON value, mappings included).
+a mapping of keys to nodes
+    A nested object. ``{object: {...}, remaining: ...}`` is the same with the columns the
+    template references nowhere else appended (use it when a key is named ``column``,
+    ``const``, ``object`` or ``remaining``).
+``{remaining: true}`` or ``{remaining: {as: ..., on_null: omit, except: [...]}}``
+    An object of every column of the table that no ``column`` node references, keyed by the
+    column name (at most one ``remaining`` per template).
+a list of nodes
+    A JSON array.
+
+Conversions (``as``): ``string`` (any type: values JSON writes as strings stay as they are,
+others become the string of their JSON text: ``12`` -> ``"12"``, ``true`` -> ``"true"``),
+``integer`` (from integers, booleans, integral floats and decimals, numeric strings),
+``number`` (from numbers, decimals, booleans, numeric strings), ``boolean`` (from booleans,
+integers (non-zero is true), the strings ``true``/``false``/``1``/``0``), ``epoch_ms``
+(timestamps and dates as integer milliseconds since 1970-01-01 UTC, rounded down; a timestamp
+without a time zone is taken as UTC).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Final, TypeAlias
+
+import attrs
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from floe_sink.errors import ErrorCategory, SinkConfigurationError, SinkWriteError
+from floe_sink_dlt.json_encoding import encode_text, encode_values, join_rows
+
+__all__ = [
+    "CONVERSIONS",
+    "ColumnNode",
+    "CompiledTemplate",
+    "ConstNode",
+    "ListNode",
+    "Node",
+    "ObjectNode",
+    "RemainingColumns",
+    "RequestTemplate",
+    "TemplateValueError",
+]
+
+CONVERSIONS: Final = ("string", "integer", "number", "boolean", "epoch_ms")
+"""The values of ``as``."""
+
+_DIRECTIVES: Final = frozenset({"column", "const", "object", "remaining"})
+_COLUMN_KEYS: Final = frozenset({"column", "as", "on_null", "required"})
+_REMAINING_KEYS: Final = frozenset({"as", "on_null", "except"})
+_TEMPLATE_KEYS: Final = frozenset({"record", "records_key", "envelope"})
+_ON_NULL: Final = ("null", "omit")
+_MAX_LISTED_COLUMNS: Final = 30
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_RECORDS_MARKER: Final = "\x00floe-sink:records\x00"
+
+
+class TemplateValueError(SinkWriteError):
+    """Raised when a column's values cannot be converted as its ``as`` asks.
+
+    Permanent: the same rows fail the same way. The message names the template field and the
+    column, never the values.
+    """
+
+    default_category = ErrorCategory.PERMANENT
+
+
+# -- the parsed template ----------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ConstNode:
+    """A constant JSON value."""
+
+    value: Any
+    where: str
+
+
+@attrs.frozen(kw_only=True)
+class ColumnNode:
+    """The value of one column, optionally converted."""
+
+    name: str
+    convert: str | None = None
+    omit_null: bool = False
+    required: bool = False
+    where: str
+
+
+@attrs.frozen(kw_only=True)
+class RemainingColumns:
+    """The columns no ``column`` node references, as members of an object."""
+
+    convert: str | None = None
+    omit_null: bool = False
+    exclude: tuple[str, ...] = ()
+    where: str
+
+
+@attrs.frozen(kw_only=True)
+class ObjectNode:
+    """A JSON object: fixed members, then (optionally) the remaining columns."""
+
+    fields: tuple[tuple[str, Node], ...]
+    remaining: RemainingColumns | None = None
+    where: str
+
+
+@attrs.frozen(kw_only=True)
+class ListNode:
+    """A JSON array of nodes."""
+
+    items: tuple[Node, ...]
+    where: str
+
+
+Node: TypeAlias = ConstNode | ColumnNode | ObjectNode | ListNode
+
+
+@attrs.frozen(kw_only=True)
+class RequestTemplate:
+    """A parsed, schema-independent template: :meth:`parse` it, :meth:`compile` it per schema."""
+
+    record: Node
+    records_key: tuple[str, ...] = ()
+    envelope: Mapping[str, Any] = attrs.field(factory=dict)
+    where: str = "config.template"
+    prefix: bytes = b"["
+    """The body's bytes before the first record."""
+    suffix: bytes = b"]"
+    """The body's bytes after the last record."""
+
+    @classmethod
+    def parse(cls, spec: Any, *, where: str = "config.template") -> RequestTemplate:
+        """Check the shape of a template (see the module docstring) without any schema.
+
+        Args:
+            spec: The template as loaded from YAML: a mapping with ``record`` and optionally
+                ``records_key`` and ``envelope``.
+            where: The template's place in the configuration, the start of every error path.
+
+        Returns:
+            The parsed template.
+
+        Raises:
+            SinkConfigurationError: The template is malformed; the message starts with the
+                path of the offending field (``config.template.record.id: ...``).
+        """
+        if not isinstance(spec, Mapping):
+            raise _error(where, "must be a mapping with 'record' (and 'records_key', 'envelope')")
+        _check_keys(spec, _TEMPLATE_KEYS, where, "a template")
+        if "record" not in spec:
+            raise _error(where, "needs 'record': the shape of one record")
+        record = _parse_node(spec["record"], f"{where}.record", in_object=False)
+        _check_single_remaining(record)
+
+        raw_key = spec.get("records_key")
+        records_key: tuple[str, ...]
+        if raw_key is None:
+            records_key = ()
+        elif isinstance(raw_key, str) and raw_key:
+            records_key = (raw_key,)
+        elif (
+            isinstance(raw_key, list)
+            and raw_key
+            and all(isinstance(key, str) and key for key in raw_key)
+        ):
+            records_key = tuple(raw_key)
+        else:
+            raise _error(
+                f"{where}.records_key", "must be a non-empty key, or a list of keys (a path)"
+            )
+
+        envelope = spec.get("envelope")
+        if envelope is None:
+            envelope = {}
+        if not isinstance(envelope, Mapping):
+            raise _error(f"{where}.envelope", "must be a mapping of constants")
+        _check_json(envelope, f"{where}.envelope")
+        if envelope and not records_key:
+            raise _error(
+                f"{where}.envelope",
+                "needs 'records_key': without it the body is a bare array, with no room for "
+                "constants beside the records",
+            )
+        prefix, suffix = _envelope_bytes(envelope, records_key, where)
+        return cls(
+            record=record,
+            records_key=records_key,
+            envelope=dict(envelope),
+            where=where,
+            prefix=prefix,
+            suffix=suffix,
+        )
+
+    def problems(self, schema: pa.Schema) -> list[str]:
+        """Every reason the template cannot be compiled for ``schema`` (empty when it can).
+
+        Args:
+            schema: The Arrow schema of the batches, after the field mapping.
+
+        Returns:
+            One message per problem, each starting with the field's path.
+        """
+        return _Binder(schema).check(self.record)
+
+    def compile(self, schema: pa.Schema) -> CompiledTemplate:
+        """Bind the template to ``schema`` and build its Arrow operations.
+
+        Args:
+            schema: The Arrow schema of the batches, after the field mapping.
+
+        Returns:
+            The compiled template.
+
+        Raises:
+            SinkConfigurationError: A column is missing or cannot be converted as asked; the
+                message lists every problem, each with its field's path.
+        """
+        binder = _Binder(schema)
+        problems = binder.check(self.record)
+        if problems:
+            raise SinkConfigurationError("; ".join(problems))
+        pieces = _merge(binder.pieces(self.record))
+        required = tuple(binder.required)
+        return CompiledTemplate(
+            schema=schema,
+            columns=tuple(binder.used),
+            prefix=self.prefix,
+            suffix=self.suffix,
+            pieces=tuple(pieces),
+            required=required,
+        )
+
+
+# -- the compiled template --------------------------------------------------------------------
+
+_Leaf: TypeAlias = Callable[[pa.RecordBatch], pa.Array]
+_Piece: TypeAlias = str | _Leaf
+
+
+@attrs.frozen(kw_only=True)
+class CompiledTemplate:
+    """A template bound to one schema: encodes its batches. Thread-safe (holds no state)."""
+
+    schema: pa.Schema
+    columns: tuple[str, ...]
+    """The columns the template reads (referenced and remaining), in schema order."""
+    prefix: bytes
+    suffix: bytes
+    pieces: tuple[_Piece, ...] = attrs.field(repr=False)
+    required: tuple[tuple[str, _Leaf], ...] = attrs.field(repr=False)
+
+    @property
+    def envelope_bytes(self) -> int:
+        """The bytes a body has besides its records and the commas between them."""
+        return len(self.prefix) + len(self.suffix)
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        """The columns of ``required: true`` nodes."""
+        return tuple(name for name, _ in self.required)
+
+    def encode_records(self, batch: pa.RecordBatch) -> pa.Array:
+        """One JSON text per row of ``batch``, shaped by the template.
+
+        Args:
+            batch: Rows with the schema the template was compiled for.
+
+        Returns:
+            A string array without nulls, as long as the batch.
+
+        Raises:
+            ValueError: ``batch`` has another schema.
+            TemplateValueError: A conversion (``as``) failed for some value; the message names
+                the field and the column, not the values.
+        """
+        self._check(batch)
+        return _evaluate(self.pieces, batch)
+
+    def body(self, records: pa.Array) -> bytes:
+        """The request body around ``records`` (from :meth:`encode_records`, maybe a slice).
+
+        Args:
+            records: JSON texts of records.
+
+        Returns:
+            The body: envelope, the records joined by commas.
+        """
+        return join_rows(records, prefix=self.prefix, suffix=self.suffix)
+
+    def encode(self, batch: pa.RecordBatch) -> bytes:
+        """The request body of ``batch`` as one request (``body(encode_records(batch))``).
+
+        Raises:
+            ValueError: ``batch`` has another schema.
+            TemplateValueError: A conversion failed for some value.
+        """
+        return self.body(self.encode_records(batch))
+
+    def required_nulls(self, batch: pa.RecordBatch) -> pa.Array | None:
+        """Where a ``required`` field would be ``null``: the rows to reject without sending.
+
+        Args:
+            batch: Rows with the schema the template was compiled for.
+
+        Returns:
+            A boolean array (true for an invalid row), or ``None`` when the template has no
+            required field. The required fields' conversions run here and again when
+            encoding (they are usually one id column).
+
+        Raises:
+            ValueError: ``batch`` has another schema.
+            TemplateValueError: A conversion failed for some value.
+        """
+        if not self.required:
+            return None
+        self._check(batch)
+        mask: pa.Array | None = None
+        for _, leaf in self.required:
+            nulls = pc.is_null(leaf(batch))
+            mask = nulls if mask is None else pc.or_(mask, nulls)
+        return mask
+
+    def _check(self, batch: pa.RecordBatch) -> None:
+        if not batch.schema.equals(self.schema, check_metadata=False):
+            raise ValueError(
+                "the batch's schema is not the one the template was compiled for: "
+                f"columns {batch.schema.names} vs {self.schema.names}"
+            )
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+def _error(where: str, problem: str) -> SinkConfigurationError:
+    return SinkConfigurationError(f"{where}: {problem}")
+
+
+def _child(where: str, key: str) -> str:
+    return f"{where}.{key}" if _PLAIN_KEY.fullmatch(key) else f"{where}[{json.dumps(key)}]"
+
+
+def _check_keys(spec: Mapping[Any, Any], allowed: frozenset[str], where: str, what: str) -> None:
+    unknown = sorted(str(key) for key in spec if key not in allowed)
+    if unknown:
+        raise _error(
+            where,
+            f"unknown key(s) {', '.join(map(repr, unknown))} in {what}; "
+            f"allowed: {', '.join(sorted(allowed))}",
+        )
+
+
+def _check_json(value: Any, where: str) -> None:
+    """Refuse values that have no JSON form (a template constant is written as is)."""
+    if value is None or isinstance(value, bool | int | str):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _error(where, f"{value!r} has no JSON form")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _error(where, f"keys must be strings (got {key!r})")
+            _check_json(item, _child(where, key))
+        return
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_json(item, f"{where}[{index}]")
+        return
+    raise _error(where, f"a {type(value).__name__} has no JSON form")
+
+
+def _parse_node(spec: Any, where: str, *, in_object: bool) -> Node:
+    if spec is None or isinstance(spec, bool | int | float | str):
+        _check_json(spec, where)
+        return ConstNode(value=spec, where=where)
+    if isinstance(spec, list):
+        return ListNode(
+            items=tuple(
+                _parse_node(item, f"{where}[{index}]", in_object=False)
+                for index, item in enumerate(spec)
+            ),
+            where=where,
+        )
+    if not isinstance(spec, Mapping):
+        raise _error(where, f"must be a constant, a mapping or a list (got {type(spec).__name__})")
+    for key in spec:
+        if not isinstance(key, str):
+            raise _error(where, f"keys must be strings (got {key!r})")
+    if "column" in spec:
+        return _parse_column(spec, where, in_object=in_object)
+    if "const" in spec:
+        _check_keys(spec, frozenset({"const"}), where, "a constant ({const: ...})")
+        _check_json(spec["const"], f"{where}.const")
+        return ConstNode(value=copy.deepcopy(spec["const"]), where=where)
+    if "object" in spec or "remaining" in spec:
+        _check_keys(spec, frozenset({"object", "remaining"}), where, "an object")
+        fields = spec.get("object") or {}
+        if not isinstance(fields, Mapping):
+            raise _error(f"{where}.object", "must be a mapping of keys to template nodes")
+        remaining = (
+            _parse_remaining(spec["remaining"], f"{where}.remaining")
+            if "remaining" in spec
+            else None
+        )
+        return _parse_object(fields, where, remaining)
+    return _parse_object(spec, where, None)
+
+
+def _parse_object(
+    fields: Mapping[Any, Any], where: str, remaining: RemainingColumns | None
+) -> ObjectNode:
+    parsed: list[tuple[str, Node]] = []
+    for key, value in fields.items():
+        if not isinstance(key, str):
+            raise _error(where, f"keys must be strings (got {key!r})")
+        parsed.append((key, _parse_node(value, _child(where, key), in_object=True)))
+    return ObjectNode(fields=tuple(parsed), remaining=remaining, where=where)
+
+
+def _parse_column(spec: Mapping[str, Any], where: str, *, in_object: bool) -> ColumnNode:
+    _check_keys(spec, _COLUMN_KEYS, where, "a column reference")
+    name = spec["column"]
+    if not isinstance(name, str) or not name:
+        raise _error(f"{where}.column", "must be a column name (a non-empty string)")
+    convert = _parse_conversion(spec.get("as"), f"{where}.as")
+    omit_null = _parse_on_null(spec.get("on_null"), f"{where}.on_null")
+    if omit_null and not in_object:
+        raise _error(
+            f"{where}.on_null",
+            "'omit' leaves a key out of its object: it applies only to a member of an object",
+        )
+    required = spec.get("required", False)
+    if not isinstance(required, bool):
+        raise _error(f"{where}.required", f"must be true or false (got {required!r})")
+    if required and omit_null:
+        raise _error(where, "'required: true' and 'on_null: omit' contradict each other")
+    return ColumnNode(
+        name=name, convert=convert, omit_null=omit_null, required=required, where=where
+    )
+
+
+def _parse_remaining(spec: Any, where: str) -> RemainingColumns:
+    if spec is True:
+        return RemainingColumns(where=where)
+    if not isinstance(spec, Mapping):
+        raise _error(where, "must be true or a mapping with 'as', 'on_null', 'except'")
+    _check_keys(spec, _REMAINING_KEYS, where, "remaining")
+    exclude = spec.get("except") or []
+    if not isinstance(exclude, list) or not all(isinstance(name, str) for name in exclude):
+        raise _error(f"{where}.except", "must be a list of column names")
+    return RemainingColumns(
+        convert=_parse_conversion(spec.get("as"), f"{where}.as"),
+        omit_null=_parse_on_null(spec.get("on_null"), f"{where}.on_null"),
+        exclude=tuple(exclude),
+        where=where,
+    )
+
+
+def _parse_conversion(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if value not in CONVERSIONS:
+        raise _error(where, f"must be one of {', '.join(CONVERSIONS)} (got {value!r})")
+    return str(value)
+
+
+def _parse_on_null(value: Any, where: str) -> bool:
+    if value is None:
+        return False
+    if value not in _ON_NULL:
+        raise _error(where, f"must be one of {', '.join(_ON_NULL)} (got {value!r})")
+    return bool(value == "omit")
+
+
+def _walk(node: Node) -> Iterator[Node]:
+    yield node
+    if isinstance(node, ObjectNode):
+        for _, child in node.fields:
+            yield from _walk(child)
+    elif isinstance(node, ListNode):
+        for child in node.items:
+            yield from _walk(child)
+
+
+def _check_single_remaining(record: Node) -> None:
+    places = [
+        node.remaining.where
+        for node in _walk(record)
+        if isinstance(node, ObjectNode) and node.remaining is not None
+    ]
+    if len(places) > 1:
+        raise _error(
+            places[1],
+            f"a template has at most one 'remaining' (the first is at {places[0]})",
+        )
+
+
+def _envelope_bytes(
+    envelope: Mapping[str, Any], records_key: tuple[str, ...], where: str
+) -> tuple[bytes, bytes]:
+    if not records_key:
+        return b"[", b"]"
+    document: dict[str, Any] = copy.deepcopy(dict(envelope))
+    node = document
+    path = f"{where}.envelope"
+    for key in records_key[:-1]:
+        path = _child(path, key)
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise _error(path, "is a constant, so the records cannot be put inside it")
+        node = child
+    if records_key[-1] in node:
+        raise _error(
+            _child(path, records_key[-1]),
+            "is where records_key puts the records; it cannot also be a constant",
+        )
+    node[records_key[-1]] = _RECORDS_MARKER
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    before, marker, after = text.partition(json.dumps(_RECORDS_MARKER))
+    if not marker or json.dumps(_RECORDS_MARKER) in after:  # pragma: no cover - defensive
+        raise _error(f"{where}.envelope", "contains floe-sink's internal records marker")
+    return (before + "[").encode(), ("]" + after).encode()
+
+
+# -- binding to a schema and building the Arrow operations -----------------------------------
+
+
+def _value_type(type_: pa.DataType) -> pa.DataType:
+    return type_.value_type if pa.types.is_dictionary(type_) else type_
+
+
+def _is_text(type_: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(type_)
+        or pa.types.is_large_string(type_)
+        or pa.types.is_string_view(type_)
+    )
+
+
+def _writes_string(type_: pa.DataType) -> bool:
+    """Whether :func:`encode_values` writes values of ``type_`` as JSON strings."""
+    type_ = _value_type(type_)
+    return bool(
+        _is_text(type_)
+        or pa.types.is_timestamp(type_)
+        or pa.types.is_date(type_)
+        or pa.types.is_time(type_)
+        or pa.types.is_decimal(type_)
+        or pa.types.is_binary(type_)
+        or pa.types.is_large_binary(type_)
+        or pa.types.is_fixed_size_binary(type_)
+        or pa.types.is_binary_view(type_)
+    )
+
+
+def _is_plain_json(type_: pa.DataType) -> bool:
+    """Whether the JSON text of ``type_``'s values needs no escaping inside a string."""
+    type_ = _value_type(type_)
+    return bool(
+        pa.types.is_integer(type_) or pa.types.is_floating(type_) or pa.types.is_boolean(type_)
+    )
+
+
+def _accepts(convert: str, type_: pa.DataType) -> bool:
+    type_ = _value_type(type_)
+    if convert == "string" or pa.types.is_null(type_):
+        return True
+    number = pa.types.is_integer(type_) or pa.types.is_floating(type_)
+    if convert in ("integer", "number"):
+        return bool(
+            number or pa.types.is_boolean(type_) or pa.types.is_decimal(type_) or _is_text(type_)
+        )
+    if convert == "boolean":
+        return bool(pa.types.is_boolean(type_) or pa.types.is_integer(type_) or _is_text(type_))
+    return bool(pa.types.is_timestamp(type_) or pa.types.is_date(type_))  # epoch_ms
+
+
+_ACCEPTED = {
+    "integer": "integers, booleans, floats, decimals or strings",
+    "number": "integers, booleans, floats, decimals or strings",
+    "boolean": "booleans, integers or strings",
+    "epoch_ms": "timestamps or dates",
+}
+
+
+class _Binder:
+    """Binds the nodes of one template to one schema: checks them, then builds pieces."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.names = list(schema.names)
+        self.index = {name: position for position, name in enumerate(self.names)}
+        self.used: list[str] = []
+        self.required: list[tuple[str, _Leaf]] = []
+        self._remaining: list[str] = []
+
+    # checks
+
+    def check(self, record: Node) -> list[str]:
+        problems: list[str] = []
+        if len(set(self.names)) != len(self.names):
+            duplicated = sorted({name for name in self.names if self.names.count(name) > 1})
+            problems.append(
+                f"the table has duplicated column names ({', '.join(map(repr, duplicated))})"
+            )
+            return problems
+        referenced = {node.name for node in _walk(record) if isinstance(node, ColumnNode)}
+        for node in _walk(record):
+            if isinstance(node, ColumnNode):
+                problems.extend(self._check_column(node))
+            elif isinstance(node, ObjectNode) and node.remaining is not None:
+                problems.extend(self._check_remaining(node, referenced))
+        used = referenced | set(self._remaining)
+        self.used = [name for name in self.names if name in used]
+        return problems
+
+    def _columns_text(self) -> str:
+        shown = ", ".join(self.names[:_MAX_LISTED_COLUMNS])
+        more = len(self.names) - _MAX_LISTED_COLUMNS
+        return shown + (f", ... ({more} more)" if more > 0 else "") if self.names else "(none)"
+
+    def _check_column(self, node: ColumnNode) -> list[str]:
+        if node.name not in self.index:
+            return [
+                f"{node.where}: column {node.name!r} is not in the table; "
+                f"columns: {self._columns_text()}"
+            ]
+        if node.convert is not None:
+            type_ = self.schema.field(node.name).type
+            if not _accepts(node.convert, type_):
+                return [
+                    f"{node.where}: 'as: {node.convert}' needs {_ACCEPTED[node.convert]}; "
+                    f"column {node.name!r} is {type_}"
+                ]
+        return []
+
+    def _check_remaining(self, node: ObjectNode, referenced: set[str]) -> list[str]:
+        remaining = node.remaining
+        assert remaining is not None
+        problems = [
+            f"{remaining.where}.except: column {name!r} is not in the table; "
+            f"columns: {self._columns_text()}"
+            for name in remaining.exclude
+            if name not in self.index
+        ]
+        excluded = set(remaining.exclude)
+        self._remaining = [
+            name for name in self.names if name not in referenced and name not in excluded
+        ]
+        keys = {key for key, _ in node.fields}
+        for name in self._remaining:
+            if name in keys:
+                problems.append(
+                    f"{node.where}: key {name!r} is both a member of the object and a remaining "
+                    "column; rename the member or add the column to 'except'"
+                )
+            if remaining.convert is not None:
+                type_ = self.schema.field(name).type
+                if not _accepts(remaining.convert, type_):
+                    problems.append(
+                        f"{remaining.where}: 'as: {remaining.convert}' needs "
+                        f"{_ACCEPTED[remaining.convert]}; column {name!r} is {type_}"
+                    )
+        return problems
+
+    # building
+
+    def pieces(self, node: Node) -> list[_Piece]:
+        if isinstance(node, ConstNode):
+            return [_dumps(node.value)]
+        if isinstance(node, ColumnNode):
+            leaf = self._leaf(node.name, node.convert, node.where)
+            if node.required:
+                self.required.append((node.name, leaf))
+            return [_filled(leaf)]
+        if isinstance(node, ListNode):
+            pieces: list[_Piece] = ["["]
+            for position, item in enumerate(node.items):
+                if position:
+                    pieces.append(",")
+                pieces.extend(self.pieces(item))
+            pieces.append("]")
+            return pieces
+        return self._object(node)
+
+    def _object(self, node: ObjectNode) -> list[_Piece]:
+        # (key, pieces of the value, a nullable leaf when the member may be left out)
+        members: list[tuple[str, list[_Piece], _Leaf | None]] = []
+        for key, child in node.fields:
+            if isinstance(child, ColumnNode) and child.omit_null:
+                leaf = self._leaf(child.name, child.convert, child.where)
+                members.append((key, [], leaf))
+            else:
+                members.append((key, self.pieces(child), None))
+        if node.remaining is not None:
+            remaining = node.remaining
+            for name in self._remaining:
+                leaf = self._leaf(name, remaining.convert, remaining.where)
+                members.append(
+                    (name, [], leaf) if remaining.omit_null else (name, [_filled(leaf)], None)
+                )
+        if all(optional is None for _, _, optional in members):
+            # no member is ever left out: the object is plain text around its values
+            flat: list[_Piece] = ["{"]
+            for position, (key, value, _) in enumerate(members):
+                flat.append(("," if position else "") + _dumps(key) + ":")
+                flat.extend(value)
+            flat.append("}")
+            return flat
+        parts: list[_Leaf] = []
+        for key, value, optional in members:
+            opener = _dumps(key) + ":"
+            if optional is not None:
+                parts.append(_member(opener, optional))
+            else:
+                parts.append(_text_of(_merge([opener, *value])))
+        always_present = any(optional is None for _, _, optional in members)
+        return ["{", _joined(parts, always_present=always_present), "}"]
+
+    def _leaf(self, name: str, convert: str | None, where: str) -> _Leaf:
+        position = self.index[name]
+        type_ = self.schema.field(name).type
+        return _conversion_leaf(position, type_, convert, where=where, name=name)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _merge(pieces: Sequence[_Piece]) -> list[_Piece]:
+    """``pieces`` with adjacent constant texts merged (fewer, longer join arguments)."""
+    merged: list[_Piece] = []
+    for piece in pieces:
+        if isinstance(piece, str) and merged and isinstance(merged[-1], str):
+            merged[-1] = merged[-1] + piece
+        elif piece != "":
+            merged.append(piece)
+    return merged
+
+
+def _evaluate(pieces: Sequence[_Piece], batch: pa.RecordBatch) -> pa.Array:
+    if not pieces:  # pragma: no cover - a record always has at least one piece
+        return pa.repeat(pa.scalar(""), batch.num_rows)
+    if len(pieces) == 1:
+        only = pieces[0]
+        if isinstance(only, str):
+            return pa.repeat(pa.scalar(only), batch.num_rows)
+        return only(batch)
+    texts = [piece for piece in pieces if isinstance(piece, str)]
+    if len(texts) == len(pieces):
+        return pa.repeat(pa.scalar("".join(texts)), batch.num_rows)
+    arguments = [pa.scalar(piece) if isinstance(piece, str) else piece(batch) for piece in pieces]
+    return pc.binary_join_element_wise(*arguments, "")
+
+
+def _text_of(pieces: list[_Piece]) -> _Leaf:
+    frozen = tuple(pieces)
+
+    def text(batch: pa.RecordBatch) -> pa.Array:
+        return _evaluate(frozen, batch)
+
+    return text
+
+
+def _filled(leaf: _Leaf) -> _Leaf:
+    def filled(batch: pa.RecordBatch) -> pa.Array:
+        text = leaf(batch)
+        return pc.fill_null(text, "null") if text.null_count else text
+
+    return filled
+
+
+def _member(opener: str, leaf: _Leaf) -> _Leaf:
+    """``"key":value``, null where the value is JSON null (the member is left out there)."""
+    key = pa.scalar(opener)
+
+    def member(batch: pa.RecordBatch) -> pa.Array:
+        return pc.binary_join_element_wise(key, leaf(batch), "")
+
+    return member
+
+
+def _joined(parts: list[_Leaf], *, always_present: bool) -> _Leaf:
+    """The members joined by commas, the null ones (left-out members) skipped."""
+
+    def joined(batch: pa.RecordBatch) -> pa.Array:
+        arrays = [part(batch) for part in parts]
+        if not always_present:
+            # pyarrow drops the rows where every argument is null when skipping nulls
+            # (pyarrow 26): make one argument an empty text there, so that no row is lost.
+            empty = pc.is_null(arrays[0])
+            for array in arrays[1:]:
+                empty = pc.and_(empty, pc.is_null(array))
+            if pc.any(empty).as_py():
+                arrays[0] = pc.if_else(empty, "", arrays[0])
+        if len(arrays) == 1:
+            return arrays[0]
+        return pc.binary_join_element_wise(*arrays, ",", null_handling="skip")
+
+    return joined
+
+
+# -- conversions --------------------------------------------------------------------------------
+
+
+def _conversion_leaf(
+    position: int, type_: pa.DataType, convert: str | None, *, where: str, name: str
+) -> _Leaf:
+    """The JSON text of column ``position``, converted, with nulls where the JSON is null."""
+    if convert is None:
+        return lambda batch: encode_values(batch.column(position))
+    if convert == "string":
+        if _writes_string(type_):
+            return lambda batch: encode_values(batch.column(position))
+        if _is_plain_json(type_):
+            return lambda batch: _quote(encode_values(batch.column(position)))
+        return lambda batch: encode_text(encode_values(batch.column(position)))
+    convert_values = _CONVERTERS[convert]
+
+    def converted(batch: pa.RecordBatch) -> pa.Array:
+        column = batch.column(position)
+        if pa.types.is_dictionary(column.type):
+            column = column.dictionary_decode()
+        if pa.types.is_null(column.type):
+            return pa.nulls(len(column), pa.string())
+        try:
+            values = convert_values(column)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # Arrow's message quotes the value: raise outside, so that it is not chained
+        else:
+            return encode_values(values)
+        raise TemplateValueError(
+            f"{where}: column {name!r} has values that 'as: {convert}' cannot convert "
+            "(the values are not shown)"
+        )
+
+    return converted
+
+
+def _quote(text: pa.Array) -> pa.Array:
+    return pc.binary_join_element_wise('"', text, '"', "")
+
+
+def _finite(column: pa.Array) -> pa.Array:
+    return pc.if_else(pc.is_finite(column), column, pa.scalar(None, column.type))
+
+
+def _to_integer(column: pa.Array) -> pa.Array:
+    type_ = column.type
+    if pa.types.is_integer(type_):
+        return column
+    if pa.types.is_boolean(type_):
+        return pc.cast(column, pa.int8())
+    if pa.types.is_floating(type_):
+        column = _finite(column)
+    return pc.cast(column, pa.int64())
+
+
+def _to_number(column: pa.Array) -> pa.Array:
+    type_ = column.type
+    if pa.types.is_integer(type_) or pa.types.is_floating(type_):
+        return column
+    if pa.types.is_boolean(type_):
+        return pc.cast(column, pa.int8())
+    return pc.cast(column, pa.float64())
+
+
+def _to_boolean(column: pa.Array) -> pa.Array:
+    type_ = column.type
+    if pa.types.is_boolean(type_):
+        return column
+    if pa.types.is_integer(type_):
+        return pc.not_equal(column, 0)
+    return pc.cast(column, pa.bool_())
+
+
+_MS_PER_UNIT = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000), "ns": (1, 1_000_000)}
+
+
+def _to_epoch_ms(column: pa.Array) -> pa.Array:
+    type_ = column.type
+    if pa.types.is_date32(type_):
+        return pc.multiply(pc.cast(column.view(pa.int32()), pa.int64()), 86_400_000)
+    if pa.types.is_date64(type_):
+        return column.view(pa.int64())
+    # a zoned timestamp stores UTC; a naive one is taken as UTC: both are counts since epoch
+    ticks = pc.cast(column.view(pa.timestamp(type_.unit)), pa.int64())
+    multiply, divide = _MS_PER_UNIT[type_.unit]
+    if multiply != 1:
+        return pc.multiply(ticks, multiply)
+    if divide == 1:
+        return ticks
+    quotient = pc.divide(ticks, divide)  # truncates towards zero
+    below = pc.less(ticks, pc.multiply(quotient, divide))  # negative with a remainder
+    return pc.subtract(quotient, pc.cast(below, pa.int64()))
+
+
+_CONVERTERS: dict[str, Callable[[pa.Array], pa.Array]] = {
+    "integer": _to_integer,
+    "number": _to_number,
+    "boolean": _to_boolean,
+    "epoch_ms": _to_epoch_ms,
+}
