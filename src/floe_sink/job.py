@@ -361,6 +361,25 @@ def _check_columns(dest: Any, schema: pa.Schema) -> None:
         )
 
 
+def _check_keys(item: ConfiguredDestination, table: Any) -> None:
+    """Refuse NULL or repeated primary keys of a keyed write before anything is sent.
+
+    Reads only the key columns of the rows the destination would receive (its row filter
+    applies): a ``merge`` on such keys would invent or lose rows, or fail half-way.
+    """
+    from floe_sink.keys import check_primary_key
+    from floe_sink.source import plan_scan
+
+    key = item.sink_config.primary_key
+    if not key or item.sink_config.write_disposition != "merge":
+        return
+    dest = item.destination
+    keys = plan_scan(table, row_filter=getattr(dest, "row_filter", None), columns=key)
+    check_primary_key(
+        keys.reader(), key, destination=item.name, source_table=str(dest.source_table)
+    )
+
+
 def delivery_plan(dest: Any, sink_config: SinkConfig) -> str:
     """The fingerprint of what a delivery sends, and how: a resumed delivery must match it.
 
@@ -507,6 +526,7 @@ def prepare(
                 span.set_attribute("floe.source.table", scan.table_name)
                 span.set_attribute("floe.source.files", scan.files)
             _check_columns(dest, scan.schema)
+            _check_keys(item, table)
         except (SinkConfigurationError, PluginConflictError) as exc:
             problems.extend(_prefixed(dest.name, _problems_of(exc)))
             continue

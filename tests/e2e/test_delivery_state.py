@@ -296,3 +296,40 @@ def test_the_state_directory_stays_small_after_many_runs(
         assert db.execute("SELECT count(*) FROM floe_runs").fetchone() == (3,)
     with sqlite3.connect(database) as db:
         assert db.execute("SELECT count(*) FROM items").fetchone() == (50_000,)
+
+
+@pytest.mark.parametrize("problem", ["null", "duplicate"])
+def test_null_or_duplicate_merge_keys_are_refused_before_anything_is_sent(
+    floe_project: FloeProject, tmp_path: Path, problem: str
+) -> None:
+    project = floe_project
+    database = tmp_path / "dest.db"
+    project.secret("db", url=f"sqlite:///{database}")
+    ids: list[int | None] = list(range(100))
+    if problem == "null":
+        ids[4] = ids[6] = None
+    else:
+        ids[7] = ids[8] = 3
+    secret_email = "someone-private@example.com"
+    project.warehouse.write(
+        "gold.items",
+        pa.table({"id": pa.array(ids, pa.int64()), "email": [secret_email] * 100}),
+    )
+    merge = {
+        "name": "db",
+        "sink_type": "sql_database",
+        "connection_secret_ref": "db",
+        "source_table": "gold.items",
+        "config": {"table": "items"},
+        "write_disposition": "merge",
+        "primary_key": ["id"],
+    }
+    project.write_floe([merge])
+    message = project.run_job().assert_clean_error(2)
+    assert "'db'" in message
+    assert "primary_key id must be unique and never NULL" in message
+    assert ("2 rows" in message) if problem == "null" else ("3" in message)
+    assert secret_email not in message  # key values only, never other columns
+    assert not database.exists() or sqlite3.connect(database).execute(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'items'"
+    ).fetchone() == (0,)
