@@ -370,6 +370,11 @@ def schema(ctx: click.Context, kind: str) -> int:
     is_flag=True,
     help="Print OpenTelemetry spans on stderr (also FLOE_SINK_OTEL=console).",
 )
+@click.option(
+    "--ignore-guards",
+    is_flag=True,
+    help="Deliver even when a destination's guards (max_deletes, ...) would stop it.",
+)
 @_logging_options
 @click.pass_context
 def run(
@@ -383,6 +388,7 @@ def run(
     output: str,
     progress: bool | None,
     otel_console: bool,
+    ignore_guards: bool,
 ) -> int:
     """Send the source tables of FLOE_YAML's destinations to their sinks."""
     from floe_sink.otel import setup_tracing
@@ -400,6 +406,7 @@ def run(
             state_dir=state_dir,
             output=output,
             bar=bar,
+            ignore_guards=ignore_guards,
         )
     finally:
         if shutdown is not None:
@@ -416,6 +423,7 @@ def _run(
     state_dir: Path,
     output: str,
     bar: bool,
+    ignore_guards: bool = False,
 ) -> int:
     from opentelemetry import trace
 
@@ -469,7 +477,9 @@ def _run(
             for ready in prepared.ready:
                 if stop.requested:
                     break
-                outcomes.append(deliver(ready, manager, reporter, store=store))
+                outcomes.append(
+                    deliver(ready, manager, reporter, store=store, ignore_guards=ignore_guards)
+                )
         if stop.requested:
             raise DeliveryInterrupted(stop.signal_number)
         order = {dest.name: index for index, dest in enumerate(job.destinations)}
@@ -552,6 +562,210 @@ def _print_dry_run(reports: Sequence[Any], failed: Sequence[Any], output: str) -
     for outcome in failed:
         click.echo(_scrub(f"FAILED  {outcome.destination}: {'; '.join(outcome.result.errors)}"))
     click.echo("dry run: nothing was sent.")
+
+
+# -- plan, status, reset ------------------------------------------------------------------------
+
+_output_option = click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Plain text, or one JSON array on stdout.",
+)
+_destinations_option = click.option(
+    "--destination",
+    "-d",
+    "destinations",
+    multiple=True,
+    metavar="NAME",
+    help="Only this destination (repeatable); default: every enabled one.",
+)
+
+
+@cli.command()
+@_floe_yaml_argument
+@_manifest_option
+@_destinations_option
+@_secrets_dir_option
+@_state_dir_option
+@_output_option
+@_logging_options
+@click.pass_context
+def plan(
+    ctx: click.Context,
+    floe_yaml: Path,
+    manifest: Path | None,
+    destinations: tuple[str, ...],
+    secrets_dir: Path | None,
+    state_dir: Path,
+    output: str,
+) -> int:
+    """Show what a run would send to each destination, sending nothing and writing no state."""
+    from floe_sink.job import JobConfigurationError, configure, diff_of, guard_violations, prepare
+    from floe_sink.manager import get_plugin_manager
+    from floe_sink.state import sync_state_path
+
+    _apply_logging(ctx)
+    job = _load(floe_yaml, manifest, destinations)
+    manager = get_plugin_manager()
+    configured = configure(job, manager, secrets_dir=secrets_dir, state_dir=state_dir)
+    _scrub.add(configured.secrets)
+    try:
+        prepared = prepare(configured, manager, state_dir=state_dir)
+    except JobConfigurationError as exc:
+        _fail(exc.render())
+    records: list[dict[str, Any]] = []
+    for item in prepared.ready:
+        mode = item.sink_config.sync
+        record: dict[str, Any] = {"destination": item.name, "sync": mode}
+        if mode == "full":
+            rows = item.scan.estimated_rows
+            if rows is None:
+                rows = sum(batch.num_rows for batch in item.scan.reader())
+            record.update(inserts=rows, updates=0, deletes=0, unchanged=0, guard_violations=[])
+            record["sample"] = {"inserts": [], "updates": [], "deletes": []}
+        else:
+            work = state_dir / "tmp"
+            diff = diff_of(item, sync_state_path(state_dir, item.name), work)
+            try:
+                record.update(
+                    inserts=diff.inserts,
+                    updates=diff.updates,
+                    deletes=diff.deletes,
+                    unchanged=diff.unchanged,
+                    guard_violations=guard_violations(
+                        diff, getattr(item.destination, "guards", None)
+                    ),
+                    sample={kind: diff.sample(kind) for kind in ("inserts", "updates", "deletes")},
+                )
+            finally:
+                diff.close()
+        records.append(record)
+    for outcome in prepared.failed:
+        records.append({"destination": outcome.destination, "errors": outcome.result.errors})
+    if output == "json":
+        _echo_json(records)
+    else:
+        for record in records:
+            if "errors" in record:
+                click.echo(
+                    _scrub(f"FAILED  {record['destination']}: {'; '.join(record['errors'])}")
+                )
+                continue
+            click.echo(
+                f"{record['destination']} ({record['sync']}): {record['inserts']:,} inserts, "
+                f"{record['updates']:,} updates, {record['deletes']:,} deletes, "
+                f"{record['unchanged']:,} unchanged"
+            )
+            for kind, keys in record["sample"].items():
+                if keys:
+                    shown = ", ".join(json.dumps(key, default=str) for key in keys)
+                    click.echo(f"        {kind}: {shown}")
+            for violation in record["guard_violations"]:
+                click.echo(f"        STOP {violation}")
+        click.echo("plan: nothing was sent.")
+    return EXIT_OK
+
+
+_STATUS_FIELDS = (
+    "rows_delivered",
+    "rows_inserted",
+    "rows_updated",
+    "rows_deleted",
+    "rows_rejected",
+    "checksum",
+)
+
+
+@cli.command()
+@_floe_yaml_argument
+@_manifest_option
+@_destinations_option
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@_secrets_dir_option
+@_state_dir_option
+@_output_option
+@_logging_options
+@click.pass_context
+def status(
+    ctx: click.Context,
+    floe_yaml: Path,
+    manifest: Path | None,
+    destinations: tuple[str, ...],
+    limit: int,
+    secrets_dir: Path | None,
+    state_dir: Path,
+    output: str,
+) -> int:
+    """Show the run history of FLOE_YAML's destinations, most recent first."""
+    _apply_logging(ctx)
+    job = _load(floe_yaml, manifest, destinations)
+    names = [dest.name for dest in job.destinations] if destinations else None
+    runs: list[dict[str, Any]] = []
+    with _state_store(state_dir) as store:
+        for run_record in store.runs(limit=None):
+            if names is not None and run_record.destination not in names:
+                continue
+            result = run_record.result
+            runs.append(
+                {
+                    "destination": run_record.destination,
+                    "run_id": run_record.run_id,
+                    "started_at": run_record.started_at,
+                    "finished_at": run_record.finished_at,
+                    "success": run_record.success,
+                    "sync": run_record.sync,
+                    "snapshot_id": run_record.snapshot_id,
+                    **{
+                        field: result.get(field, "" if field == "checksum" else 0)
+                        for field in _STATUS_FIELDS
+                    },
+                }
+            )
+            if len(runs) >= limit:
+                break
+    if output == "json":
+        _echo_json(runs)
+        return EXIT_OK
+    if not runs:
+        click.echo("No runs recorded yet.")
+    for item in runs:
+        state = {True: "ok", False: "FAILED", None: "running"}[item["success"]]
+        click.echo(
+            f"{item['started_at']}  {state:<7} {item['destination']} ({item['sync']}): "
+            f"{item['rows_delivered']:,} delivered, {item['rows_inserted']:,} inserted, "
+            f"{item['rows_updated']:,} updated, {item['rows_deleted']:,} deleted"
+        )
+    return EXIT_OK
+
+
+@cli.command()
+@_floe_yaml_argument
+@_manifest_option
+@click.option("--destination", "-d", "destination", required=True, metavar="NAME")
+@_secrets_dir_option
+@_state_dir_option
+@_logging_options
+@click.pass_context
+def reset(
+    ctx: click.Context,
+    floe_yaml: Path,
+    manifest: Path | None,
+    destination: str,
+    secrets_dir: Path | None,
+    state_dir: Path,
+) -> int:
+    """Forget a destination's sync state: its next changes/mirror run sends every row."""
+    _apply_logging(ctx)
+    _load(floe_yaml, manifest, (destination,))
+    with _state_store(state_dir) as store, store.lock(destination):
+        store.forget(destination)
+    click.echo(
+        f"{destination}: sync state and unfinished deliveries forgotten; the next run "
+        "compares against nothing and sends every row."
+    )
+    return EXIT_OK
 
 
 # -- entry point ------------------------------------------------------------------------------

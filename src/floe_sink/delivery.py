@@ -116,6 +116,8 @@ class Delivery:
         self._acked: dict[int, BatchRecord] = (
             store.batches(self.delivery_id) if store is not None and resumed else {}
         )
+        self.batch_sizes: dict[int, int] = {}
+        """The batch size of each range of positions delivered (by its first position)."""
 
     def __repr__(self) -> str:
         return (
@@ -127,6 +129,15 @@ class Delivery:
         """The journal's record of batch ``position``, when the destination has it."""
         with self._lock:
             return self._acked.get(position)
+
+    def acknowledged_positions(self, start: int = 0, stop: int | None = None) -> list[int]:
+        """Positions the journal holds as acknowledged in ``[start, stop)``, sorted."""
+        with self._lock:
+            return sorted(
+                position
+                for position in self._acked
+                if position >= start and (stop is None or position < stop)
+            )
 
     @property
     def acknowledged_count(self) -> int:
@@ -203,6 +214,7 @@ def deliver_batches(
     checksum: Checksum | None = None,
     on_schema: Callable[[pa.Schema], None] | None = None,
     totals: DeliveryTotals | None = None,
+    first_position: int = 0,
 ) -> DeliveryTotals:
     """Map, batch, key and send ``data``, skipping what the journal holds; see the module doc.
 
@@ -220,6 +232,8 @@ def deliver_batches(
             for an empty delivery, when the schema is known).
         totals: Updated in place as batches are delivered, so that a caller still knows
             what was delivered when this raises.
+        first_position: The journal position of the first batch: a delivery's deletes use
+            their own range (:data:`floe_sink.sync.DELETE_POSITIONS`).
 
     Returns:
         The totals of the delivery.
@@ -233,6 +247,7 @@ def deliver_batches(
     from floe_sink.idempotency import idempotency_key
 
     totals = totals if totals is not None else DeliveryTotals()
+    delivery.batch_sizes[first_position] = batch_size
     schema, batches = mapped_batches(data, field_mapping)
     announced = False
 
@@ -246,7 +261,7 @@ def deliver_batches(
 
     def keyed() -> Iterator[tuple[int, str, pa.RecordBatch]]:
         rechunker = Rechunker(batch_size)
-        position = 0
+        position = first_position
         for mapped in batches:
             announce(mapped.schema)
             if checksum is not None:

@@ -103,6 +103,35 @@ class SinkConnectorSpec:
         """
 
     @hookspec(firstresult=True)
+    def delete(self, sink: Any, keys: Any, delivery: Delivery | None) -> EgressResult | None:
+        """Delete the rows with ``keys`` at ``sink``'s destination (``sync: mirror``).
+
+        Optional: only a plugin whose sinks can delete implements it; ``mirror`` is refused
+        for the others when the configuration is checked (a sink object may also say
+        ``supports_deletes = False``). ``keys`` is a ``pyarrow.Table`` of the primary-key
+        columns under their destination names (after ``field_mapping``); every key is one
+        that floe-sink delivered. ``delivery`` is the same journal as ``write``'s: pass it to
+        :func:`floe_sink.deliver_batches` with ``first_position=floe_sink.sync.DELETE_POSITIONS``
+        and no field mapping, so a resumed run does not repeat acknowledged delete batches.
+
+        Example::
+
+            @floe_sink.hookimpl
+            def delete(sink: WebhookSink, keys, delivery) -> floe_sink.EgressResult:
+                def send(batch, key):
+                    httpx.post(sink.url + "/delete", json=batch.to_pylist(),
+                               headers={"Idempotency-Key": key}).raise_for_status()
+                    return floe_sink.BatchReceipt(rows=batch.num_rows)
+
+                totals = floe_sink.deliver_batches(
+                    keys, delivery=delivery or floe_sink.Delivery("webhook"),
+                    batch_size=sink.batch_size, send=send,
+                    first_position=floe_sink.sync.DELETE_POSITIONS,
+                )
+                return floe_sink.EgressResult(success=True, rows_delivered=totals.rows)
+        """
+
+    @hookspec(firstresult=True)
     def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any] | None:
         """Return the read configuration of the Iceberg (Gold layer) source.
 

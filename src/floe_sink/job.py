@@ -261,6 +261,11 @@ def configure(job: Job, manager: Any, *, secrets_dir: Path | None, state_dir: Pa
             secret_values.extend(value.reveal() for value in secret.values())
             sink_config = _sink_config(dest, secret, state_dir=state_dir)
             sink = manager.create_sink(sink_config)
+            if sink_config.sync == "mirror" and not manager.supports_deletes(dest.sink_type, sink):
+                raise SinkConfigurationError(
+                    f"destination {dest.name!r}: sync: mirror deletes rows at the destination, "
+                    f"and sink type {dest.sink_type!r} cannot delete; use sync: changes"
+                )
         except (SinkConfigurationError, PluginConflictError) as exc:
             problems.extend(_prefixed(dest.name, _problems_of(exc)))
             continue
@@ -370,8 +375,9 @@ def _check_keys(item: ConfiguredDestination, table: Any) -> None:
     from floe_sink.keys import check_primary_key
     from floe_sink.source import plan_scan
 
-    key = item.sink_config.primary_key
-    if not key or item.sink_config.write_disposition != "merge":
+    config = item.sink_config
+    key = config.primary_key
+    if not key or (config.write_disposition != "merge" and config.sync == "full"):
         return
     dest = item.destination
     keys = plan_scan(table, row_filter=getattr(dest, "row_filter", None), columns=key)
@@ -596,12 +602,158 @@ def _stoppable(batches: Iterable[Any], stop: StopRequest) -> Iterator[Any]:
         yield batch
 
 
+def guard_violations(diff: Any, guards: Any) -> list[str]:
+    """The guards a diff would break, each named with the numbers (empty when none)."""
+    if guards is None:
+        return []
+    held = diff.state_rows
+    found: list[str] = []
+    if guards.max_deletes is not None and diff.deletes > guards.max_deletes:
+        found.append(
+            f"guard max_deletes: the run would delete {diff.deletes:,} rows, more than "
+            f"{guards.max_deletes:,}"
+        )
+    for name, count, what in (
+        ("max_delete_fraction", diff.deletes, "delete"),
+        ("max_update_fraction", diff.updates, "update"),
+    ):
+        limit = getattr(guards, name)
+        if limit is not None and held and count / held > limit:
+            found.append(
+                f"guard {name}: the run would {what} {count:,} of the {held:,} rows the "
+                f"destination holds from floe-sink ({count / held:.1%}), more than {limit:.1%}"
+            )
+    return found
+
+
+def diff_of(prepared: PreparedDestination, state_path: Path, work_dir: Path) -> Any:
+    """The change-aware diff of a prepared destination's snapshot against its sync state."""
+    from floe_sink.sync import compute_diff
+
+    config = prepared.sink_config
+    return compute_diff(
+        mode=config.sync,
+        scan=prepared.scan,
+        key_columns=list(config.primary_key or []),
+        field_mapping=config.field_mapping,
+        state_path=state_path,
+        work_dir=work_dir,
+        plan=delivery_plan(prepared.destination, config),
+    )
+
+
+def _deliver_changes(
+    prepared: PreparedDestination,
+    manager: Any,
+    reporter: Any,
+    store: StateStore,
+    *,
+    ignore_guards: bool,
+) -> EgressResult:
+    """Deliver what changed (``changes``/``mirror``) and fold the acknowledged part into the
+    sync state; see :mod:`floe_sink.sync`."""
+    from floe_sink.delivery import DeliveryInterrupted
+    from floe_sink.sync import read_state_info
+
+    delivery = prepared.delivery
+    assert delivery is not None
+    config = prepared.sink_config
+    path = store.sync_state_path(prepared.name)
+    info = read_state_info(path)
+    if delivery.resumed and info is not None and info.delivery_id == delivery.delivery_id:
+        # the killed run had folded this delivery into the state: it is done
+        return EgressResult(success=True, sync=config.sync, rows_unchanged=info.rows)
+    work_dir = Path(config.state_dir or DEFAULT_STATE_DIR) / "tmp"
+    diff = diff_of(prepared, path, work_dir)
+    try:
+        violations = guard_violations(diff, getattr(prepared.destination, "guards", None))
+        counts = {
+            "sync": config.sync,
+            "rows_inserted": diff.inserts,
+            "rows_updated": diff.updates,
+            "rows_deleted": 0,
+            "rows_unchanged": diff.unchanged,
+        }
+        if violations and not ignore_guards:
+            return EgressResult(success=False, errors=violations, **counts)
+        reader = reporter.track(prepared.name, diff.rows(), diff.to_send)
+        stop = delivery.stop
+        rows = pa.RecordBatchReader.from_batches(reader.schema, _stoppable(reader, stop))
+        deleted: EgressResult | None = None
+        try:
+            result = manager.write(
+                prepared.sink,
+                rows,
+                destination=prepared.name,
+                sink_type=prepared.sink_type,
+                delivery=delivery,
+            )
+            if result.success and diff.deletes:
+                mapping = config.field_mapping or {}
+                names = [mapping.get(column, column) for column in config.primary_key or []]
+                deleted = manager.delete(
+                    prepared.sink,
+                    diff.deleted_keys(names),
+                    destination=prepared.name,
+                    sink_type=prepared.sink_type,
+                    delivery=delivery,
+                )
+        except DeliveryInterrupted:
+            _fold_acknowledged(diff, delivery, complete=False)
+            raise
+        complete = result.success and (deleted is None or deleted.success)
+        _fold_acknowledged(diff, delivery, complete=complete, deletes=deleted is not None)
+        errors = [*result.errors, *(deleted.errors if deleted is not None else [])]
+        counts["rows_deleted"] = deleted.rows_delivered if deleted is not None else 0
+        final: EgressResult = attrs.evolve(
+            result,
+            success=complete,
+            errors=errors,
+            bytes_transmitted=result.bytes_transmitted
+            + (deleted.bytes_transmitted if deleted is not None else 0),
+            **counts,
+        )
+        return final
+    finally:
+        diff.close()
+
+
+def _fold_acknowledged(
+    diff: Any, delivery: Delivery, *, complete: bool, deletes: bool = False
+) -> None:
+    """Save the sync state with exactly what the destination acknowledged."""
+    from floe_sink.sync import DELETE_POSITIONS
+
+    if complete:
+        diff.save_state(
+            delivery_id=delivery.delivery_id,
+            sent_batches=None,
+            batch_size=None,
+            deleted_batches=None,
+            delete_batch_size=None,
+        )
+        return
+    diff.save_state(
+        delivery_id=delivery.delivery_id,
+        sent_batches=delivery.acknowledged_positions(0, DELETE_POSITIONS),
+        batch_size=delivery.batch_sizes.get(0),
+        deleted_batches=[
+            position - DELETE_POSITIONS
+            for position in delivery.acknowledged_positions(DELETE_POSITIONS)
+        ]
+        if deletes
+        else [],
+        delete_batch_size=delivery.batch_sizes.get(DELETE_POSITIONS),
+    )
+
+
 def deliver(
     prepared: PreparedDestination,
     manager: Any,
     reporter: Any,
     *,
     store: StateStore | None = None,
+    ignore_guards: bool = False,
 ) -> DestinationOutcome:
     """Stream one destination's scan to its sink and close its delivery in the journal.
 
@@ -612,7 +764,7 @@ def deliver(
         DeliveryInterrupted: A stop was requested; the delivery stays open, to be resumed.
     """
     from floe_sink.delivery import DeliveryInterrupted
-    from floe_sink.state import DONE, FAILED, RunRecord, now_utc
+    from floe_sink.state import ABANDONED, DONE, FAILED, RunRecord, now_utc
 
     dest = prepared.destination
     delivery = prepared.delivery
@@ -635,20 +787,26 @@ def deliver(
     try:
         sink = prepared.sink
         target = _describe(sink)
-        stop = delivery.stop if delivery is not None else StopRequest()
-        source = prepared.scan.reader()
-        reader = reporter.track(
-            prepared.name,
-            pa.RecordBatchReader.from_batches(source.schema, _stoppable(source, stop)),
-            prepared.scan.estimated_rows,
-        )
-        result = manager.write(
-            sink,
-            reader,
-            destination=prepared.name,
-            sink_type=prepared.sink_type,
-            delivery=delivery,
-        )
+        if prepared.sink_config.sync != "full" and store is not None:
+            result = _deliver_changes(
+                prepared, manager, reporter, store, ignore_guards=ignore_guards
+            )
+        else:
+            stop = delivery.stop if delivery is not None else StopRequest()
+            source = prepared.scan.reader()
+            reader = reporter.track(
+                prepared.name,
+                pa.RecordBatchReader.from_batches(source.schema, _stoppable(source, stop)),
+                prepared.scan.estimated_rows,
+            )
+            result = manager.write(
+                sink,
+                reader,
+                destination=prepared.name,
+                sink_type=prepared.sink_type,
+                delivery=delivery,
+            )
+            result = attrs.evolve(result, rows_inserted=result.rows_delivered)
         result = attrs.evolve(
             result,
             delivery_id=delivery.delivery_id if delivery is not None else "",
@@ -660,6 +818,9 @@ def deliver(
     except DeliveryInterrupted:
         if store is not None:
             store.finish_run(run_id, success=False, result={"errors": ["interrupted"]})
+            if delivery is not None and prepared.sink_config.sync != "full":
+                # what was acknowledged is in the sync state: the next run diffs afresh
+                store.set_status(delivery.delivery_id, ABANDONED)
         raise
     except SinkConfigurationError as exc:
         log.error("destination_failed", destination=prepared.name, error=str(exc))
@@ -669,7 +830,10 @@ def deliver(
         outcome = _failure(dest, exc)
     if store is not None and delivery is not None:
         success = outcome.result.success
-        store.set_status(delivery.delivery_id, DONE if success else FAILED)
+        # a failed change-aware delivery is folded into the sync state: the next run diffs
+        # afresh instead of resuming it
+        failed = FAILED if prepared.sink_config.sync == "full" else ABANDONED
+        store.set_status(delivery.delivery_id, DONE if success else failed)
         store.finish_run(run_id, success=success, result=result_record(outcome))
     return outcome
 

@@ -386,6 +386,49 @@ class SinkPluginManager(pluggy.PluginManager):
         )
         return result
 
+    def supports_deletes(self, sink_type: str, sink: Any = None) -> bool:
+        """True when the plugin of ``sink_type`` implements ``delete`` (and ``sink`` does not
+        say ``supports_deletes = False``)."""
+        owner = self.owner_of(sink_type)
+        implemented = any(impl.plugin_name == owner for impl in self.hook.delete.get_hookimpls())
+        return implemented and bool(getattr(sink, "supports_deletes", True))
+
+    def delete(
+        self,
+        sink: Any,
+        keys: Any,
+        *,
+        destination: str | None = None,
+        sink_type: str | None = None,
+        delivery: Any = None,
+    ) -> EgressResult:
+        """Delete ``keys`` at ``sink``'s destination through the plugin that created it.
+
+        Raises:
+            SinkNotFoundError: The sink's plugin cannot be found.
+            SinkConfigurationError: The plugin cannot delete.
+        """
+        known = self._owner_of_sink(sink)
+        if known is not None:
+            owner, sink_type = known
+        elif sink_type is not None:
+            owner = self.owner_of(sink_type)
+        else:
+            raise SinkNotFoundError(
+                "This sink was not created by this plugin manager; pass sink_type= to route it"
+            )
+        with egress_span(sink_type, destination, name="floe_sink.delete") as span:
+            result = self._call_owner("delete", owner, sink=sink, keys=keys, delivery=delivery)
+            if not isinstance(result, EgressResult):
+                raise SinkConfigurationError(
+                    f"Plugin {owner!r} cannot delete for sink type {sink_type!r} (its delete "
+                    "hook returned nothing); use sync: changes for this destination",
+                    sink_type=sink_type,
+                    destination=destination,
+                )
+            record_egress_result(span, result)
+        return result
+
     def get_source_config(
         self, catalog_config: dict[str, Any], *, sink_type: str | None = None
     ) -> dict[str, Any]:

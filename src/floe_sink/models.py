@@ -98,6 +98,13 @@ class EgressResult:
             delivered them (their rows count in ``rows_delivered``).
         snapshot_id: The Iceberg snapshot delivered (``None`` outside the command, or for a
             table without snapshots).
+        sync: The sync mode of the run: ``full``, ``changes`` or ``mirror``.
+        rows_inserted, rows_updated: Rows written that were new to, or changed at, the
+            destination since the last confirmed delivery (change-aware syncs; ``full``
+            counts every row written as inserted).
+        rows_deleted: Rows deleted at the destination (``mirror``).
+        rows_unchanged: Rows of the snapshot not sent because the destination has them.
+        rows_rejected: Rows the destination refused one by one.
     """
 
     success: bool
@@ -112,6 +119,12 @@ class EgressResult:
     delivery_id: str = ""
     resumed_batches: int = 0
     snapshot_id: int | None = None
+    sync: str = "full"
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    rows_deleted: int = 0
+    rows_unchanged: int = 0
+    rows_rejected: int = 0
 
 
 converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)

@@ -13,6 +13,10 @@ acknowledgements, which only means those batches are sent again). Nothing here h
 a resumed delivery re-reads its snapshot, which Iceberg keeps immutable. Batch records are
 deleted when their delivery completes, so the file stays small whatever the table size.
 
+The sync state of a change-aware destination (``sync: changes`` / ``mirror``: every key
+delivered there and the fingerprint of its content) is one Parquet file per destination under
+``<state dir>/sync/``, replaced atomically after each delivery (see :mod:`floe_sink.sync`).
+
 Locks are one file per destination under ``<state dir>/locks/``, held with ``flock``: the
 kernel releases a lock when its process dies, so a killed run's lock is taken over safely by
 the next run, and two live runs of one destination never overlap.
@@ -49,6 +53,7 @@ __all__ = [
     "StateStore",
     "escape_name",
     "open_state_store",
+    "sync_state_path",
 ]
 
 DEFAULT_STATE_DIR = Path(".floe")
@@ -56,6 +61,7 @@ DEFAULT_STATE_DIR = Path(".floe")
 
 STATE_FILE = "state.db"
 LOCKS_DIR = "locks"
+SYNC_DIR = "sync"
 
 OPEN = "open"
 """A delivery under way, interrupted, killed or failed transiently: the next run resumes it."""
@@ -181,8 +187,12 @@ class StateStore(Protocol):
     def runs(self, destination: str | None = None, *, limit: int | None = None) -> list[RunRecord]:
         """Run history, most recent first."""
 
+    def sync_state_path(self, destination: str) -> Path:
+        """Where the destination's sync state (keys and fingerprints, Parquet) lives."""
+
     def forget(self, destination: str) -> None:
-        """Abandon every unfinished delivery of ``destination`` (``floe-sink reset``)."""
+        """Abandon every unfinished delivery of ``destination`` and drop its sync state
+        (``floe-sink reset``)."""
 
     def close(self) -> None:
         """Release connections."""
@@ -383,7 +393,11 @@ class LocalStateStore:
         )
         return [_run_record(row) for row in rows]
 
+    def sync_state_path(self, destination: str) -> Path:
+        return sync_state_path(self.state_dir, destination)
+
     def forget(self, destination: str) -> None:
+        self.sync_state_path(destination).unlink(missing_ok=True)
         rows = self._execute(
             "SELECT delivery_id FROM floe_deliveries WHERE destination = ?", (destination,)
         )
@@ -417,6 +431,11 @@ def _read_holder(fd: int) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return holder if isinstance(holder, dict) else None
+
+
+def sync_state_path(state_dir: Path, destination: str) -> Path:
+    """Where the ``local`` store keeps a destination's sync state (read without opening it)."""
+    return Path(state_dir) / SYNC_DIR / f"{escape_name(destination)}.parquet"
 
 
 def open_state_store(state_dir: Path) -> StateStore:

@@ -73,6 +73,9 @@ class BatchSink(abc.ABC):
     concurrency: int = 1
     """Batches in flight at once; above 1, :meth:`deliver` is called from several threads."""
 
+    supports_deletes: bool = False
+    """True for a sink that implements :meth:`delete_keys` (``sync: mirror``)."""
+
     def __init__(self, settings: SinkSettings) -> None:
         self.settings = settings
         self.delivery: Delivery | None = None
@@ -103,6 +106,20 @@ class BatchSink(abc.ABC):
 
     def finish(self, *, success: bool) -> None:  # noqa: B027 - optional hook
         """Called once after the last batch (also after a failure or an interrupt)."""
+
+    def delete_keys(self, batch: pa.RecordBatch, *, key: str) -> BatchReceipt:
+        """Delete the rows of one batch of keys (destination names) under ``key``.
+
+        Only for a sink with :attr:`supports_deletes`; the same batch may come again after a
+        crash (same ``key``).
+        """
+        raise NotImplementedError(f"{self.sink_type} cannot delete rows")
+
+    def open_deletes(self) -> None:  # noqa: B027 - optional hook
+        """Called before the first batch of keys to delete (connect)."""
+
+    def close_deletes(self) -> None:  # noqa: B027 - optional hook
+        """Called after the last batch of keys to delete (also after a failure)."""
 
     def describe(self) -> str:
         """Where the data goes, for logs and errors; never containing a secret."""
@@ -193,6 +210,40 @@ class BatchSink(abc.ABC):
                 except SinkError as exc:
                     if success:
                         errors.append(str(exc))
+            self.delivery = None
+        return self._result(started, checksum, totals, errors)
+
+    def delete(self, keys: Any, delivery: Delivery | None = None) -> EgressResult:
+        """Delete the rows with ``keys`` (a table of key columns, destination names).
+
+        Batches of keys go through the delivery's journal in their own range of positions,
+        so a resumed delivery does not repeat acknowledged deletes.
+        """
+        from floe_sink.sync import DELETE_POSITIONS
+
+        started = time.perf_counter()
+        delivery = delivery or Delivery(self.settings.destination)
+        self.delivery = delivery
+        checksum = Checksum()
+        totals = DeliveryTotals()
+        errors: list[str] = []
+        self.open_deletes()
+        try:
+            deliver_batches(
+                keys,
+                delivery=delivery,
+                batch_size=self.settings.batch_size,
+                send=lambda batch, key: self.delete_keys(batch, key=key),
+                checksum=checksum,
+                totals=totals,
+                first_position=DELETE_POSITIONS,
+            )
+        except SinkConfigurationError:
+            raise
+        except SinkError as exc:
+            errors.append(str(exc))
+        finally:
+            self.close_deletes()
             self.delivery = None
         return self._result(started, checksum, totals, errors)
 

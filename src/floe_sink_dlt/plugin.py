@@ -48,6 +48,14 @@ class DltPlugin(SinkConnector):
         return None
 
     @floe_sink.hookimpl
+    def delete(self, sink: Any, keys: Any, delivery: Delivery | None = None) -> EgressResult | None:
+        from floe_sink_dlt.base import BatchSink
+
+        if isinstance(sink, BatchSink) and sink.supports_deletes:
+            return sink.delete(keys, delivery)
+        return None
+
+    @floe_sink.hookimpl
     def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any]:
         from floe_sink_dlt.source import source_config
 

@@ -10,7 +10,13 @@
 
 from __future__ import annotations
 
-from floe_sink.config.destinations import DestinationConfig, FloeSpec, WriteDisposition
+from floe_sink.config.destinations import (
+    DestinationConfig,
+    FloeSpec,
+    GuardsConfig,
+    SyncMode,
+    WriteDisposition,
+)
 from floe_sink.config.errors import (
     ConfigError,
     GovernanceError,
@@ -35,10 +41,12 @@ __all__ = [
     "DestinationConfig",
     "FloeSpec",
     "GovernanceError",
+    "GuardsConfig",
     "ManifestScope",
     "PlatformManifest",
     "SecretResolutionError",
     "SinkWhitelistError",
+    "SyncMode",
     "WriteDisposition",
     "check_governance",
     "config_converter",

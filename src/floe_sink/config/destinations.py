@@ -46,7 +46,7 @@ from floe_sink.config.validators import (
 from floe_sink.models import SinkConfig
 from floe_sink.secrets import Secret
 
-__all__ = ["DestinationConfig", "FloeSpec", "WriteDisposition"]
+__all__ = ["DestinationConfig", "FloeSpec", "GuardsConfig", "SyncMode", "WriteDisposition"]
 
 
 class WriteDisposition(enum.StrEnum):
@@ -61,6 +61,50 @@ class WriteDisposition(enum.StrEnum):
 
 
 register_enum(WriteDisposition)
+
+
+class SyncMode(enum.StrEnum):
+    """What each run sends (see ``docs/syncs.md``)."""
+
+    FULL = "full"
+    """Every run delivers the table's current snapshot (the default)."""
+    CHANGES = "changes"
+    """Only rows new or changed since the last confirmed delivery, matched on primary_key."""
+    MIRROR = "mirror"
+    """``changes``, plus deleting the rows floe-sink delivered whose key left the source."""
+
+
+register_enum(SyncMode)
+
+
+def _fraction(_instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not 0 <= value <= 1:
+        raise ConfigValueError(f"must be between 0 and 1 (got {value!r})")
+
+
+def _non_negative(_instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and value < 0:
+        raise ConfigValueError(f"must be >= 0 (got {value!r})")
+
+
+@attrs.frozen(kw_only=True)
+class GuardsConfig:
+    """Limits that stop a change-aware run before it sends anything.
+
+    Fractions are of the rows the destination holds from floe-sink (its sync state).
+
+    Attributes:
+        max_deletes: The most rows a ``mirror`` run may delete.
+        max_delete_fraction: The largest share of the destination's rows a run may delete.
+        max_update_fraction: The largest share of the destination's rows a run may update.
+    """
+
+    max_deletes: int | None = attrs.field(default=None, validator=_non_negative)
+    max_delete_fraction: float | None = attrs.field(default=None, validator=_fraction)
+    max_update_fraction: float | None = attrs.field(default=None, validator=_fraction)
+
+
+register_checked_class(GuardsConfig)
 
 
 CREDENTIALS_HINT = (
@@ -92,6 +136,9 @@ class DestinationConfig:
         columns: Source columns to read (a projection); ``None`` reads all.
         retry: Retry settings: ``max_attempts``, ``initial_wait``, ``max_wait``,
             ``multiplier``, ``jitter``, ``timeout`` (see :class:`floe_sink.retry.RetryPolicy`).
+        sync: ``full`` (default), ``changes`` or ``mirror`` (see ``docs/syncs.md``);
+            ``changes`` and ``mirror`` need ``primary_key``.
+        guards: Limits on deletes and updates that stop a change-aware run before it sends.
     """
 
     name: str = attrs.field(validator=check_name)
@@ -110,6 +157,8 @@ class DestinationConfig:
     row_filter: str | None = attrs.field(default=None, validator=optional(check_row_filter))
     columns: list[str] | None = attrs.field(default=None, validator=optional(check_projection))
     retry: dict[str, Any] | None = attrs.field(default=None, validator=optional(check_retry))
+    sync: SyncMode = SyncMode.FULL
+    guards: GuardsConfig | None = None
 
     def __attrs_post_init__(self) -> None:
         problems = _destination_rules(attrs.asdict(self, recurse=False))
@@ -150,6 +199,7 @@ class DestinationConfig:
             destination=self.name,
             write_disposition=str(self.write_disposition.value),
             primary_key=list(self.primary_key) or None,
+            sync=str(self.sync.value),
         )
 
 
@@ -160,7 +210,25 @@ def _destination_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
     primary_key: list[str] = values.get("primary_key") or []
     mapping: dict[str, str] | None = values.get("field_mapping")
     columns: list[str] | None = values.get("columns")
-    if disposition == WriteDisposition.MERGE and not primary_key:
+    sync = values.get("sync", SyncMode.FULL)
+    keyed_sync = sync in (SyncMode.CHANGES, SyncMode.MIRROR)
+    if keyed_sync and not primary_key:
+        problems.append(
+            ConfigValueError(
+                f"required when sync is {sync}: list the source column(s) that identify a "
+                "row, e.g. primary_key: [customer_id]; changes are matched on them",
+                at=("primary_key",),
+            )
+        )
+    if keyed_sync and disposition == WriteDisposition.REPLACE:
+        problems.append(
+            ConfigValueError(
+                f"sync {sync} sends only the rows that changed: it cannot replace the "
+                "destination's content; use write_disposition merge (or append)",
+                at=("write_disposition",),
+            )
+        )
+    if disposition == WriteDisposition.MERGE and not primary_key and not keyed_sync:
         problems.append(
             ConfigValueError(
                 "required when write_disposition is merge: list the source column(s) that "

@@ -97,6 +97,23 @@ _DESTINATION: dict[str, Any] = {
             "minItems": 1,
             "description": "Source columns to read (projection); omit to read all.",
         },
+        "sync": {
+            "enum": ["full", "changes", "mirror"],
+            "default": "full",
+            "description": "full (default): every run sends the current snapshot; changes: only "
+            "rows new or changed since the last confirmed delivery (needs primary_key); mirror: "
+            "changes plus deleting rows whose key left the source.",
+        },
+        "guards": {
+            "type": ["object", "null"],
+            "description": "Limits that stop a change-aware run before it sends anything.",
+            "additionalProperties": False,
+            "properties": {
+                "max_deletes": {"type": ["integer", "null"], "minimum": 0},
+                "max_delete_fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                "max_update_fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+            },
+        },
         "retry": {
             "type": ["object", "null"],
             "description": "Retry with exponential backoff.",
@@ -111,11 +128,19 @@ _DESTINATION: dict[str, Any] = {
             },
         },
     },
-    "if": {
-        "required": ["write_disposition"],
-        "properties": {"write_disposition": {"const": "merge"}},
-    },
-    "then": {"required": ["primary_key"], "properties": {"primary_key": {"minItems": 1}}},
+    "allOf": [
+        {
+            "if": {
+                "required": ["write_disposition"],
+                "properties": {"write_disposition": {"const": "merge"}},
+            },
+            "then": {"required": ["primary_key"], "properties": {"primary_key": {"minItems": 1}}},
+        },
+        {
+            "if": {"required": ["sync"], "properties": {"sync": {"enum": ["changes", "mirror"]}}},
+            "then": {"required": ["primary_key"], "properties": {"primary_key": {"minItems": 1}}},
+        },
+    ],
 }
 
 _FLOE_YAML: dict[str, Any] = {

@@ -301,14 +301,21 @@ class Dialect(abc.ABC):
                 f"WHERE true ON CONFLICT ({self.column_list(primary_key)}) {action}"
             )
         else:
-            match = " AND ".join(
-                f'"__t".{self.quote(name)} = "__s".{self.quote(name)}' for name in primary_key
-            )
-            self.execute(
-                f'DELETE FROM {target} AS "__t" WHERE EXISTS '
-                f'(SELECT 1 FROM {relation} AS "__s" WHERE {match})'
-            )
+            self._delete_matching(target, relation, primary_key)
             self.execute(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {relation}")
+        self.unstage()
+
+    def _delete_matching(self, target: str, relation: str, key: Sequence[str]) -> None:
+        match = " AND ".join(f'"__t".{self.quote(name)} = "__s".{self.quote(name)}' for name in key)
+        self.execute(
+            f'DELETE FROM {target} AS "__t" WHERE EXISTS '
+            f'(SELECT 1 FROM {relation} AS "__s" WHERE {match})'
+        )
+
+    def delete_keys(self, table: TableName, keys: pa.RecordBatch) -> None:
+        """Delete the rows of ``table`` whose key (the batch's columns) is in ``keys``."""
+        relation = self.stage(keys)
+        self._delete_matching(self.qualified(table), relation, keys.schema.names)
         self.unstage()
 
     def replace_contents(self, target: TableName, source: TableName, names: Sequence[str]) -> None:

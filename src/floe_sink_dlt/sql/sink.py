@@ -417,6 +417,58 @@ class SqlDatabaseSink(BatchSink):
             check_direct(self.staging, self._writable, dialect.columns(self.staging) or {})
         self._staging_ready = True
 
+    # -- deletes (sync: mirror) -----------------------------------------------------------
+
+    supports_deletes = True
+
+    def open_deletes(self) -> None:
+        """Connect for a delivery's deletes."""
+        self.with_retries(self.dialect.connect, what="connect", database=self.url.where)
+
+    def close_deletes(self) -> None:
+        """Close the connection of the deletes."""
+        self.dialect.close()
+
+    def delete_keys(self, batch: pa.RecordBatch, *, key: str) -> BatchReceipt:
+        """Delete the rows with the batch's keys, with its ledger row, in one transaction.
+
+        Raises:
+            SinkWriteError: The delete failed (permanent) or kept failing (transient).
+        """
+        delivery_id = self._delivery_id()
+        dialect = self.dialect
+        schema = self.table.schema
+        destination = self.settings.destination
+
+        def attempt() -> bool:
+            try:
+                dialect.begin()
+                if dialect.ledger_has(schema, destination, delivery_id, key):
+                    dialect.rollback()
+                    return False
+                if dialect.columns(self.table) is not None:
+                    dialect.delete_keys(self.table, batch)
+                now = datetime.now(UTC).isoformat(timespec="milliseconds")
+                dialect.ledger_add(schema, destination, delivery_id, key, batch.num_rows, now)
+                dialect.commit()
+            except BaseException as exc:
+                dialect.rollback()
+                raise dialect.error(
+                    exc, doing=f"deleting {batch.num_rows} rows from {str(self.table)!r}"
+                ) from None
+            return True
+
+        deleted = self.with_retries(attempt, what="delete_batch", key=key)
+        log.info(
+            "sql_delete_batch",
+            destination=destination,
+            table=str(self.table),
+            rows=batch.num_rows,
+            status="deleted" if deleted else "skipped",
+            key=key,
+        )
+        return BatchReceipt(rows=batch.num_rows, bytes=batch.nbytes if deleted else 0)
+
     def _config_error(self, message: str) -> SinkConfigurationError:
         return SinkConfigurationError(
             message, sink_type=self.sink_type, destination=self.settings.destination

@@ -1,0 +1,429 @@
+"""Change-aware syncs: what changed since the last confirmed delivery, and the sync state.
+
+A destination with ``sync: changes`` or ``mirror`` has a **sync state**: for every key
+floe-sink delivered there, the fingerprint of the content it delivered (a 64-bit hash of the
+mapped columns: a change in a column that is not sent is not a change). :func:`compute_diff`
+compares a snapshot with that state:
+
+* **inserts**: keys the state lacks; **updates**: keys whose fingerprint differs;
+  **unchanged**: the rest; **deletes** (``mirror`` only): keys of the state the snapshot lacks.
+* The rows to send are the inserts and updates, streamed in the snapshot's own order from a
+  second read of the (immutable) snapshot, so batch *n* of the delivery is always the same
+  rows: a killed run's resume recomputes the same diff against the same state and skips what
+  the journal holds.
+* The state is replaced only after delivery (:meth:`SyncDiff.save_state`), with exactly the
+  rows of the batches the destination acknowledged, and it names the delivery that made it
+  (a resume finding its own delivery's state knows that delivery is done).
+
+The diff runs in DuckDB (vectorised hash joins, spilling to disk past its memory limit): the
+process holds the keys and fingerprints, never the table. An unchanged snapshot (the state was
+made from this very snapshot with the same configuration) is not read at all.
+
+The state is a Parquet file per destination (see :mod:`floe_sink.state`): the key columns
+``k0..kN`` (the primary key, in floe.yaml order), ``fp`` (UBIGINT), and metadata naming the key
+columns, the snapshot, the delivery and the configuration fingerprint that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pyarrow as pa
+
+from floe_sink.logs import get_logger
+
+__all__ = ["DELETE_POSITIONS", "StateInfo", "SyncDiff", "compute_diff", "read_state_info"]
+
+log = get_logger(__name__)
+
+DELETE_POSITIONS = 1 << 40
+"""Journal positions of a delivery's delete batches start here (upserts start at 0)."""
+
+_META = b"floe.sync"
+_MEMORY_LIMIT = "256MB"
+
+
+@attrs.frozen(kw_only=True)
+class StateInfo:
+    """What a sync state file says about itself."""
+
+    keys: tuple[str, ...]
+    snapshot_id: int | None
+    delivery_id: str
+    plan: str
+    rows: int
+    """Keys in the state (``changes`` keeps keys that left the source)."""
+    source_rows: int | None
+    """Rows of the snapshot the state was made from (``None`` for a partial state)."""
+
+
+def read_state_info(path: Path) -> StateInfo | None:
+    """The metadata of the sync state at ``path``; ``None`` when there is none."""
+    if not path.exists():
+        return None
+    import pyarrow.parquet as pq
+
+    meta = pq.read_metadata(path)
+    raw = (meta.metadata or {}).get(_META)
+    if raw is None:
+        return None
+    info = json.loads(raw)
+    return StateInfo(
+        keys=tuple(info["keys"]),
+        snapshot_id=info.get("snapshot_id"),
+        delivery_id=str(info.get("delivery_id", "")),
+        plan=str(info.get("plan", "")),
+        rows=int(meta.num_rows),
+        source_rows=info.get("source_rows"),
+    )
+
+
+def _key_names(count: int) -> list[str]:
+    return [f"k{index}" for index in range(count)]
+
+
+class SyncDiff:
+    """The diff of one snapshot against one destination's sync state (a DuckDB session).
+
+    Attributes:
+        mode: ``changes`` or ``mirror``.
+        inserts, updates, deletes, unchanged: Row counts (``deletes`` is 0 for ``changes``).
+        state_rows: Rows the destination holds from floe-sink (the state's size).
+    """
+
+    def __init__(
+        self,
+        *,
+        mode: str,
+        scan: Any,
+        key_columns: Sequence[str],
+        field_mapping: Mapping[str, str] | None,
+        state_path: Path,
+        work_dir: Path,
+        plan: str,
+    ) -> None:
+        import duckdb
+
+        self.mode = mode
+        self.scan = scan
+        self.key_columns = tuple(key_columns)
+        self.field_mapping = dict(field_mapping) if field_mapping else None
+        self.state_path = state_path
+        self.plan = plan
+        self.inserts = self.updates = self.deletes = self.unchanged = 0
+        self.state_rows = 0
+        self.skipped_read = False
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self._db = duckdb.connect(config={"memory_limit": _MEMORY_LIMIT, "threads": 2})
+        self._db.execute(f"SET temp_directory = '{_sql_text(str(work_dir))}'")
+        self._changed: pa.Array | None = None  # sorted row numbers to send; None: all rows
+        self._all_changed = False
+        self._keys = _key_names(len(self.key_columns))
+
+    def close(self) -> None:
+        """Release the DuckDB session."""
+        self._db.close()
+
+    # -- computing ------------------------------------------------------------------------
+
+    def _compute(self) -> None:
+        info = read_state_info(self.state_path)
+        keys = ", ".join(self._keys)
+        if info is not None and info.keys != self.key_columns:
+            log.warning(
+                "sync_state_keys_changed",
+                state=str(self.state_path),
+                was=list(info.keys),
+                now=list(self.key_columns),
+            )
+            info = None  # another key: the old state says nothing about these rows
+        has_state = info is not None
+        if has_state:
+            self._db.execute(
+                f"CREATE TEMP TABLE st AS SELECT {keys}, fp FROM read_parquet(?)",
+                [str(self.state_path)],
+            )
+            self.state_rows = info.rows if info is not None else 0
+        if (
+            info is not None
+            and info.snapshot_id is not None
+            and info.snapshot_id == self.scan.snapshot_id
+            and info.plan == self.plan
+        ):
+            # the state was made from this very snapshot, configured the same: nothing changed
+            self.unchanged = info.source_rows if info.source_rows is not None else info.rows
+            self._changed = _empty_positions()
+            self.skipped_read = True
+            return
+        self._fingerprinted(self.scan.reader()).create("cur")
+        if not has_state:
+            self.inserts = self._count("SELECT count(*) FROM cur")
+            self._all_changed = True
+            return
+        counts = self._table(
+            f"SELECT count(*) FILTER (WHERE st.fp IS NULL) AS inserts, "
+            f"count(*) FILTER (WHERE st.fp IS NOT NULL AND st.fp <> cur.fp) AS updates, "
+            f"count(*) FILTER (WHERE st.fp = cur.fp) AS unchanged "
+            f"FROM cur LEFT JOIN st USING ({keys})"
+        ).to_pylist()[0]
+        self.inserts, self.updates = int(counts["inserts"]), int(counts["updates"])
+        self.unchanged = int(counts["unchanged"])
+        if self.mode == "mirror":
+            self.deletes = self._count(f"SELECT count(*) FROM st ANTI JOIN cur USING ({keys})")
+        self._changed = self._column(
+            f"SELECT cur.rn FROM cur LEFT JOIN st USING ({keys}) "
+            "WHERE st.fp IS NULL OR st.fp <> cur.fp ORDER BY cur.rn"
+        )
+
+    def _column(self, sql: str) -> pa.Array:
+        """The one column of a query, as one Arrow array."""
+        return self._table(sql).column(0).combine_chunks()
+
+    def _count(self, sql: str) -> int:
+        return int(self._table(sql).column(0)[0].as_py())
+
+    def _table(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        result = self._db.execute(sql, list(params))
+        table: pa.Table = result.to_arrow_table()
+        return table
+
+    def _fingerprinted(self, reader: pa.RecordBatchReader) -> Any:
+        """The key columns, the row number and the fingerprint of the mapped content."""
+        from floe_sink.mapping import apply_field_mapping, mapped_schema
+
+        mapped = mapped_schema(reader.schema, self.field_mapping)
+        key_fields = [
+            pa.field(name, reader.schema.field(column).type)
+            for name, column in zip(self._keys, self.key_columns, strict=True)
+        ]
+        content = [pa.field(f"m{index}", field.type) for index, field in enumerate(mapped)]
+        schema = pa.schema([*key_fields, pa.field("rn", pa.int64()), *content])
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            offset = 0
+            for batch in reader:
+                if not batch.num_rows:
+                    continue
+                out = apply_field_mapping(batch, self.field_mapping)
+                arrays = [batch.column(column) for column in self.key_columns]
+                arrays.append(pa.array(range(offset, offset + batch.num_rows), pa.int64()))
+                arrays.extend(out.columns)
+                offset += batch.num_rows
+                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+        staged = pa.RecordBatchReader.from_batches(schema, batches())
+        contents = ", ".join(field.name for field in content) or "1"
+        keys = ", ".join(self._keys)
+        # hash in DuckDB while streaming, so only keys, row numbers and fingerprints are kept
+        return self._db.from_arrow(staged).project(f"{keys}, rn, hash({contents}) AS fp")
+
+    # -- what to send -----------------------------------------------------------------------
+
+    @property
+    def to_send(self) -> int:
+        """Rows to upsert (inserts and updates)."""
+        return self.inserts + self.updates
+
+    def rows(self) -> pa.RecordBatchReader:
+        """The rows to upsert, source column names, in the snapshot's order (a second read)."""
+        import pyarrow.compute as pc
+
+        reader = self.scan.reader()
+        if self._all_changed:
+            return reader
+        changed = self._changed
+        if changed is None or len(changed) == 0:
+            return pa.RecordBatchReader.from_batches(reader.schema, iter(()))
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            offset = low = 0
+            for batch in reader:
+                end = offset + batch.num_rows
+                # row numbers are unique and sorted: this batch's are among the next num_rows
+                window = changed.slice(low, batch.num_rows)
+                high = low + int(pc.sum(pc.less(window, end)).as_py() or 0)
+                if high > low:
+                    rows = pc.subtract(changed.slice(low, high - low), offset)
+                    yield batch.take(rows)
+                low, offset = high, end
+                if low >= len(changed):
+                    break
+
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+    def deleted_keys(self, destination_names: Sequence[str]) -> pa.Table:
+        """The keys to delete (``mirror``), named as the destination names the key columns."""
+        if self.mode != "mirror" or not self.deletes:
+            return pa.table({name: pa.array([], pa.null()) for name in destination_names})
+        keys = ", ".join(self._keys)
+        table = self._table(f"SELECT {keys} FROM st ANTI JOIN cur USING ({keys}) ORDER BY {keys}")
+        return table.rename_columns(list(destination_names))
+
+    def sample(self, kind: str, limit: int = 3) -> list[dict[str, Any]]:
+        """A few keys of ``inserts``, ``updates`` or ``deletes`` (source key names)."""
+        keys = ", ".join(self._keys)
+        if self.skipped_read:
+            return []
+        if kind == "deletes":
+            if self.mode != "mirror" or not self.deletes:
+                return []
+            sql = f"SELECT {keys} FROM st ANTI JOIN cur USING ({keys}) ORDER BY {keys} LIMIT ?"
+        elif self._all_changed:
+            if kind == "updates":
+                return []
+            sql = f"SELECT {keys} FROM cur ORDER BY rn LIMIT ?"
+        else:
+            where = "st.fp IS NULL" if kind == "inserts" else "st.fp <> cur.fp"
+            sql = (
+                f"SELECT {', '.join('cur.' + k for k in self._keys)} FROM cur "
+                f"LEFT JOIN st USING ({keys}) WHERE {where} ORDER BY cur.rn LIMIT ?"
+            )
+        table = self._table(sql, [limit])
+        rows: list[dict[str, Any]] = table.rename_columns(list(self.key_columns)).to_pylist()
+        return rows
+
+    # -- the new state ----------------------------------------------------------------------
+
+    def save_state(
+        self,
+        *,
+        delivery_id: str,
+        sent_batches: Sequence[int] | None,
+        batch_size: int | None,
+        deleted_batches: Sequence[int] | None,
+        delete_batch_size: int | None,
+    ) -> None:
+        """Replace the sync state with what the destination acknowledged.
+
+        Args:
+            delivery_id: The delivery whose acknowledged batches are folded in.
+            sent_batches: Positions of acknowledged upsert batches; ``None``: all of them.
+            batch_size: Rows per upsert batch (needed when ``sent_batches`` is a subset).
+            deleted_batches: Positions (from 0) of acknowledged delete batches; ``None``: all.
+            delete_batch_size: Rows per delete batch.
+        """
+        if self.skipped_read:
+            return  # nothing changed, nothing sent: the state stays as it is
+        keys = ", ".join(self._keys)
+        changed = self._column("SELECT rn FROM cur ORDER BY rn") if self._all_changed else None
+        sent = _rows_of(changed if changed is not None else self._changed, sent_batches, batch_size)
+        self._db.register("sent", pa.table({"rn": sent}))
+        has_state = self._has_table("st")
+        parts = []
+        if has_state:
+            drop = f"SELECT {keys} FROM cur SEMI JOIN sent USING (rn)"
+            if self.mode == "mirror" and self.deletes:
+                gone = self.deleted_keys(self._keys)
+                deleted = gone.slice(0, 0)
+                if deleted_batches is None:
+                    deleted = gone
+                elif delete_batch_size:
+                    every = pa.array(range(gone.num_rows), pa.int64())
+                    deleted = gone.take(_rows_of(every, deleted_batches, delete_batch_size))
+                self._db.register("deleted", deleted)
+                drop += f" UNION ALL SELECT {keys} FROM deleted"
+            parts.append(f"SELECT {keys}, fp FROM st ANTI JOIN ({drop}) USING ({keys})")
+        parts.append(f"SELECT {keys}, fp FROM cur SEMI JOIN sent USING (rn)")
+        new = self._table(" UNION ALL ".join(parts))
+        complete = sent_batches is None and deleted_batches is None
+        meta = {
+            "keys": list(self.key_columns),
+            "source_rows": self._count("SELECT count(*) FROM cur") if complete else None,
+            "snapshot_id": self.scan.snapshot_id if complete else None,
+            "delivery_id": delivery_id,
+            "plan": self.plan,
+        }
+        write_state(self.state_path, new, meta)
+        log.info(
+            "sync_state_saved",
+            state=str(self.state_path),
+            rows=new.num_rows,
+            delivery_id=delivery_id,
+            complete=complete,
+        )
+
+    def _has_table(self, name: str) -> bool:
+        found = self._db.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]
+        ).fetchone()
+        return bool(found and found[0])
+
+
+def write_state(path: Path, table: pa.Table, meta: Mapping[str, Any]) -> None:
+    """Write a sync state file atomically (a temp file, fsynced, renamed over the old one)."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    schema = table.schema.with_metadata({_META: json.dumps(dict(meta)).encode()})
+    temporary = path.with_name(path.name + ".tmp")
+    with pa.OSFile(str(temporary), "wb") as sink:
+        pq.write_table(table.replace_schema_metadata(schema.metadata), sink)
+    fd = os.open(temporary, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+
+
+def _rows_of(rows: pa.Array, batches: Sequence[int] | None, batch_size: int | None) -> pa.Array:
+    """The entries of ``rows`` carried by the given batch positions (``None``: all)."""
+    if batches is None:
+        return rows
+    if not batch_size or not batches:
+        return rows.slice(0, 0)
+    return pa.concat_arrays([rows.slice(p * batch_size, batch_size) for p in sorted(batches)])
+
+
+def _empty_positions() -> pa.Array:
+    return pa.array([], pa.int64())
+
+
+def _sql_text(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def compute_diff(
+    *,
+    mode: str,
+    scan: Any,
+    key_columns: Sequence[str],
+    field_mapping: Mapping[str, str] | None,
+    state_path: Path,
+    work_dir: Path,
+    plan: str,
+) -> SyncDiff:
+    """Diff ``scan`` (a snapshot) against the sync state at ``state_path``; see the module doc.
+
+    The caller closes the returned :class:`SyncDiff` (it holds a DuckDB session).
+    """
+    diff = SyncDiff(
+        mode=mode,
+        scan=scan,
+        key_columns=key_columns,
+        field_mapping=field_mapping,
+        state_path=state_path,
+        work_dir=work_dir,
+        plan=plan,
+    )
+    try:
+        diff._compute()
+    except BaseException:
+        diff.close()
+        raise
+    log.info(
+        "sync_diff",
+        mode=mode,
+        inserts=diff.inserts,
+        updates=diff.updates,
+        deletes=diff.deletes,
+        unchanged=diff.unchanged,
+        state_rows=diff.state_rows,
+        read=not diff.skipped_read,
+    )
+    return diff
