@@ -627,18 +627,39 @@ def guard_violations(diff: Any, guards: Any) -> list[str]:
 
 
 def diff_of(prepared: PreparedDestination, state_path: Path, work_dir: Path) -> Any:
-    """The change-aware diff of a prepared destination's snapshot against its sync state."""
-    from floe_sink.sync import compute_diff
+    """The change-aware diff of a prepared destination's snapshot against its sync state.
+
+    When the table only grew by appends since the snapshot of the sync state (and the
+    configuration is the same), only the appended files are diffed.
+    """
+    from floe_sink.source import appended_files, open_table
+    from floe_sink.sync import compute_diff, read_state_info
 
     config = prepared.sink_config
+    plan = delivery_plan(prepared.destination, config)
+    scan = prepared.scan
+    base_rows = None
+    info = read_state_info(state_path)
+    if (
+        info is not None
+        and info.plan == plan
+        and info.snapshot_id is not None
+        and info.source_rows is not None
+        and info.snapshot_id != scan.snapshot_id
+        and info.keys == tuple(config.primary_key or ())
+    ):
+        added = appended_files(open_table(prepared.source_config), info.snapshot_id, scan)
+        if added is not None:
+            scan, base_rows = scan.only_files(added), info.source_rows
     return compute_diff(
         mode=config.sync,
-        scan=prepared.scan,
+        scan=scan,
         key_columns=list(config.primary_key or []),
         field_mapping=config.field_mapping,
         state_path=state_path,
         work_dir=work_dir,
-        plan=delivery_plan(prepared.destination, config),
+        plan=plan,
+        base_rows=base_rows,
     )
 
 

@@ -135,8 +135,26 @@ class SourceScan:
     files: int
     estimated_rows: int | None
     snapshot_id: int | None = None
+    row_filter: str | None = None
+    """The row filter the scan applies (pyiceberg expression text), if any."""
     _scan: Any = attrs.field(alias="scan", repr=False)
     _tasks: tuple[Any, ...] = attrs.field(alias="tasks", repr=False)
+
+    @property
+    def file_paths(self) -> tuple[str, ...]:
+        """The data files the scan reads, in reading order."""
+        return tuple(str(task.file.file_path) for task in self._tasks)
+
+    def only_files(self, paths: set[str]) -> SourceScan:
+        """The same scan reading only the data files in ``paths`` (in the same order)."""
+        tasks = tuple(task for task in self._tasks if str(task.file.file_path) in paths)
+        exact = self.estimated_rows is not None
+        return attrs.evolve(
+            self,
+            files=len(tasks),
+            estimated_rows=sum(int(t.file.record_count) for t in tasks) if exact else None,
+            tasks=tasks,
+        )
 
     def reader(self) -> pa.RecordBatchReader:
         """Stream the scan as a ``RecordBatchReader``, one file after the other."""
@@ -145,6 +163,35 @@ class SourceScan:
             reader = self._scan.to_arrow_batch_reader()
             return reader if reader.schema.equals(self.schema) else reader.cast(self.schema)
         return pa.RecordBatchReader.from_batches(self.schema, _conform(batches, self.schema))
+
+
+def appended_files(table: Any, base_snapshot_id: int, scan: SourceScan) -> set[str] | None:
+    """The files ``scan`` reads beyond those of ``base_snapshot_id``, when the table only
+    grew by appends since then; ``None`` when the history does not say so (the base is not
+    an ancestor or was expired, a snapshot between deleted or overwrote rows)."""
+    from pyiceberg.table.snapshots import Operation, ancestors_between
+
+    base = table.snapshot_by_id(base_snapshot_id)
+    current = table.snapshot_by_id(scan.snapshot_id) if scan.snapshot_id is not None else None
+    if base is None or current is None:
+        return None
+    found_base = False
+    for snapshot in ancestors_between(base, current, table.metadata):
+        if snapshot.snapshot_id == base.snapshot_id:
+            found_base = True
+            break
+        operation = snapshot.summary.operation if snapshot.summary is not None else None
+        if operation != Operation.APPEND:
+            return None
+    if not found_base:
+        return None
+    old = plan_scan(
+        table,
+        row_filter=scan.row_filter,
+        columns=list(scan.schema.names),
+        snapshot_id=base_snapshot_id,
+    )
+    return set(scan.file_paths) - set(old.file_paths)
 
 
 def _conform(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
@@ -310,6 +357,7 @@ def plan_scan(
         files=len(tasks),
         estimated_rows=estimated,
         snapshot_id=snapshot_id,
+        row_filter=row_filter or None,
         scan=scan,
         tasks=tasks,
     )

@@ -16,8 +16,12 @@ compares a snapshot with that state:
   (a resume finding its own delivery's state knows that delivery is done).
 
 The diff runs in DuckDB (vectorised hash joins, spilling to disk past its memory limit): the
-process holds the keys and fingerprints, never the table. An unchanged snapshot (the state was
-made from this very snapshot with the same configuration) is not read at all.
+process holds the keys and fingerprints, never the table. Iceberg's history makes it cheaper
+where it can: an unchanged snapshot (the state was made from this very snapshot with the same
+configuration) is not read at all, and when the table only grew by appends since the state's
+snapshot, only the appended data files are read (the caller passes a scan of just those and
+``base_rows``). Anything else (an overwrite such as a dbt rebuild, deletes, an expired or
+rolled-back snapshot) gets the full fingerprint diff.
 
 The state is a Parquet file per destination (see :mod:`floe_sink.state`): the key columns
 ``k0..kN`` (the primary key, in floe.yaml order), ``fp`` (UBIGINT), and metadata naming the key
@@ -106,6 +110,7 @@ class SyncDiff:
         state_path: Path,
         work_dir: Path,
         plan: str,
+        base_rows: int | None = None,
     ) -> None:
         import duckdb
 
@@ -115,6 +120,9 @@ class SyncDiff:
         self.field_mapping = dict(field_mapping) if field_mapping else None
         self.state_path = state_path
         self.plan = plan
+        self.base_rows = base_rows
+        """Set when ``scan`` reads only the files appended since the state's snapshot: the
+        rows of that snapshot, all unchanged (appends delete and rewrite nothing)."""
         self.inserts = self.updates = self.deletes = self.unchanged = 0
         self.state_rows = 0
         self.skipped_read = False
@@ -173,7 +181,9 @@ class SyncDiff:
         ).to_pylist()[0]
         self.inserts, self.updates = int(counts["inserts"]), int(counts["updates"])
         self.unchanged = int(counts["unchanged"])
-        if self.mode == "mirror":
+        if self.base_rows is not None:
+            self.unchanged += self.base_rows - self.updates
+        elif self.mode == "mirror":
             self.deletes = self._count(f"SELECT count(*) FROM st ANTI JOIN cur USING ({keys})")
         self._changed = self._column(
             f"SELECT cur.rn FROM cur LEFT JOIN st USING ({keys}) "
@@ -258,7 +268,7 @@ class SyncDiff:
 
     def deleted_keys(self, destination_names: Sequence[str]) -> pa.Table:
         """The keys to delete (``mirror``), named as the destination names the key columns."""
-        if self.mode != "mirror" or not self.deletes:
+        if self.mode != "mirror" or not self.deletes or self.base_rows is not None:
             return pa.table({name: pa.array([], pa.null()) for name in destination_names})
         keys = ", ".join(self._keys)
         table = self._table(f"SELECT {keys} FROM st ANTI JOIN cur USING ({keys}) ORDER BY {keys}")
@@ -333,7 +343,9 @@ class SyncDiff:
         complete = sent_batches is None and deleted_batches is None
         meta = {
             "keys": list(self.key_columns),
-            "source_rows": self._count("SELECT count(*) FROM cur") if complete else None,
+            "source_rows": (self.base_rows or 0) + self._count("SELECT count(*) FROM cur")
+            if complete
+            else None,
             "snapshot_id": self.scan.snapshot_id if complete else None,
             "delivery_id": delivery_id,
             "plan": self.plan,
@@ -397,8 +409,12 @@ def compute_diff(
     state_path: Path,
     work_dir: Path,
     plan: str,
+    base_rows: int | None = None,
 ) -> SyncDiff:
     """Diff ``scan`` (a snapshot) against the sync state at ``state_path``; see the module doc.
+
+    With ``base_rows``, ``scan`` reads only the files appended since the state's snapshot
+    (which had ``base_rows`` rows): the cost follows the appended files.
 
     The caller closes the returned :class:`SyncDiff` (it holds a DuckDB session).
     """
@@ -410,6 +426,7 @@ def compute_diff(
         state_path=state_path,
         work_dir=work_dir,
         plan=plan,
+        base_rows=base_rows,
     )
     try:
         diff._compute()
@@ -425,5 +442,6 @@ def compute_diff(
         unchanged=diff.unchanged,
         state_rows=diff.state_rows,
         read=not diff.skipped_read,
+        incremental=base_rows is not None,
     )
     return diff

@@ -229,3 +229,32 @@ def test_changes_over_rest_sends_only_changed_records_counted_at_the_server(
     assert second["rows_delivered"] == len(changed | added)
     run_json(project)
     assert len(http_server.applied) == before + len(changed | added)  # unchanged: no request
+
+
+@pytest.mark.parametrize("mode", ["changes", "mirror"])
+def test_an_appended_snapshot_is_diffed_from_the_appended_files_only(
+    sql_project: tuple[FloeProject, Path], mode: str
+) -> None:
+    project, database = sql_project
+    project.write_floe([sql_destination(mode)])
+    run_json(project)
+    appended = customers(range(ROWS, ROWS + ROWS // 100))
+    project.warehouse.append("gold.customers", appended)
+
+    result = project.run_job("--output", "json", "-v", "--log-format", "json")
+    assert result.code == 0, result.stderr
+    (record,) = result.json()
+    assert record["rows_inserted"] == ROWS // 100
+    assert (record["rows_updated"], record["rows_deleted"]) == (0, 0)
+    assert record["rows_unchanged"] == ROWS
+    diff_events = [line for line in result.stderr.splitlines() if '"sync_diff"' in line]
+    assert len(diff_events) == 1
+    assert '"incremental": true' in diff_events[0]
+    assert db_rows(database) == expected(customers(range(ROWS + ROWS // 100)))
+
+    again = run_json(project)  # the state now stands for the appended snapshot
+    assert (again["rows_delivered"], again["rows_unchanged"]) == (0, ROWS + ROWS // 100)
+    # a rebuild after the appends is diffed in full, deletes included
+    project.warehouse.overwrite("gold.customers", customers(range(ROWS // 2)))
+    rebuilt_run = run_json(project)
+    assert rebuilt_run["rows_deleted"] == (ROWS // 2 + ROWS // 100 if mode == "mirror" else 0)
