@@ -47,6 +47,12 @@ def test_egress_result_fields_and_defaults() -> None:
         "delivery_id",
         "resumed_batches",
         "snapshot_id",
+        "sync",
+        "rows_inserted",
+        "rows_updated",
+        "rows_deleted",
+        "rows_unchanged",
+        "rows_rejected",
     ]
     result = EgressResult(success=True)
     assert result.rows_delivered == 0
