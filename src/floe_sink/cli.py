@@ -768,6 +768,74 @@ def reset(
     return EXIT_OK
 
 
+@cli.command()
+@_floe_yaml_argument
+@_manifest_option
+@_destinations_option
+@_secrets_dir_option
+@_state_dir_option
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json", "csv"]),
+    default="text",
+    show_default=True,
+    help="Plain text, one JSON array, or CSV (one row per record) on stdout.",
+)
+@_logging_options
+@click.pass_context
+def rejects(
+    ctx: click.Context,
+    floe_yaml: Path,
+    manifest: Path | None,
+    destinations: tuple[str, ...],
+    secrets_dir: Path | None,
+    state_dir: Path,
+    output: str,
+) -> int:
+    """List the records destinations refused: key, reason, when, attempts."""
+    _apply_logging(ctx)
+    job = _load(floe_yaml, manifest, destinations)
+    names = {dest.name for dest in job.destinations}
+    with _state_store(state_dir) as store:
+        found = [r for r in store.rejects() if r.destination in names]
+    records = [
+        {
+            "destination": r.destination,
+            "key": r.key,
+            "status": r.status,
+            "reason": r.message,
+            "first_seen": r.first_seen,
+            "last_seen": r.last_seen,
+            "attempts": r.attempts,
+            "run_id": r.run_id,
+            "record": r.record,
+        }
+        for r in found
+    ]
+    if output == "json":
+        _echo_json(records)
+    elif output == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        fields = ["destination", "key", "status", "reason", "first_seen", "last_seen", "attempts"]
+        writer.writerow(fields)
+        for record in records:
+            row = [record[field] for field in fields]
+            row[1] = json.dumps(record["key"], default=str)
+            writer.writerow(row)
+    else:
+        if not records:
+            click.echo("No rejected records.")
+        for record in records:
+            click.echo(
+                f"{record['destination']}  {json.dumps(record['key'], default=str)}  "
+                f"{record['status']}: {record['reason']}  (attempts {record['attempts']}, "
+                f"first {record['first_seen']}, last {record['last_seen']})"
+            )
+    return EXIT_OK
+
+
 # -- entry point ------------------------------------------------------------------------------
 
 

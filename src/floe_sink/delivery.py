@@ -26,7 +26,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,7 @@ __all__ = [
     "Delivery",
     "DeliveryInterrupted",
     "DeliveryTotals",
+    "Rejection",
     "deliver_batches",
 ]
 
@@ -69,17 +70,34 @@ class DeliveryInterrupted(BaseException):
 
 
 @attrs.frozen(kw_only=True)
+class Rejection:
+    """One record of a batch the destination refused, and why (never a row value)."""
+
+    index: int
+    """The record's row in the batch (0-based)."""
+    status: str
+    """What refused it: an HTTP status (``"400"``) or a database error class."""
+    message: str = attrs.field(repr=False)
+    """The destination's message (it may quote the record: kept out of ``repr``)."""
+    attempts: int = 1
+
+
+@attrs.frozen(kw_only=True)
 class BatchReceipt:
     """What a sink's ``send`` reports for one batch."""
 
     rows: int
-    """Rows of the batch now at the destination (also when it already had them)."""
+    """Rows of the batch now at the destination (also when it already had them), rejected
+    rows excluded."""
     bytes: int = 0
     """Bytes sent or written."""
     record_ids: list[str] = attrs.field(factory=list)
     """IDs the destination returned, where it does."""
     skipped: bool = False
     """True when the destination already had this batch (its own ledger said so)."""
+    rejected: tuple[Rejection, ...] = ()
+    """Records of the batch the destination refused one by one; the batch still counts as
+    delivered (the others are there), the rejected records go to the dead-letter store."""
 
 
 class Delivery:
@@ -118,6 +136,12 @@ class Delivery:
         )
         self.batch_sizes: dict[int, int] = {}
         """The batch size of each range of positions delivered (by its first position)."""
+        self.rejections: list[tuple[int, int]] = []
+        """(position, row in batch) of every record the destination refused in this run."""
+        self.key_columns: tuple[str, ...] = ()
+        """The primary key under its destination names (what a rejected record is filed by)."""
+        self.run_id = ""
+        self._open_rejects: set[str] = set()
 
     def __repr__(self) -> str:
         return (
@@ -145,13 +169,87 @@ class Delivery:
         with self._lock:
             return len(self._acked)
 
-    def acknowledge(self, position: int, key: str, receipt: BatchReceipt) -> None:
-        """Record that the destination has batch ``position`` (call only after it does)."""
+    def acknowledge(
+        self,
+        position: int,
+        key: str,
+        receipt: BatchReceipt,
+        batch: pa.RecordBatch | None = None,
+    ) -> None:
+        """Record that the destination has batch ``position`` (call only after it does).
+
+        Rejected records (``receipt.rejected``) are written to the dead-letter store first,
+        with the key columns and the record as sent (``batch`` holds them).
+        """
+        if receipt.rejected and batch is not None:
+            self._reject(position, batch, receipt.rejected)
+        if self._open_rejects and batch is not None:
+            self._clear_accepted(batch, {r.index for r in receipt.rejected})
         record = BatchRecord(position=position, key=key, rows=receipt.rows, bytes=receipt.bytes)
         if self._store is not None:
             self._store.acknowledge(self.delivery_id, record)
         with self._lock:
             self._acked[position] = record
+            self.rejections.extend((position, r.index) for r in receipt.rejected)
+
+    def track_rejects(self, key_columns: Sequence[str], open_keys: Sequence[str]) -> None:
+        """File refused records by ``key_columns``; clear ``open_keys`` once accepted."""
+        self.key_columns = tuple(key_columns)
+        self._open_rejects = set(open_keys)
+
+    def _clear_accepted(self, batch: pa.RecordBatch, rejected: set[int]) -> None:
+        """Forget the dead-letter records of keys this batch delivered (rare: only while the
+        destination has open rejects; per-row work only for rows whose key might match)."""
+        import json
+
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self._store is None or not self.key_columns:
+            return
+        keys = batch.select(list(self.key_columns))
+        first = self.key_columns[0]
+        try:
+            wanted = pa.array(
+                [json.loads(text)[first] for text in self._open_rejects],
+                type=keys.column(0).type,
+            )
+            rows = pc.indices_nonzero(pc.is_in(keys.column(0), value_set=wanted))
+            candidates = keys.take(rows).to_pylist()
+            indices = rows.to_pylist()
+        except (pa.ArrowException, KeyError, TypeError, ValueError):
+            candidates, indices = keys.to_pylist(), list(range(keys.num_rows))
+        found = [
+            text
+            for index, row in zip(indices, candidates, strict=True)
+            if index not in rejected
+            and (text := json.dumps(row, sort_keys=True, default=str)) in self._open_rejects
+        ]
+        if found:
+            self._store.clear_rejects(self.destination, found)
+            self._open_rejects.difference_update(found)
+
+    def _reject(self, position: int, batch: pa.RecordBatch, found: Sequence[Rejection]) -> None:
+        import json
+
+        if self._store is None:
+            return
+        rows = batch.take([r.index for r in found]).to_pylist()
+        for rejection, row in zip(found, rows, strict=True):
+            key = (
+                {name: row.get(name) for name in self.key_columns}
+                if self.key_columns
+                else {"delivery": self.delivery_id, "batch": position, "row": rejection.index}
+            )
+            self._store.reject(
+                self.destination,
+                key=json.dumps(key, sort_keys=True, default=str),
+                record=json.dumps(row, default=str),
+                status=rejection.status,
+                message=rejection.message,
+                run_id=self.run_id,
+                attempts=rejection.attempts,
+            )
 
     def check_stop(self) -> None:
         """Raise :class:`DeliveryInterrupted` when a stop was requested."""
@@ -174,6 +272,8 @@ class DeliveryTotals:
     resumed_batches: int = 0
     """Batches skipped because an earlier run of this delivery had delivered them."""
     record_ids: list[str] = attrs.field(factory=list)
+    rejected: int = 0
+    """Records the destination refused one by one (in the dead-letter store)."""
     schema: pa.Schema | None = None
     """The mapped schema (known even when there were no rows)."""
 
@@ -272,8 +372,9 @@ def deliver_batches(
         for chunk in rechunker.flush():
             yield position, idempotency_key(delivery.destination, chunk, position), chunk
 
-    def record(position: int, key: str, receipt: BatchReceipt) -> None:
-        delivery.acknowledge(position, key, receipt)
+    def record(position: int, key: str, receipt: BatchReceipt, chunk: pa.RecordBatch) -> None:
+        delivery.acknowledge(position, key, receipt, chunk)
+        totals.rejected += len(receipt.rejected)
         totals.rows += receipt.rows
         totals.bytes += receipt.bytes
         totals.sent_batches += 1
@@ -302,7 +403,7 @@ def deliver_batches(
             if skip(position, key, chunk):
                 continue
             delivery.check_stop()
-            record(position, key, send(chunk, key))
+            record(position, key, send(chunk, key), chunk)
     else:
         _deliver_concurrently(keyed(), delivery, send, concurrency, totals, skip, record)
     if not announced and schema is not None:
@@ -328,20 +429,20 @@ def _deliver_concurrently(
     concurrency: int,
     totals: DeliveryTotals,
     skip: Callable[[int, str, pa.RecordBatch], bool],
-    record: Callable[[int, str, BatchReceipt], None],
+    record: Callable[[int, str, BatchReceipt, pa.RecordBatch], None],
 ) -> None:
-    in_flight: dict[Future[BatchReceipt], tuple[int, str]] = {}
+    in_flight: dict[Future[BatchReceipt], tuple[int, str, pa.RecordBatch]] = {}
     failure: BaseException | None = None
 
     def settle(done: set[Future[BatchReceipt]]) -> None:
         nonlocal failure
         for future in done:
-            position, key = in_flight.pop(future)
+            position, key, chunk = in_flight.pop(future)
             error = future.exception()
             if error is not None:
                 failure = failure or error
             else:
-                record(position, key, future.result())
+                record(position, key, future.result(), chunk)
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="floe-send") as pool:
         try:
@@ -355,7 +456,7 @@ def _deliver_concurrently(
                 if failure is not None:
                     break
                 delivery.check_stop()
-                in_flight[pool.submit(send, chunk, key)] = (position, key)
+                in_flight[pool.submit(send, chunk, key)] = (position, key, chunk)
         finally:
             # whatever stops the loop (a failure, an interrupt, the source failing), batches
             # already sent are waited for and recorded: the journal must not miss them

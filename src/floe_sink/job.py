@@ -19,6 +19,7 @@ The order is what makes a run safe to start:
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import uuid
@@ -394,7 +395,6 @@ def delivery_plan(dest: Any, sink_config: SinkConfig) -> str:
     rotated token does not make a delivery a different one).
     """
     import hashlib
-    import json
 
     document = {
         "sink_type": dest.sink_type,
@@ -745,13 +745,15 @@ def _fold_acknowledged(
     """Save the sync state with exactly what the destination acknowledged."""
     from floe_sink.sync import DELETE_POSITIONS
 
+    refused = [(p, i) for p, i in delivery.rejections if p < DELETE_POSITIONS]
     if complete:
         diff.save_state(
             delivery_id=delivery.delivery_id,
             sent_batches=None,
-            batch_size=None,
+            batch_size=delivery.batch_sizes.get(0),
             deleted_batches=None,
             delete_batch_size=None,
+            rejected=refused,
         )
         return
     diff.save_state(
@@ -765,6 +767,7 @@ def _fold_acknowledged(
         if deletes
         else [],
         delete_batch_size=delivery.batch_sizes.get(DELETE_POSITIONS),
+        rejected=refused,
     )
 
 
@@ -803,6 +806,14 @@ def deliver(
                 snapshot_id=snapshot_id,
                 delivery_id=delivery.delivery_id,
             )
+        )
+    if delivery is not None:
+        mapping = prepared.sink_config.field_mapping or {}
+        key = [mapping.get(c, c) for c in prepared.sink_config.primary_key or []]
+        delivery.run_id = run_id
+        opened = store.rejects(prepared.name) if store is not None else []
+        delivery.track_rejects(
+            key, [json.dumps(r.key, sort_keys=True, default=str) for r in opened]
         )
     outcome: DestinationOutcome | None = None
     try:
@@ -849,6 +860,7 @@ def deliver(
     except Exception as exc:  # a plugin's failure is this destination's, not the run's
         log.error("destination_failed", destination=prepared.name, error=str(exc))
         outcome = _failure(dest, exc)
+    outcome = _check_rejected_fraction(outcome, getattr(dest, "guards", None))
     if store is not None and delivery is not None:
         success = outcome.result.success
         # a failed change-aware delivery is folded into the sync state: the next run diffs
@@ -857,6 +869,22 @@ def deliver(
         store.set_status(delivery.delivery_id, DONE if success else failed)
         store.finish_run(run_id, success=success, result=result_record(outcome))
     return outcome
+
+
+def _check_rejected_fraction(outcome: DestinationOutcome, guards: Any) -> DestinationOutcome:
+    """Fail a run whose destination refused more records than ``max_rejected_fraction``."""
+    limit = getattr(guards, "max_rejected_fraction", None)
+    result = outcome.result
+    sent = result.rows_delivered + result.rows_rejected
+    if limit is None or not sent or result.rows_rejected / sent <= limit:
+        return outcome
+    share = result.rows_rejected / sent
+    error = (
+        f"guard max_rejected_fraction: the destination refused {result.rows_rejected:,} of "
+        f"the {sent:,} records sent ({share:.1%}), more than {limit:.1%}; see floe-sink rejects"
+    )
+    failed = attrs.evolve(result, success=False, errors=[*result.errors, error])
+    return attrs.evolve(outcome, result=failed)
 
 
 def _describe(sink: Any) -> str | None:

@@ -49,6 +49,7 @@ __all__ = [
     "DeliveryRecord",
     "DestinationLockedError",
     "LocalStateStore",
+    "RejectRecord",
     "RunRecord",
     "StateStore",
     "escape_name",
@@ -142,6 +143,23 @@ class DeliveryRecord:
 
 
 @attrs.frozen(kw_only=True)
+class RejectRecord:
+    """A record a destination refused, as ``floe-sink rejects`` lists it."""
+
+    destination: str
+    key: dict[str, Any]
+    """The record's primary key (destination names)."""
+    record: dict[str, Any] = attrs.field(repr=False)
+    """The record as it was sent (customer data: never in logs or errors)."""
+    status: str
+    message: str = attrs.field(repr=False)
+    run_id: str
+    first_seen: str
+    last_seen: str
+    attempts: int
+
+
+@attrs.frozen(kw_only=True)
 class RunRecord:
     """One run of one destination, as ``floe-sink status`` shows it."""
 
@@ -187,6 +205,25 @@ class StateStore(Protocol):
     def runs(self, destination: str | None = None, *, limit: int | None = None) -> list[RunRecord]:
         """Run history, most recent first."""
 
+    def reject(
+        self,
+        destination: str,
+        *,
+        key: str,
+        record: str,
+        status: str,
+        message: str,
+        run_id: str,
+        attempts: int = 1,
+    ) -> None:
+        """File a refused record (by its JSON key): new, or seen again (attempts add up)."""
+
+    def rejects(self, destination: str | None = None) -> list[RejectRecord]:
+        """The refused records, oldest first."""
+
+    def clear_rejects(self, destination: str, keys: list[str]) -> None:
+        """Forget refused records the destination has now accepted (by JSON key)."""
+
     def sync_state_path(self, destination: str) -> Path:
         """Where the destination's sync state (keys and fingerprints, Parquet) lives."""
 
@@ -212,6 +249,11 @@ _SCHEMA = (
         started_at TEXT NOT NULL, finished_at TEXT, success INTEGER, sync TEXT NOT NULL,
         snapshot_id BIGINT, result TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS floe_runs_dest ON floe_runs (destination, started_at)",
+    """CREATE TABLE IF NOT EXISTS floe_rejects (
+        destination TEXT NOT NULL, record_key TEXT NOT NULL, record TEXT NOT NULL,
+        status TEXT NOT NULL, message TEXT NOT NULL, run_id TEXT NOT NULL,
+        first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, attempts BIGINT NOT NULL,
+        PRIMARY KEY (destination, record_key))""",
 )
 
 RUNS_KEPT = 1000
@@ -393,11 +435,63 @@ class LocalStateStore:
         )
         return [_run_record(row) for row in rows]
 
+    # -- rejected records ------------------------------------------------------------------
+
+    def reject(
+        self,
+        destination: str,
+        *,
+        key: str,
+        record: str,
+        status: str,
+        message: str,
+        run_id: str,
+        attempts: int = 1,
+    ) -> None:
+        at = now_utc()
+        self._execute(
+            "INSERT INTO floe_rejects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (destination, record_key) DO UPDATE SET record = excluded.record, "
+            "status = excluded.status, message = excluded.message, run_id = excluded.run_id, "
+            "last_seen = excluded.last_seen, attempts = floe_rejects.attempts + excluded.attempts",
+            (destination, key, record, status, message, run_id, at, at, attempts),
+        )
+
+    def rejects(self, destination: str | None = None) -> list[RejectRecord]:
+        where = "WHERE destination = ?" if destination is not None else ""
+        rows = self._execute(
+            "SELECT destination, record_key, record, status, message, run_id, first_seen, "
+            f"last_seen, attempts FROM floe_rejects {where} ORDER BY first_seen, record_key",
+            (destination,) if destination is not None else (),
+        )
+        return [
+            RejectRecord(
+                destination=dest,
+                key=json.loads(key),
+                record=json.loads(record),
+                status=status,
+                message=message,
+                run_id=run_id,
+                first_seen=first,
+                last_seen=last,
+                attempts=int(attempts),
+            )
+            for dest, key, record, status, message, run_id, first, last, attempts in rows
+        ]
+
+    def clear_rejects(self, destination: str, keys: list[str]) -> None:
+        with self._mutex:
+            self._db.executemany(
+                "DELETE FROM floe_rejects WHERE destination = ? AND record_key = ?",
+                [(destination, key) for key in keys],
+            )
+
     def sync_state_path(self, destination: str) -> Path:
         return sync_state_path(self.state_dir, destination)
 
     def forget(self, destination: str) -> None:
         self.sync_state_path(destination).unlink(missing_ok=True)
+        self._execute("DELETE FROM floe_rejects WHERE destination = ?", (destination,))
         rows = self._execute(
             "SELECT delivery_id FROM floe_deliveries WHERE destination = ?", (destination,)
         )

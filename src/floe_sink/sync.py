@@ -128,7 +128,7 @@ class SyncDiff:
         self.skipped_read = False
         work_dir.mkdir(parents=True, exist_ok=True)
         self._db = duckdb.connect(config={"memory_limit": _MEMORY_LIMIT, "threads": 2})
-        self._db.execute(f"SET temp_directory = '{_sql_text(str(work_dir))}'")
+        self._db.sql(f"SET temp_directory = '{_sql_text(str(work_dir))}'")
         self._changed: pa.Array | None = None  # sorted row numbers to send; None: all rows
         self._all_changed = False
         self._keys = _key_names(len(self.key_columns))
@@ -152,9 +152,9 @@ class SyncDiff:
             info = None  # another key: the old state says nothing about these rows
         has_state = info is not None
         if has_state:
-            self._db.execute(
+            self._db.sql(
                 f"CREATE TEMP TABLE st AS SELECT {keys}, fp FROM read_parquet(?)",
-                [str(self.state_path)],
+                params=[str(self.state_path)],
             )
             self.state_rows = info.rows if info is not None else 0
         if (
@@ -198,8 +198,7 @@ class SyncDiff:
         return int(self._table(sql).column(0)[0].as_py())
 
     def _table(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
-        result = self._db.execute(sql, list(params))
-        table: pa.Table = result.to_arrow_table()
+        table: pa.Table = self._db.sql(sql, params=list(params) or None).to_arrow_table()
         return table
 
     def _fingerprinted(self, reader: pa.RecordBatchReader) -> Any:
@@ -307,6 +306,7 @@ class SyncDiff:
         batch_size: int | None,
         deleted_batches: Sequence[int] | None,
         delete_batch_size: int | None,
+        rejected: Sequence[tuple[int, int]] = (),
     ) -> None:
         """Replace the sync state with what the destination acknowledged.
 
@@ -316,12 +316,21 @@ class SyncDiff:
             batch_size: Rows per upsert batch (needed when ``sent_batches`` is a subset).
             deleted_batches: Positions (from 0) of acknowledged delete batches; ``None``: all.
             delete_batch_size: Rows per delete batch.
+            rejected: (position, row in batch) of upsert records the destination refused:
+                they stay unsynced, so the next run sends them again.
         """
         if self.skipped_read:
             return  # nothing changed, nothing sent: the state stays as it is
         keys = ", ".join(self._keys)
         changed = self._column("SELECT rn FROM cur ORDER BY rn") if self._all_changed else None
-        sent = _rows_of(changed if changed is not None else self._changed, sent_batches, batch_size)
+        every = changed if changed is not None else self._changed
+        assert every is not None
+        sent = _rows_of(every, sent_batches, batch_size)
+        if rejected and batch_size:
+            import pyarrow.compute as pc
+
+            refused = every.take(pa.array([p * batch_size + i for p, i in rejected], pa.int64()))
+            sent = sent.filter(pc.invert(pc.is_in(sent, value_set=refused)))
         self._db.register("sent", pa.table({"rn": sent}))
         has_state = self._has_table("st")
         parts = []
@@ -340,7 +349,9 @@ class SyncDiff:
             parts.append(f"SELECT {keys}, fp FROM st ANTI JOIN ({drop}) USING ({keys})")
         parts.append(f"SELECT {keys}, fp FROM cur SEMI JOIN sent USING (rn)")
         new = self._table(" UNION ALL ".join(parts))
-        complete = sent_batches is None and deleted_batches is None
+        # only a state holding every row of the snapshot may name it: with refused records
+        # left out, the next run must diff again (and send them)
+        complete = sent_batches is None and deleted_batches is None and not rejected
         meta = {
             "keys": list(self.key_columns),
             "source_rows": (self.base_rows or 0) + self._count("SELECT count(*) FROM cur")
@@ -360,10 +371,10 @@ class SyncDiff:
         )
 
     def _has_table(self, name: str) -> bool:
-        found = self._db.execute(
+        found = self._table(
             "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]
-        ).fetchone()
-        return bool(found and found[0])
+        ).column(0)[0]
+        return bool(found.as_py())
 
 
 def write_state(path: Path, table: pa.Table, meta: Mapping[str, Any]) -> None:

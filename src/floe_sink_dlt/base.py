@@ -262,4 +262,5 @@ class BatchSink(abc.ABC):
             destination_record_ids=list(totals.record_ids),
             errors=errors,
             resumed_batches=totals.resumed_batches,
+            rows_rejected=totals.rejected,
         )

@@ -97,11 +97,15 @@ class GuardsConfig:
         max_deletes: The most rows a ``mirror`` run may delete.
         max_delete_fraction: The largest share of the destination's rows a run may delete.
         max_update_fraction: The largest share of the destination's rows a run may update.
+        max_rejected_fraction: The largest share of a run's records the destination may
+            refuse one by one; a run over it is reported failed (the records are filed in the
+            dead-letter store either way).
     """
 
     max_deletes: int | None = attrs.field(default=None, validator=_non_negative)
     max_delete_fraction: float | None = attrs.field(default=None, validator=_fraction)
     max_update_fraction: float | None = attrs.field(default=None, validator=_fraction)
+    max_rejected_fraction: float | None = attrs.field(default=None, validator=_fraction)
 
 
 register_checked_class(GuardsConfig)

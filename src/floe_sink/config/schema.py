@@ -112,6 +112,11 @@ _DESTINATION: dict[str, Any] = {
                 "max_deletes": {"type": ["integer", "null"], "minimum": 0},
                 "max_delete_fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
                 "max_update_fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                "max_rejected_fraction": {
+                    "type": ["number", "null"],
+                    "minimum": 0,
+                    "maximum": 1,
+                },
             },
         },
         "retry": {
