@@ -78,6 +78,43 @@ def test_missing_secret(project: FloeProject) -> None:
     assert_nothing_sent(project)
 
 
+@pytest.mark.requirement("4G-FR-018")
+@pytest.mark.parametrize("written", ["\n", "sqlite:///ops.sqlite\n\n", "sqlite:///a\nsqlite:///b"])
+def test_empty_or_multi_line_secret_value(project: FloeProject, written: str) -> None:
+    (project.secrets_dir / "ops-db" / "url").write_text(written)
+    message = project.run_job().assert_clean_error(2)
+    assert "Key 'url' of secret 'ops-db'" in message
+    assert "sqlite:///" not in message
+    assert_nothing_sent(project)
+
+
+UNREADABLE_AS_ROOT = Path("/proc/sys/vm/drop_caches")  # mode 0200: EACCES even for root
+
+
+def _unreadable_as_root() -> bool:
+    try:
+        UNREADABLE_AS_ROOT.read_bytes()
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+@pytest.mark.requirement("4G-FR-018")
+@pytest.mark.skipif(not _unreadable_as_root(), reason=f"{UNREADABLE_AS_ROOT} is readable here")
+def test_unreadable_secret_file(project: FloeProject) -> None:
+    # chmod 000 does not stop root: a key linked to a write-only procfs file really is
+    # unreadable, with the PermissionError a mis-set defaultMode gives in a pod.
+    key = project.secrets_dir / "ops-db" / "url"
+    key.unlink()
+    key.symlink_to(UNREADABLE_AS_ROOT)
+    message = project.run_job().assert_clean_error(2)
+    assert "Cannot read 'secrets/ops-db/url' (key 'url' of secret 'ops-db'" in message
+    assert "Permission denied" in message
+    assert_nothing_sent(project)
+
+
 def test_missing_source_table(project: FloeProject) -> None:
     project.write_floe([sqlite_destination(source_table="gold.nope")])
     message = project.run_job().assert_clean_error(2)
