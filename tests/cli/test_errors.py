@@ -169,6 +169,17 @@ def test_key_in_config_and_secret(project: FloeProject) -> None:
     assert_nothing_sent(project)
 
 
+@pytest.mark.requirement("4G-FR-018")
+def test_secret_without_the_key_the_sink_needs(project: FloeProject) -> None:
+    (project.secrets_dir / "ops-db" / "url").rename(project.secrets_dir / "ops-db" / "uri")
+    result = project.run_job()
+    message = result.assert_clean_error(2)
+    assert "destination 'ops_db': invalid 'url'" in message
+    assert "has no key 'url' (keys found: uri)" in message
+    assert "ops.sqlite" not in result.stdout + result.stderr  # the value of key 'uri'
+    assert_nothing_sent(project)
+
+
 def test_unknown_destination_selected(project: FloeProject) -> None:
     message = project.run_job("--destination", "nope").assert_clean_error(2)
     assert "nope" in message

@@ -172,6 +172,43 @@ def test_extra_keys_of_the_mounted_secret_are_not_refused(tmp_path: Path) -> Non
         )
 
 
+@pytest.mark.requirement("4G-FR-018")
+def test_a_secret_without_token_is_refused_naming_the_keys_it_has(tmp_path: Path) -> None:
+    # A misspelt key used to send every request without Authorization, and report success.
+    config = SinkConfig(
+        sink_type="rest_api",
+        connection_config={
+            "url": "http://127.0.0.1:9/x",
+            "tokn": Secret(TOKEN),
+            "username": Secret("svc-floe"),
+        },
+        destination="crm",
+    )
+    with pytest.raises(SinkConfigurationError) as info:
+        RestApiSink.from_config(config)
+    message = str(info.value)
+    assert "has no key 'token' (keys found: tokn, username)" in message
+    assert "destination=crm" in message
+    assert TOKEN not in message
+    assert "svc-floe" not in message
+
+
+@pytest.mark.requirement("4G-FR-018")
+@pytest.mark.parametrize(
+    "token", ["", f"{TOKEN}\n", f"Bearer {TOKEN}", f"{TOKEN}\r\nX-Injected: 1", f"{TOKEN}é"]
+)
+def test_a_token_no_header_can_carry_is_refused_without_showing_it(
+    tmp_path: Path, token: str
+) -> None:
+    config = SinkConfig(
+        sink_type="rest_api",
+        connection_config={"url": "http://127.0.0.1:9/x", "token": Secret(token)},
+    )
+    with pytest.raises(SinkConfigurationError, match="key 'token' is empty or holds") as info:
+        RestApiSink.from_config(config)
+    assert TOKEN not in str(info.value)
+
+
 @pytest.mark.requirement("4G-FR-007")
 def test_invalid_retry_config_is_refused(tmp_path: Path) -> None:
     config = SinkConfig(
