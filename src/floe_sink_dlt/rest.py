@@ -60,7 +60,7 @@ from floe_sink.errors import (
 )
 from floe_sink.logs import get_logger
 from floe_sink.retry import parse_retry_after
-from floe_sink.secrets import Secret, reveal, secret_keys
+from floe_sink.secrets import Secret, reveal, scrub_text, secret_keys
 from floe_sink_dlt.base import BatchReceipt, BatchSink, SinkSettings
 from floe_sink_dlt.json_encoding import encode_batch
 from floe_sink_dlt.rate_limit import RateLimiter
@@ -323,11 +323,13 @@ class RestApiSink(BatchSink):
                 options.method, options.url, content=body, headers={"Idempotency-Key": key}
             )
         except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+            # h11 quotes the refused header value, the Authorization header included: the
+            # message is scrubbed and the original (unscrubbed) exception is not chained
             raise SinkWriteError(
-                f"cannot send the request: {type(exc).__name__}: {exc}",
+                f"cannot send the request: {type(exc).__name__}: {self._scrub(str(exc))}",
                 category=ErrorCategory.PERMANENT,
                 **context,
-            ) from exc
+            ) from None
         except httpx.TimeoutException as exc:
             raise SinkConnectionError(
                 f"request timed out after {options.timeout:g} s ({type(exc).__name__})",
@@ -335,8 +337,8 @@ class RestApiSink(BatchSink):
             ) from exc
         except httpx.TransportError as exc:
             raise SinkConnectionError(
-                f"connection failed: {type(exc).__name__}: {exc}", **context
-            ) from exc
+                f"connection failed: {type(exc).__name__}: {self._scrub(str(exc))}", **context
+            ) from None
         status = response.status_code
         if 200 <= status < 300:
             return response
@@ -353,6 +355,14 @@ class RestApiSink(BatchSink):
             status=status,
             **context,
         )
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the token, as typed or as a ``bytes`` repr quotes it."""
+        token = self.options.token
+        if token is None:
+            return text
+        plain = reveal(token)
+        return scrub_text(text, (plain, repr(plain.encode("utf-8", "backslashreplace"))[2:-1]))
 
     def _ids_in(self, response: httpx.Response, *, key: str) -> list[str]:
         path = self.options.record_ids_path

@@ -551,3 +551,23 @@ def test_hundreds_of_batches_in_one_write(http_server: RecordingServer, tmp_path
     assert_complete(result, table)
     assert len(http_server.applied_per_key) == 300
     assert applied_ids(http_server) == list(range(3_000))
+
+
+@pytest.mark.requirement("4G-FR-018")
+@pytest.mark.parametrize("token", [f"{TOKEN}\n", f"{TOKEN}\x00"])
+def test_a_header_error_never_quotes_the_token(
+    http_server: RecordingServer, tmp_path: Path, token: str
+) -> None:
+    # from_config refuses such a token; a sink built around the check must still not leak it
+    sink = make_sink(http_server, tmp_path, token=TOKEN)
+    sink.options = attrs.evolve(sink.options, token=Secret(token))
+    with capture_logs() as events:
+        result = sink.write(people(10))
+    assert not result.success
+    (error,) = result.errors
+    assert "cannot send the request: LocalProtocolError: Illegal header value" in error
+    assert "Bearer ***" in error
+    seen = repr(events) + repr(result) + error
+    assert TOKEN not in seen
+    assert TOKEN[:12] not in seen
+    assert http_server.request_count == 0
