@@ -16,6 +16,7 @@ pyiceberg is imported on first use, so ``import floe_sink`` stays fast.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,14 +43,34 @@ class SourceNotFoundError(SinkConfigurationError):
     """Raised when the source table (or its namespace) does not exist in the catalog."""
 
 
-def _ensure_local_dirs(properties: Mapping[str, Any]) -> None:
-    # The embedded SQL catalog on SQLite needs its folder, and a file:// warehouse its root;
-    # pyiceberg creates neither.
+_SQLITE_URI = re.compile(r"sqlite(?:\+\w+)?:///(?P<path>[^?]*)(?:\?.*)?")
+
+
+def _ensure_local_dirs(properties: Mapping[str, Any], *, create_catalog: bool) -> None:
+    """Check (or, for the embedded catalog, create) the local files a catalog needs.
+
+    SQLite creates a missing database file on connect, and pyiceberg then an empty catalog in
+    it: a misspelt ``uri`` would read as "no such table" from a catalog that never existed.
+    Only the embedded catalog (``create_catalog``) is created; its folder and a file://
+    warehouse root are made too, as pyiceberg makes neither.
+
+    Raises:
+        SinkConfigurationError: A SQLite catalog file that does not exist, not to be created.
+    """
     uri = str(properties.get("uri") or "")
-    if properties.get("type", "sql") == "sql" and uri.startswith("sqlite:///"):
-        database = uri.removeprefix("sqlite:///")
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    match = _SQLITE_URI.fullmatch(uri) if properties.get("type", "sql") == "sql" else None
+    database = match.group("path") if match else ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database)
+        if create_catalog:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.is_file():
+            raise SinkConfigurationError(
+                f"catalog.uri {uri!r} in manifest.yaml names a SQLite catalog file that does "
+                f"not exist: {str(path.absolute())!r}. Fix catalog.uri (floe-sink reads an "
+                "existing catalog, it does not create one), or remove the catalog section to "
+                "use the embedded catalog under the state directory (./.floe)"
+            )
     warehouse = str(properties.get("warehouse") or "")
     if warehouse.startswith("file://"):
         Path(urlparse(warehouse).path).mkdir(parents=True, exist_ok=True)
@@ -60,10 +81,12 @@ def load_catalog(source_config: Mapping[str, Any]) -> Any:
 
     Args:
         source_config: ``{"catalog_name": ..., "catalog_properties": {...}, ...}``, as
-            returned by ``get_source_config``.
+            returned by ``get_source_config``. ``"create_catalog": True`` (the embedded
+            default catalog) lets a missing SQLite catalog file be created.
 
     Raises:
-        SinkConfigurationError: The config lacks catalog properties or pyiceberg refuses them.
+        SinkConfigurationError: The config lacks catalog properties, names a SQLite catalog
+            file that does not exist (and is not to be created), or pyiceberg refuses them.
         SinkConnectionError: The catalog (a REST/Polaris server) cannot be reached.
     """
     from pyiceberg.catalog import load_catalog as pyiceberg_load_catalog
@@ -75,7 +98,7 @@ def load_catalog(source_config: Mapping[str, Any]) -> Any:
             "must return catalog_name, catalog_properties and table"
         )
     name = str(source_config.get("catalog_name") or "floe")
-    _ensure_local_dirs(properties)
+    _ensure_local_dirs(properties, create_catalog=source_config.get("create_catalog") is True)
     try:
         return pyiceberg_load_catalog(name, **{str(k): v for k, v in properties.items()})
     except (ValueError, TypeError, NotImplementedError) as exc:

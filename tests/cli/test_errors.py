@@ -180,6 +180,26 @@ def test_secret_without_the_key_the_sink_needs(project: FloeProject) -> None:
     assert_nothing_sent(project)
 
 
+@pytest.mark.requirement("4G-FR-013")
+def test_misspelt_catalog_uri_is_refused_and_creates_no_catalog(project: FloeProject) -> None:
+    misspelt = project.warehouse.root / "catalg.db"
+    project.write_manifest(
+        catalog={**project.warehouse.catalog_properties, "uri": f"sqlite:///{misspelt}"}
+    )
+    message = project.run_job().assert_clean_error(2)
+    assert f"catalog.uri 'sqlite:///{misspelt}' in manifest.yaml" in message
+    assert f"'{misspelt}'" in message
+    assert not misspelt.exists()
+    assert_nothing_sent(project)
+
+
+def test_the_embedded_catalog_is_created_on_first_use(project: FloeProject) -> None:
+    project.manifest_yaml.unlink()  # no manifest, no catalog: the embedded one under ./.floe
+    message = project.run("run", "floe.yaml", "--secrets-dir", "secrets").assert_clean_error(2)
+    assert "Source table 'gold.customers' does not exist" in message  # a new, empty catalog
+    assert (project.root / ".floe" / "catalog.db").is_file()
+
+
 def test_unknown_destination_selected(project: FloeProject) -> None:
     message = project.run_job("--destination", "nope").assert_clean_error(2)
     assert "nope" in message

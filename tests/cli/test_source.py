@@ -10,7 +10,7 @@ import pytest
 
 from fixtures.iceberg import IcebergWarehouse, customers
 from floe_sink.errors import SinkConfigurationError
-from floe_sink.source import SourceNotFoundError, open_table, plan_scan
+from floe_sink.source import SourceNotFoundError, load_catalog, open_table, plan_scan
 from floe_sink_dlt.source import source_config
 
 
@@ -61,6 +61,40 @@ def test_source_config_refuses_a_rest_catalog_without_uri_and_unknown_types() ->
         source_config({"type": "rest", "table": "gold.c"})
     with pytest.raises(SinkConfigurationError, match="hive"):
         source_config({"type": "hive", "table": "gold.c"})
+
+
+@pytest.mark.requirement("4G-FR-013")
+@pytest.mark.parametrize("scheme", ["sqlite", "sqlite+pysqlite"])
+def test_a_catalog_uri_naming_a_missing_sqlite_file_is_refused_not_created(
+    iceberg_warehouse: IcebergWarehouse, scheme: str
+) -> None:
+    iceberg_warehouse.write("gold.customers", customers(10))
+    misspelt = iceberg_warehouse.root / "catalg.db"
+    config = source_config(
+        {
+            **iceberg_warehouse.catalog_properties,
+            "uri": f"{scheme}:///{misspelt}?timeout=5",
+            "table": "gold.customers",
+        }
+    )
+    assert "create_catalog" not in config
+    with pytest.raises(SinkConfigurationError) as raised:
+        load_catalog(config)
+    message = str(raised.value)
+    assert f"catalog.uri '{scheme}:///{misspelt}?timeout=5' in manifest.yaml" in message
+    assert f"SQLite catalog file that does not exist: '{misspelt}'" in message
+    assert not misspelt.exists()
+    # the right uri still opens the catalog it names
+    assert open_table(_config(iceberg_warehouse, "gold.customers")) is not None
+
+
+@pytest.mark.requirement("4G-FR-009")
+def test_the_embedded_catalog_is_created_on_first_use(tmp_path: Path) -> None:
+    config = source_config({"table": "gold.customers", "state_dir": str(tmp_path / "state")})
+    assert config["create_catalog"] is True
+    load_catalog(config).create_namespace("gold")
+    assert (tmp_path / "state" / "catalog.db").is_file()
+    assert (tmp_path / "state" / "warehouse").is_dir()
 
 
 def test_the_plugin_hook_answers_through_the_manager(tmp_path: Path) -> None:
