@@ -25,11 +25,12 @@ from urllib.parse import urlparse
 import attrs
 import pyarrow as pa
 
-from floe_sink.errors import SinkConfigurationError, SinkConnectionError
+from floe_sink.errors import ErrorCategory, SinkConfigurationError, SinkConnectionError, SinkError
 from floe_sink.logs import get_logger
 
 __all__ = [
     "SourceNotFoundError",
+    "SourceReadError",
     "SourceScan",
     "load_catalog",
     "open_table",
@@ -41,6 +42,29 @@ log = get_logger(__name__)
 
 class SourceNotFoundError(SinkConfigurationError):
     """Raised when the source table (or its namespace) does not exist in the catalog."""
+
+
+class SourceReadError(SinkError):
+    """Raised when a data file of the source table cannot be read; names the file and table.
+
+    The file may be missing, damaged, not Parquet, or on storage that cannot be reached.
+    Permanent, except for an I/O error of the storage (which may pass).
+
+    Attributes:
+        path: The data file, as the table's metadata names it.
+        table: The Iceberg table.
+    """
+
+    def __init__(self, path: str, table: str, error: BaseException) -> None:
+        self.path = path
+        self.table = table
+        unreachable = isinstance(error, OSError) and not isinstance(error, FileNotFoundError)
+        super().__init__(
+            f"Cannot read data file {path!r} of Iceberg table {table!r}: "
+            f"{type(error).__name__}: {str(error).rstrip('.')}. Restore the file (or roll the "
+            "table back to a snapshot without it) and run again",
+            category=ErrorCategory.TRANSIENT if unreachable else ErrorCategory.PERMANENT,
+        )
 
 
 _SQLITE_URI = re.compile(r"sqlite(?:\+\w+)?:///(?P<path>[^?]*)(?:\?.*)?")
@@ -163,7 +187,7 @@ class SourceScan:
 
     def reader(self) -> pa.RecordBatchReader:
         """Stream the scan as a ``RecordBatchReader``, one file after the other."""
-        batches = _stream_tasks(self._scan, self._tasks)
+        batches = _stream_tasks(self._scan, self._tasks, self.table_name)
         if batches is None:
             reader = self._scan.to_arrow_batch_reader()
             return reader if reader.schema.equals(self.schema) else reader.cast(self.schema)
@@ -175,8 +199,14 @@ def _conform(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[p
         yield batch if batch.schema.equals(schema) else batch.cast(schema)
 
 
-def _stream_tasks(scan: Any, tasks: Sequence[Any]) -> Iterator[pa.RecordBatch] | None:
-    """Batches of ``tasks`` read lazily, file by file; ``None`` when pyiceberg changed."""
+def _stream_tasks(
+    scan: Any, tasks: Sequence[Any], table_name: str
+) -> Iterator[pa.RecordBatch] | None:
+    """Batches of ``tasks`` read lazily, file by file; ``None`` when pyiceberg changed.
+
+    A file that cannot be read raises :class:`SourceReadError` naming it: pyarrow's own
+    message ("Parquet magic bytes not found") says neither which file nor which table.
+    """
     try:
         from pyiceberg.io.pyarrow import ArrowScan, _read_all_delete_files
     except ImportError:  # pragma: no cover - pyiceberg internals moved
@@ -196,8 +226,11 @@ def _stream_tasks(scan: Any, tasks: Sequence[Any]) -> Iterator[pa.RecordBatch] |
     def generate() -> Iterator[pa.RecordBatch]:
         deletes = _read_all_delete_files(scan.io, tasks)  # positional deletes: small
         for task in tasks:
-            plain = _plain_parquet_batches(scan, task)
-            yield from plain if plain is not None else per_file([task], deletes)
+            try:
+                plain = _plain_parquet_batches(scan, task)
+                yield from plain if plain is not None else per_file([task], deletes)
+            except (pa.ArrowException, OSError, ValueError) as exc:  # ArrowInvalid: a ValueError
+                raise SourceReadError(task.file.file_path, table_name, exc) from exc
 
     return generate()
 
