@@ -138,7 +138,9 @@ class SinkConnectorSpec:
         ``catalog_config`` holds the pyiceberg catalog properties (``name``, ``type``,
         ``uri``, ``warehouse``, ...) and the ``table`` to read. The result is a dict with
         ``catalog_name``, ``catalog_properties`` and ``table`` that the command hands to
-        pyiceberg. A missing table is a :class:`~floe_sink.SinkConfigurationError`.
+        pyiceberg, and ``create_catalog: True`` when a default SQLite catalog of the plugin's
+        own may be created on first use (otherwise a missing SQLite catalog file is an
+        error). A missing table is a :class:`~floe_sink.SinkConfigurationError`.
 
         Example::
 

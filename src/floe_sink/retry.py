@@ -2,12 +2,15 @@
 
 A sink builds a :class:`RetryPolicy` from ``SinkConfig.retry_config`` and wraps each delivery
 attempt with :func:`retrying`. An exception with a ``retry_after`` attribute (seconds) makes the
-next wait at least that long, capped by ``max_wait``.
+next wait at least that long. A ``retry_after`` longer than ``max_wait`` is not shortened: a
+retry before the server's time would only be refused again, so the delivery fails at once
+with a :class:`RetryAfterTooLongError` that says how to wait longer.
 """
 
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -16,10 +19,10 @@ from typing import Any
 import attrs
 import tenacity
 
-from floe_sink.errors import SinkConfigurationError, SinkError
+from floe_sink.errors import SinkConfigurationError, SinkError, SinkWriteError
 from floe_sink.logs import get_logger
 
-__all__ = ["RetryPolicy", "parse_retry_after", "retrying"]
+__all__ = ["RetryAfterTooLongError", "RetryPolicy", "parse_retry_after", "retrying"]
 
 log = get_logger(__name__)
 
@@ -41,7 +44,8 @@ class RetryPolicy:
     Attributes:
         max_attempts: Attempts in all, the first included (1 = no retry).
         initial_wait: Seconds before the first retry.
-        max_wait: Cap, in seconds, on any single wait, ``Retry-After`` included.
+        max_wait: Cap, in seconds, on any single wait. A ``Retry-After`` longer than this
+            fails the delivery at once (:class:`RetryAfterTooLongError`).
         multiplier: Growth of the wait per attempt (exponential backoff).
         jitter: Up to this many random seconds added to each wait, so that clients that
             failed together do not retry together.
@@ -123,8 +127,58 @@ class _Wait(tenacity.wait.wait_base):
         return min(base + self.jitter(retry_state), self.policy.max_wait)
 
 
+class RetryAfterTooLongError(SinkWriteError):
+    """Raised when the server asks to wait longer (``Retry-After``) than ``max_wait`` allows.
+
+    Transient: the same delivery may succeed later (a resumed run sends it again).
+
+    Attributes:
+        retry_after: The seconds the server asked for.
+        max_wait: The policy's cap on one wait.
+    """
+
+    def __init__(self, error: BaseException, *, retry_after: float, max_wait: float) -> None:
+        self.retry_after = retry_after
+        self.max_wait = max_wait
+        asked = math.ceil(retry_after)
+        message = error.message if isinstance(error, SinkError) else str(error)
+        context = dict(error.context) if isinstance(error, SinkError) else {}
+        super().__init__(
+            f"{message}; the API asks to wait {asked} s before trying again, more than "
+            f"retry.max_wait ({max_wait:g} s), so it was not retried. Raise max_wait in the "
+            f"destination's retry settings in floe.yaml (retry: {{max_wait: {asked}}}) to "
+            "wait that long, or run again later",
+            **context,
+        )
+
+
 def _default_retryable(error: BaseException) -> bool:
     return isinstance(error, SinkError) and error.retryable
+
+
+class _Retry(tenacity.retry_base):
+    """``retryable`` errors are retried, unless the server asks to wait beyond ``max_wait``."""
+
+    def __init__(self, policy: RetryPolicy, retryable: Callable[[BaseException], bool]) -> None:
+        self.policy = policy
+        self.retryable = retryable
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if error is None or not self.retryable(error):
+            return False
+        retry_after = getattr(error, "retry_after", None)
+        if (
+            isinstance(retry_after, int | float)
+            and retry_after > self.policy.max_wait
+            and retry_state.attempt_number < self.policy.max_attempts
+        ):
+            # waiting less than asked would only be refused again: stop, saying why
+            raise RetryAfterTooLongError(
+                error, retry_after=retry_after, max_wait=self.policy.max_wait
+            ) from error
+        return True
 
 
 def retrying(
@@ -139,7 +193,9 @@ def retrying(
 
     Args:
         policy: Attempts and waits.
-        retryable: Which exceptions are retried (default: transient ``SinkError``).
+        retryable: Which exceptions are retried (default: transient ``SinkError``). One whose
+            ``retry_after`` exceeds ``policy.max_wait`` raises :class:`RetryAfterTooLongError`
+            instead, while attempts remain.
         sleep: The sleep function (tests pass a fake one).
         what: Names the operation in the ``retrying`` log event.
         **log_context: Added to the log event (batch number, destination; never secrets).
@@ -162,7 +218,7 @@ def retrying(
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(policy.max_attempts),
         wait=_Wait(policy),
-        retry=tenacity.retry_if_exception(retryable),
+        retry=_Retry(policy, retryable),
         sleep=sleep,
         reraise=True,
         before_sleep=before_sleep,

@@ -13,7 +13,7 @@ rather than one (``connection_secret_ref``, ``token_url``, ``auth_type``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,6 +26,7 @@ __all__ = [
     "redact_url",
     "reveal",
     "scrub_text",
+    "secret_keys",
 ]
 
 REDACTED = "***"
@@ -69,6 +70,15 @@ class Secret:
 def reveal(value: Any) -> Any:
     """The plain value of a :class:`Secret`; anything else is returned as is."""
     return value.reveal() if isinstance(value, Secret) else value
+
+
+def secret_keys(config: Mapping[str, Any]) -> list[str]:
+    """The keys of ``config`` whose values are :class:`Secret`: those a resolved Secret gave.
+
+    A sink that misses the key it needs names these (never their values) in its error, so that
+    a misspelt key in the Secret (``tokn``) is seen at once.
+    """
+    return sorted(key for key, value in config.items() if isinstance(value, Secret))
 
 
 CREDENTIAL_WORDS: tuple[tuple[str, ...], ...] = (

@@ -16,6 +16,7 @@ pyiceberg is imported on first use, so ``import floe_sink`` stays fast.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ from urllib.parse import urlparse
 import attrs
 import pyarrow as pa
 
-from floe_sink.errors import SinkConfigurationError, SinkConnectionError
+from floe_sink.errors import ErrorCategory, SinkConfigurationError, SinkConnectionError, SinkError
 from floe_sink.logs import get_logger
 
 __all__ = [
     "SourceNotFoundError",
+    "SourceReadError",
     "SourceScan",
     "load_catalog",
     "open_table",
@@ -42,14 +44,57 @@ class SourceNotFoundError(SinkConfigurationError):
     """Raised when the source table (or its namespace) does not exist in the catalog."""
 
 
-def _ensure_local_dirs(properties: Mapping[str, Any]) -> None:
-    # The embedded SQL catalog on SQLite needs its folder, and a file:// warehouse its root;
-    # pyiceberg creates neither.
+class SourceReadError(SinkError):
+    """Raised when a data file of the source table cannot be read; names the file and table.
+
+    The file may be missing, damaged, not Parquet, or on storage that cannot be reached.
+    Permanent, except for an I/O error of the storage (which may pass).
+
+    Attributes:
+        path: The data file, as the table's metadata names it.
+        table: The Iceberg table.
+    """
+
+    def __init__(self, path: str, table: str, error: BaseException) -> None:
+        self.path = path
+        self.table = table
+        unreachable = isinstance(error, OSError) and not isinstance(error, FileNotFoundError)
+        super().__init__(
+            f"Cannot read data file {path!r} of Iceberg table {table!r}: "
+            f"{type(error).__name__}: {str(error).rstrip('.')}. Restore the file (or roll the "
+            "table back to a snapshot without it) and run again",
+            category=ErrorCategory.TRANSIENT if unreachable else ErrorCategory.PERMANENT,
+        )
+
+
+_SQLITE_URI = re.compile(r"sqlite(?:\+\w+)?:///(?P<path>[^?]*)(?:\?.*)?")
+
+
+def _ensure_local_dirs(properties: Mapping[str, Any], *, create_catalog: bool) -> None:
+    """Check (or, for the embedded catalog, create) the local files a catalog needs.
+
+    SQLite creates a missing database file on connect, and pyiceberg then an empty catalog in
+    it: a misspelt ``uri`` would read as "no such table" from a catalog that never existed.
+    Only the embedded catalog (``create_catalog``) is created; its folder and a file://
+    warehouse root are made too, as pyiceberg makes neither.
+
+    Raises:
+        SinkConfigurationError: A SQLite catalog file that does not exist, not to be created.
+    """
     uri = str(properties.get("uri") or "")
-    if properties.get("type", "sql") == "sql" and uri.startswith("sqlite:///"):
-        database = uri.removeprefix("sqlite:///")
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    match = _SQLITE_URI.fullmatch(uri) if properties.get("type", "sql") == "sql" else None
+    database = match.group("path") if match else ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database)
+        if create_catalog:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.is_file():
+            raise SinkConfigurationError(
+                f"catalog.uri {uri!r} in manifest.yaml names a SQLite catalog file that does "
+                f"not exist: {str(path.absolute())!r}. Fix catalog.uri (floe-sink reads an "
+                "existing catalog, it does not create one), or remove the catalog section to "
+                "use the embedded catalog under the state directory (./.floe)"
+            )
     warehouse = str(properties.get("warehouse") or "")
     if warehouse.startswith("file://"):
         Path(urlparse(warehouse).path).mkdir(parents=True, exist_ok=True)
@@ -60,10 +105,12 @@ def load_catalog(source_config: Mapping[str, Any]) -> Any:
 
     Args:
         source_config: ``{"catalog_name": ..., "catalog_properties": {...}, ...}``, as
-            returned by ``get_source_config``.
+            returned by ``get_source_config``. ``"create_catalog": True`` (the embedded
+            default catalog) lets a missing SQLite catalog file be created.
 
     Raises:
-        SinkConfigurationError: The config lacks catalog properties or pyiceberg refuses them.
+        SinkConfigurationError: The config lacks catalog properties, names a SQLite catalog
+            file that does not exist (and is not to be created), or pyiceberg refuses them.
         SinkConnectionError: The catalog (a REST/Polaris server) cannot be reached.
     """
     from pyiceberg.catalog import load_catalog as pyiceberg_load_catalog
@@ -75,7 +122,7 @@ def load_catalog(source_config: Mapping[str, Any]) -> Any:
             "must return catalog_name, catalog_properties and table"
         )
     name = str(source_config.get("catalog_name") or "floe")
-    _ensure_local_dirs(properties)
+    _ensure_local_dirs(properties, create_catalog=source_config.get("create_catalog") is True)
     try:
         return pyiceberg_load_catalog(name, **{str(k): v for k, v in properties.items()})
     except (ValueError, TypeError, NotImplementedError) as exc:
@@ -158,7 +205,7 @@ class SourceScan:
 
     def reader(self) -> pa.RecordBatchReader:
         """Stream the scan as a ``RecordBatchReader``, one file after the other."""
-        batches = _stream_tasks(self._scan, self._tasks)
+        batches = _stream_tasks(self._scan, self._tasks, self.table_name)
         if batches is None:
             reader = self._scan.to_arrow_batch_reader()
             return reader if reader.schema.equals(self.schema) else reader.cast(self.schema)
@@ -199,8 +246,14 @@ def _conform(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[p
         yield batch if batch.schema.equals(schema) else batch.cast(schema)
 
 
-def _stream_tasks(scan: Any, tasks: Sequence[Any]) -> Iterator[pa.RecordBatch] | None:
-    """Batches of ``tasks`` read lazily, file by file; ``None`` when pyiceberg changed."""
+def _stream_tasks(
+    scan: Any, tasks: Sequence[Any], table_name: str
+) -> Iterator[pa.RecordBatch] | None:
+    """Batches of ``tasks`` read lazily, file by file; ``None`` when pyiceberg changed.
+
+    A file that cannot be read raises :class:`SourceReadError` naming it: pyarrow's own
+    message ("Parquet magic bytes not found") says neither which file nor which table.
+    """
     try:
         from pyiceberg.io.pyarrow import ArrowScan, _read_all_delete_files
     except ImportError:  # pragma: no cover - pyiceberg internals moved
@@ -220,8 +273,11 @@ def _stream_tasks(scan: Any, tasks: Sequence[Any]) -> Iterator[pa.RecordBatch] |
     def generate() -> Iterator[pa.RecordBatch]:
         deletes = _read_all_delete_files(scan.io, tasks)  # positional deletes: small
         for task in tasks:
-            plain = _plain_parquet_batches(scan, task)
-            yield from plain if plain is not None else per_file([task], deletes)
+            try:
+                plain = _plain_parquet_batches(scan, task)
+                yield from plain if plain is not None else per_file([task], deletes)
+            except (pa.ArrowException, OSError, ValueError) as exc:  # ArrowInvalid: a ValueError
+                raise SourceReadError(task.file.file_path, table_name, exc) from exc
 
     return generate()
 

@@ -13,7 +13,8 @@ Configuration (``SinkConfig.connection_config``; ``batch_size`` defaults to 500)
     the token comes from the secret.
 ``token``
     From the destination's secret (key ``token``): sent as ``Authorization: Bearer <token>``.
-    A :class:`floe_sink.secrets.Secret` or a string; never logged.
+    A :class:`floe_sink.secrets.Secret` or a string; never logged. Required when the config
+    holds any Secret (a Secret without ``token`` is refused, naming the keys it has).
 ``max_requests_per_second``
     Client-side rate limit across all requests of a write, retries included (default: none).
 ``max_concurrency``
@@ -38,6 +39,7 @@ is described in :mod:`floe_sink_dlt.json_encoding`.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -58,7 +60,7 @@ from floe_sink.errors import (
 )
 from floe_sink.logs import get_logger
 from floe_sink.retry import parse_retry_after
-from floe_sink.secrets import Secret, reveal
+from floe_sink.secrets import Secret, reveal, scrub_text, secret_keys
 from floe_sink_dlt.base import BatchReceipt, BatchSink, SinkSettings
 from floe_sink_dlt.json_encoding import encode_batch
 from floe_sink_dlt.rate_limit import RateLimiter
@@ -150,13 +152,7 @@ class RestApiOptions:
         if "idempotency-key" in lowered:
             raise fail("headers", "must not set Idempotency-Key: floe-sink sets it per batch")
 
-        token = connection.get("token")
-        if token is not None and not isinstance(token, Secret):
-            if not isinstance(token, str):
-                raise fail("token", "must be a string (from the destination's secret)")
-            token = Secret(token)
-        if token is not None and not reveal(token):
-            token = None
+        token = _token(config)
 
         rate = connection.get("max_requests_per_second")
         if rate is not None and (
@@ -327,11 +323,13 @@ class RestApiSink(BatchSink):
                 options.method, options.url, content=body, headers={"Idempotency-Key": key}
             )
         except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+            # h11 quotes the refused header value, the Authorization header included: the
+            # message is scrubbed and the original (unscrubbed) exception is not chained
             raise SinkWriteError(
-                f"cannot send the request: {type(exc).__name__}: {exc}",
+                f"cannot send the request: {type(exc).__name__}: {self._scrub(str(exc))}",
                 category=ErrorCategory.PERMANENT,
                 **context,
-            ) from exc
+            ) from None
         except httpx.TimeoutException as exc:
             raise SinkConnectionError(
                 f"request timed out after {options.timeout:g} s ({type(exc).__name__})",
@@ -339,8 +337,8 @@ class RestApiSink(BatchSink):
             ) from exc
         except httpx.TransportError as exc:
             raise SinkConnectionError(
-                f"connection failed: {type(exc).__name__}: {exc}", **context
-            ) from exc
+                f"connection failed: {type(exc).__name__}: {self._scrub(str(exc))}", **context
+            ) from None
         status = response.status_code
         if 200 <= status < 300:
             return response
@@ -358,6 +356,14 @@ class RestApiSink(BatchSink):
             **context,
         )
 
+    def _scrub(self, text: str) -> str:
+        """``text`` without the token, as typed or as a ``bytes`` repr quotes it."""
+        token = self.options.token
+        if token is None:
+            return text
+        plain = reveal(token)
+        return scrub_text(text, (plain, repr(plain.encode("utf-8", "backslashreplace"))[2:-1]))
+
     def _ids_in(self, response: httpx.Response, *, key: str) -> list[str]:
         path = self.options.record_ids_path
         if path is None:
@@ -373,6 +379,45 @@ class RestApiSink(BatchSink):
             )
             return []
         return path.find(document)
+
+
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what a bearer token can be
+
+
+def _token(config: SinkConfig) -> Secret | None:
+    """The bearer token, required when the destination has a Secret (its key ``token``).
+
+    A ``SinkConfig`` built in code without any Secret may leave it out (no Authorization).
+    """
+    connection = config.connection_config
+
+    def fail(problem: str) -> SinkConfigurationError:
+        return SinkConfigurationError(
+            problem, sink_type=config.sink_type, destination=_destination(config)
+        )
+
+    token = connection.get("token")
+    if token is None:
+        found = secret_keys(connection)
+        if found:
+            # a misspelt key would otherwise send every request without Authorization
+            raise fail(
+                f"the destination's Secret has no key 'token' (keys found: {', '.join(found)}); "
+                "rest_api sends it as 'Authorization: Bearer <token>'. Name the file holding "
+                "the token 'token' in the Secret that connection_secret_ref names"
+            )
+        return None
+    if not isinstance(token, Secret):
+        if not isinstance(token, str):
+            raise fail("config.token must be a string (from the destination's secret)")
+        token = Secret(token)
+    if not _HEADER_SAFE.fullmatch(reveal(token)):
+        raise fail(
+            "the Secret's key 'token' is empty or holds characters an HTTP header cannot carry "
+            "(spaces, line breaks, control or non-ASCII characters); write the bare token, "
+            "without 'Bearer ', on one line"
+        )
+    return token
 
 
 def _excerpt(response: httpx.Response) -> str:

@@ -54,8 +54,10 @@ def source_config(catalog_config: Mapping[str, Any]) -> dict[str, Any]:
             embedded catalog lives; default ``./.floe``).
 
     Returns:
-        ``{"catalog_name": str, "catalog_properties": dict, "table": str}``. The properties
-        are handed to ``pyiceberg.catalog.load_catalog`` as they are.
+        ``{"catalog_name": str, "catalog_properties": dict, "table": str}``, plus
+        ``"create_catalog": True`` when the uri is the embedded default's (the catalog is
+        created on first use). The properties are handed to
+        ``pyiceberg.catalog.load_catalog`` as they are.
 
     Raises:
         SinkConfigurationError: ``table`` is missing or not ``namespace.table``, the catalog
@@ -86,13 +88,18 @@ def source_config(catalog_config: Mapping[str, Any]) -> dict[str, Any]:
             f"{' or '.join(map(repr, _CATALOG_TYPES))} (rest reaches Polaris)"
         )
     properties["type"] = catalog_type
+    config: dict[str, Any] = {"catalog_name": catalog_name, "catalog_properties": properties}
     if catalog_type == "sql":
         embedded = embedded_catalog_properties(catalog_config.get("state_dir") or DEFAULT_STATE_DIR)
-        properties.setdefault("uri", embedded["uri"])
+        if "uri" not in properties:
+            # only the embedded catalog is created on first use; a uri from the manifest
+            # must name an existing catalog (a misspelt path is an error, not a new catalog)
+            properties["uri"] = embedded["uri"]
+            config["create_catalog"] = True
         properties.setdefault("warehouse", embedded["warehouse"])
     elif not properties.get("uri"):
         raise SinkConfigurationError(
             "catalog.uri in manifest.yaml is required for a rest catalog "
             "(the Polaris or Iceberg REST endpoint, e.g. https://polaris.example.com/api/catalog)"
         )
-    return {"catalog_name": catalog_name, "catalog_properties": properties, "table": table}
+    return {**config, "table": table}

@@ -78,6 +78,43 @@ def test_missing_secret(project: FloeProject) -> None:
     assert_nothing_sent(project)
 
 
+@pytest.mark.requirement("4G-FR-018")
+@pytest.mark.parametrize("written", ["\n", "sqlite:///ops.sqlite\n\n", "sqlite:///a\nsqlite:///b"])
+def test_empty_or_multi_line_secret_value(project: FloeProject, written: str) -> None:
+    (project.secrets_dir / "ops-db" / "url").write_text(written)
+    message = project.run_job().assert_clean_error(2)
+    assert "Key 'url' of secret 'ops-db'" in message
+    assert "sqlite:///" not in message
+    assert_nothing_sent(project)
+
+
+UNREADABLE_AS_ROOT = Path("/proc/sys/vm/drop_caches")  # mode 0200: EACCES even for root
+
+
+def _unreadable_as_root() -> bool:
+    try:
+        UNREADABLE_AS_ROOT.read_bytes()
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+@pytest.mark.requirement("4G-FR-018")
+@pytest.mark.skipif(not _unreadable_as_root(), reason=f"{UNREADABLE_AS_ROOT} is readable here")
+def test_unreadable_secret_file(project: FloeProject) -> None:
+    # chmod 000 does not stop root: a key linked to a write-only procfs file really is
+    # unreadable, with the PermissionError a mis-set defaultMode gives in a pod.
+    key = project.secrets_dir / "ops-db" / "url"
+    key.unlink()
+    key.symlink_to(UNREADABLE_AS_ROOT)
+    message = project.run_job().assert_clean_error(2)
+    assert "Cannot read 'secrets/ops-db/url' (key 'url' of secret 'ops-db'" in message
+    assert "Permission denied" in message
+    assert_nothing_sent(project)
+
+
 def test_missing_source_table(project: FloeProject) -> None:
     project.write_floe([sqlite_destination(source_table="gold.nope")])
     message = project.run_job().assert_clean_error(2)
@@ -130,6 +167,37 @@ def test_key_in_config_and_secret(project: FloeProject) -> None:
     assert "table" in message
     assert "ops-db" in message
     assert_nothing_sent(project)
+
+
+@pytest.mark.requirement("4G-FR-018")
+def test_secret_without_the_key_the_sink_needs(project: FloeProject) -> None:
+    (project.secrets_dir / "ops-db" / "url").rename(project.secrets_dir / "ops-db" / "uri")
+    result = project.run_job()
+    message = result.assert_clean_error(2)
+    assert "destination 'ops_db': invalid 'url'" in message
+    assert "has no key 'url' (keys found: uri)" in message
+    assert "ops.sqlite" not in result.stdout + result.stderr  # the value of key 'uri'
+    assert_nothing_sent(project)
+
+
+@pytest.mark.requirement("4G-FR-013")
+def test_misspelt_catalog_uri_is_refused_and_creates_no_catalog(project: FloeProject) -> None:
+    misspelt = project.warehouse.root / "catalg.db"
+    project.write_manifest(
+        catalog={**project.warehouse.catalog_properties, "uri": f"sqlite:///{misspelt}"}
+    )
+    message = project.run_job().assert_clean_error(2)
+    assert f"catalog.uri 'sqlite:///{misspelt}' in manifest.yaml" in message
+    assert f"'{misspelt}'" in message
+    assert not misspelt.exists()
+    assert_nothing_sent(project)
+
+
+def test_the_embedded_catalog_is_created_on_first_use(project: FloeProject) -> None:
+    project.manifest_yaml.unlink()  # no manifest, no catalog: the embedded one under ./.floe
+    message = project.run("run", "floe.yaml", "--secrets-dir", "secrets").assert_clean_error(2)
+    assert "Source table 'gold.customers' does not exist" in message  # a new, empty catalog
+    assert (project.root / ".floe" / "catalog.db").is_file()
 
 
 def test_unknown_destination_selected(project: FloeProject) -> None:

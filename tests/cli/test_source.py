@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow as pa
 import pytest
 
 from fixtures.iceberg import IcebergWarehouse, customers
-from floe_sink.errors import SinkConfigurationError
-from floe_sink.source import SourceNotFoundError, open_table, plan_scan
+from floe_sink.errors import ErrorCategory, SinkConfigurationError
+from floe_sink.source import (
+    SourceNotFoundError,
+    SourceReadError,
+    load_catalog,
+    open_table,
+    plan_scan,
+)
 from floe_sink_dlt.source import source_config
 
 
@@ -61,6 +68,40 @@ def test_source_config_refuses_a_rest_catalog_without_uri_and_unknown_types() ->
         source_config({"type": "rest", "table": "gold.c"})
     with pytest.raises(SinkConfigurationError, match="hive"):
         source_config({"type": "hive", "table": "gold.c"})
+
+
+@pytest.mark.requirement("4G-FR-013")
+@pytest.mark.parametrize("scheme", ["sqlite", "sqlite+pysqlite"])
+def test_a_catalog_uri_naming_a_missing_sqlite_file_is_refused_not_created(
+    iceberg_warehouse: IcebergWarehouse, scheme: str
+) -> None:
+    iceberg_warehouse.write("gold.customers", customers(10))
+    misspelt = iceberg_warehouse.root / "catalg.db"
+    config = source_config(
+        {
+            **iceberg_warehouse.catalog_properties,
+            "uri": f"{scheme}:///{misspelt}?timeout=5",
+            "table": "gold.customers",
+        }
+    )
+    assert "create_catalog" not in config
+    with pytest.raises(SinkConfigurationError) as raised:
+        load_catalog(config)
+    message = str(raised.value)
+    assert f"catalog.uri '{scheme}:///{misspelt}?timeout=5' in manifest.yaml" in message
+    assert f"SQLite catalog file that does not exist: '{misspelt}'" in message
+    assert not misspelt.exists()
+    # the right uri still opens the catalog it names
+    assert open_table(_config(iceberg_warehouse, "gold.customers")) is not None
+
+
+@pytest.mark.requirement("4G-FR-009")
+def test_the_embedded_catalog_is_created_on_first_use(tmp_path: Path) -> None:
+    config = source_config({"table": "gold.customers", "state_dir": str(tmp_path / "state")})
+    assert config["create_catalog"] is True
+    load_catalog(config).create_namespace("gold")
+    assert (tmp_path / "state" / "catalog.db").is_file()
+    assert (tmp_path / "state" / "warehouse").is_dir()
 
 
 def test_the_plugin_hook_answers_through_the_manager(tmp_path: Path) -> None:
@@ -130,8 +171,9 @@ def test_scan_reads_files_lazily_one_after_the_other(iceberg_warehouse: IcebergW
         for batch in reader:
             read_so_far += batch.num_rows
 
-    with pytest.raises(OSError):
+    with pytest.raises(SourceReadError) as raised:
         drain()
+    assert isinstance(raised.value.__cause__, FileNotFoundError)
     assert read_so_far < 3_000
 
 
@@ -196,3 +238,28 @@ def test_evolved_schema_falls_back_to_pyiceberg(iceberg_warehouse: IcebergWareho
     expected = customers(500).column("email")
     assert result.column("email_address").cast(pa.string()).equals(expected)
     assert result.column("tier").null_count == 500
+
+
+def _data_files(table: Any) -> list[str]:
+    return sorted(task.file.file_path for task in table.scan().plan_files())
+
+
+@pytest.mark.requirement("4G-FR-013")
+@pytest.mark.parametrize("row_filter", [None, "customer_id > 0"])  # pyarrow's path, pyiceberg's
+@pytest.mark.parametrize("damaged", [0, 1])  # the first file, or one read later
+def test_a_corrupt_data_file_is_named_with_its_table(
+    iceberg_warehouse: IcebergWarehouse, row_filter: str | None, damaged: int
+) -> None:
+    iceberg = iceberg_warehouse.write("gold.customers", customers(2_000), files=2)
+    path = _data_files(iceberg)[damaged]
+    Path(urlparse(path).path).write_bytes(b"not parquet at all " * 64)
+    table = open_table(_config(iceberg_warehouse, "gold.customers"))
+    scan = plan_scan(table, row_filter=row_filter)
+    with pytest.raises(SourceReadError) as raised:
+        scan.reader().read_all()
+    error = raised.value
+    assert (error.path, error.table) == (path, "gold.customers")
+    message = str(error)
+    assert f"Cannot read data file '{path}' of Iceberg table 'gold.customers': " in message
+    assert "Parquet" in message  # pyarrow's reason is kept
+    assert error.category is ErrorCategory.PERMANENT

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -134,7 +135,9 @@ def test_values_never_show_in_repr_str_or_logs(
 
 
 @FR018
-def test_unreadable_key_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreadable_key_is_an_error_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # chmod 0 does not stop root (CI runs as root): make the read itself fail instead.
     (tmp_path / "k").mkdir()
     (tmp_path / "k" / "token").write_text("x")
@@ -143,5 +146,95 @@ def test_unreadable_key_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "read_bytes", refuse)
-    with pytest.raises(SecretResolutionError, match="Cannot read key 'token' of secret 'k'"):
+    with pytest.raises(SecretResolutionError) as info:
         resolve_secret("k", tmp_path)
+    message = str(info.value)
+    assert f"Cannot read '{tmp_path / 'k' / 'token'}' (key 'token' of secret 'k'" in message
+    assert "Permission denied" in message
+    assert info.value.key == "token"
+
+
+@FR018
+def test_unreadable_secret_folder_is_an_error_naming_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mount(tmp_path, "crm-api", token="t0p-s3cret")
+    real_iterdir = Path.iterdir
+
+    def refuse(self: Path) -> Any:
+        if self.name == "crm-api":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    with pytest.raises(SecretResolutionError) as info:
+        resolve_secret("crm-api", tmp_path)
+    assert f"Cannot read '{tmp_path / 'crm-api'}' (secret 'crm-api'" in str(info.value)
+    assert isinstance(info.value, SinkConfigurationError)
+
+
+@FR018
+def test_unsearchable_secrets_dir_is_an_error_naming_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Path.is_dir() is False for a missing path but raises on EACCES: it must not escape.
+    mount(tmp_path, "crm-api", token="t")
+
+    def refuse(self: Path) -> bool:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_dir", refuse)
+    with pytest.raises(SecretResolutionError, match=r"Cannot read '.*crm-api'.*Permission denied"):
+        resolve_secret("crm-api", tmp_path)
+
+
+@FR018
+def test_a_file_given_as_secrets_dir_is_explained(tmp_path: Path) -> None:
+    (tmp_path / "secrets").write_text("not a folder")
+    with pytest.raises(SecretResolutionError, match=r"secrets dir '.*secrets' is not a directory"):
+        resolve_secret("crm-api", tmp_path / "secrets")
+
+
+@FR018
+@pytest.mark.parametrize(
+    ("written", "value"),
+    [
+        ("t0p-s3cret", "t0p-s3cret"),
+        ("t0p-s3cret\n", "t0p-s3cret"),
+        ("t0p-s3cret\r\n", "t0p-s3cret"),
+        ("  t0p-s3cret  \n", "  t0p-s3cret  "),  # only the newline goes: spaces may be meant
+    ],
+)
+def test_one_trailing_newline_is_dropped(tmp_path: Path, written: str, value: str) -> None:
+    (tmp_path / "crm-api").mkdir()
+    (tmp_path / "crm-api" / "token").write_bytes(written.encode())
+    assert resolve_secret("crm-api", tmp_path)["token"].reveal() == value
+
+
+@FR018
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        ("", "is empty"),
+        ("\n", "is empty"),
+        ("\r\n", "is empty"),
+        ("t0p-s3cret\n\n", "has a line break inside"),
+        ("t0p-s3cret\r\n\r\n", "has a line break inside"),
+        ("t0p\ns3cret", "has a line break inside"),
+        ("t0p-s3cret\r", "has a line break inside"),
+    ],
+)
+def test_empty_or_multi_line_value_is_an_error_naming_ref_and_key_never_the_value(
+    tmp_path: Path, written: str, problem: str
+) -> None:
+    (tmp_path / "crm-api").mkdir()
+    (tmp_path / "crm-api" / "url").write_text("https://crm")
+    (tmp_path / "crm-api" / "token").write_bytes(written.encode())
+    with pytest.raises(SecretResolutionError) as info:
+        resolve_secret("crm-api", tmp_path)
+    message = str(info.value)
+    assert f"Key 'token' of secret 'crm-api' in the secrets dir '{tmp_path}' {problem}" in message
+    assert "printf %s" in message
+    assert "t0p" not in message
+    assert "s3cret" not in message
+    assert (info.value.ref, info.value.key) == ("crm-api", "token")

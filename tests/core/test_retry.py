@@ -17,6 +17,7 @@ from floe_sink import (
     parse_retry_after,
     retrying,
 )
+from floe_sink.retry import RetryAfterTooLongError
 
 pytestmark = pytest.mark.requirement("4G-FR-016")
 
@@ -70,10 +71,47 @@ def test_retry_after_is_honoured() -> None:
     assert attempts == 3
 
 
-def test_retry_after_is_capped_by_max_wait_with_no_jitter_beyond() -> None:
+def test_retry_after_equal_to_max_wait_is_honoured_with_no_jitter_beyond() -> None:
     policy = RetryPolicy(max_attempts=2, initial_wait=0.1, max_wait=10, jitter=5)
-    sleeps, _ = _run(policy, [Throttled(3600)])
+    sleeps, _ = _run(policy, [Throttled(10)])
     assert sleeps == [10]
+
+
+def test_retry_after_longer_than_max_wait_fails_at_once_saying_how_to_wait() -> None:
+    # Retrying every max_wait seconds before the server's time only burns the attempts.
+    policy = RetryPolicy(max_attempts=5, initial_wait=0.1, max_wait=30, jitter=0)
+    throttled = Throttled(3599.2)
+    sleeps: list[float] = []
+    attempts = 0
+
+    def deliver() -> None:
+        nonlocal attempts
+        for attempt in retrying(policy, sleep=sleeps.append):
+            with attempt:
+                attempts += 1
+                raise throttled
+
+    with pytest.raises(RetryAfterTooLongError) as raised:
+        deliver()
+    assert (attempts, sleeps) == (1, [])
+    error = raised.value
+    assert str(error).startswith(
+        "HTTP 429; the API asks to wait 3600 s before trying again, more than "
+        "retry.max_wait (30 s), so it was not retried. Raise max_wait"
+    )
+    assert "retry: {max_wait: 3600}" in str(error)
+    assert (error.retry_after, error.max_wait) == (3599.2, 30)
+    assert error.__cause__ is throttled
+    assert error.category is ErrorCategory.TRANSIENT  # a later run may deliver it
+
+
+def test_retry_after_too_long_on_the_last_attempt_raises_the_error_itself() -> None:
+    # nothing was going to be retried anyway: the server's own error is the news
+    policy = RetryPolicy(max_attempts=1, max_wait=1)
+    throttled = Throttled(60)
+    with pytest.raises(Throttled) as raised:
+        _run(policy, [throttled])
+    assert raised.value is throttled
 
 
 def test_attempts_run_out_and_the_last_error_is_raised_unchanged() -> None:

@@ -43,6 +43,22 @@ def test_create_sink_builds_the_sink_through_the_plugin() -> None:
     assert "db.example:6543/app" in sink.describe()
 
 
+@pytest.mark.requirement("4G-FR-018")
+def test_a_secret_without_url_names_the_keys_it_has_never_their_values() -> None:
+    connection = {
+        "url": None,
+        "uri": Secret(f"postgresql://u:{PASSWORD}@h/db"),
+        "user": Secret("u"),
+    }
+    with pytest.raises(SinkConfigurationError) as caught:
+        SqlDatabaseSink.from_config(config(**connection))
+    message = str(caught.value)
+    assert "invalid 'url': missing: the destination's Secret has no key 'url'" in message
+    assert "(keys found: uri, user)" in message
+    assert PASSWORD not in message
+    assert "postgresql://u" not in message
+
+
 @pytest.mark.requirement("4G-FR-007")
 @pytest.mark.parametrize(
     ("connection", "key"),

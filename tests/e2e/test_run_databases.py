@@ -159,3 +159,30 @@ def test_dry_run_writes_nothing_to_the_database(project: FloeProject) -> None:
     assert dry.code == 0, dry.stderr
     assert dry.json()[0]["rows"] == 3_000
     assert sqlite_rows(database) == before
+
+
+@pytest.mark.requirement("4G-FR-013")
+@pytest.mark.parametrize("damaged", [0, 1])  # read before the first batch, or half-way
+@pytest.mark.parametrize("dry", [False, True])
+def test_a_corrupt_data_file_names_the_file_and_the_table(
+    project: FloeProject, damaged: int, dry: bool
+) -> None:
+    from urllib.parse import urlparse
+
+    database = project.root / "ops.sqlite"
+    project.secret("ops-sqlite", url=f"sqlite:///{database}")
+    project.write_floe([destination("ops", "ops-sqlite", batch_size=100)])
+    table = project.warehouse.catalog.load_table("gold.customers")
+    path = sorted(task.file.file_path for task in table.scan().plan_files())[damaged]
+    Path(urlparse(path).path).write_bytes(b"\x00garbage, not parquet\x00" * 100)
+
+    result = project.run_job("--dry-run") if dry else project.run_job("--output", "json")
+    assert result.code == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    named = f"Cannot read data file '{path}' of Iceberg table 'gold.customers': ArrowInvalid"
+    if dry:  # the command's error, or (once plans read the data) the destination's failure
+        assert named in result.stdout + result.stderr
+    else:
+        (record,) = result.json()
+        assert record["success"] is False
+        assert any(named in error for error in record["errors"]), record["errors"]

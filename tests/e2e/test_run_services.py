@@ -173,6 +173,21 @@ def test_rest_api_end_to_end(floe_project: FloeProject, server: Any) -> None:
     assert_secret_nowhere(TOKEN, floe_project, result.stdout, result.stderr)
 
 
+@pytest.mark.requirement("4G-FR-018")
+def test_rest_api_secret_without_token_is_a_configuration_error(
+    floe_project: FloeProject, server: Any
+) -> None:
+    floe_project.warehouse.write("gold.customers", customers(100))
+    floe_project.secret("crm-api", tokn=TOKEN)
+    floe_project.write_floe([rest_destination(server.url_for("/contacts"))])
+    result = floe_project.run_job()
+    message = result.assert_clean_error(2)
+    assert "destination 'crm_contacts': the destination's Secret has no key 'token'" in message
+    assert "(keys found: tokn)" in message
+    assert server.request_count == 0
+    assert_secret_nowhere(TOKEN, floe_project, result.stdout, result.stderr)
+
+
 def test_rest_api_dry_run_sends_nothing(floe_project: FloeProject, server: Any) -> None:
     floe_project.warehouse.write("gold.customers", customers(1_500))
     floe_project.secret("crm-api", token=TOKEN)

@@ -52,11 +52,13 @@ def resolve_secret(
         required_keys: Keys that must be present (e.g. ``("url",)`` for ``sql_database``).
 
     Returns:
-        Key -> wrapped value. A trailing newline (as left by ``echo`` or an editor) is dropped.
+        Key -> wrapped value. One trailing newline (``\\n`` or ``\\r\\n``, as left by ``echo``
+        or an editor) is dropped.
 
     Raises:
         SecretResolutionError: ``ref`` is not a Secret name, the Secret or a required key is
-            missing, it has no keys, or a value is not UTF-8 text.
+            missing, it has no keys, a value is empty, has a line break inside or is not
+            UTF-8 text, or a folder or file cannot be read (the path is named).
     """
     root = find_secrets_dir(secrets_dir)
     where = f"secrets dir {str(root)!r}"
@@ -69,27 +71,51 @@ def resolve_secret(
             secrets_dir=str(root),
         )
     folder = root / ref
-    if not root.is_dir():
+
+    def unreadable(path: Path, exc: OSError, key: str | None = None) -> SecretResolutionError:
+        what = f"key {key!r} of secret {ref!r}" if key else f"secret {ref!r}"
+        failed = exc.filename if isinstance(exc.filename, str) and exc.filename else str(path)
+        return SecretResolutionError(
+            f"Cannot read {failed!r} ({what} in the {where}): "
+            f"{exc.strerror or type(exc).__name__}. Make it readable by the user floe-sink runs "
+            "as (in Kubernetes: the Secret volume's defaultMode and the pod's fsGroup).",
+            ref=ref,
+            secrets_dir=str(root),
+            key=key,
+        )
+
+    try:
+        root_is_dir, folder_is_dir = root.is_dir(), folder.is_dir()
+    except OSError as exc:  # is_dir() is False for a missing path, but lets EACCES through
+        raise unreadable(folder, exc) from None
+    if not root_is_dir:
+        state = "is not a directory" if root.exists() else "does not exist"
         raise SecretResolutionError(
-            f"Cannot resolve secret {ref!r}: the {where} does not exist. Mount the Kubernetes "
+            f"Cannot resolve secret {ref!r}: the {where} {state}. Mount the Kubernetes "
             f"Secret there, or point --secrets-dir / ${SECRETS_DIR_ENV} at the folder that "
             f"holds {ref}/<key> files.",
             ref=ref,
             secrets_dir=str(root),
         )
-    if not folder.is_dir():
+    if not folder_is_dir:
         raise SecretResolutionError(
             f"Secret {ref!r} not found in the {where} (expected a folder {ref}/ with one file "
             "per key). Create the Secret, or fix connection_secret_ref.",
             ref=ref,
             secrets_dir=str(root),
         )
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise unreadable(folder, exc) from None
     values: dict[str, Secret] = {}
-    for entry in sorted(folder.iterdir()):
+    for entry in entries:
         # "..data" and "..<timestamp>" are how Kubernetes swaps a Secret atomically.
-        if entry.name.startswith("..") or not entry.is_file():
+        if entry.name.startswith(".."):
             continue
         try:
+            if not entry.is_file():
+                continue
             text = entry.read_bytes().decode("utf-8")
         except UnicodeDecodeError:
             raise SecretResolutionError(
@@ -99,14 +125,8 @@ def resolve_secret(
                 key=entry.name,
             ) from None
         except OSError as exc:
-            raise SecretResolutionError(
-                f"Cannot read key {entry.name!r} of secret {ref!r} in the {where}: "
-                f"{exc.strerror or type(exc).__name__}",
-                ref=ref,
-                secrets_dir=str(root),
-                key=entry.name,
-            ) from None
-        values[entry.name] = Secret(text.removesuffix("\n").removesuffix("\r"))
+            raise unreadable(entry, exc, entry.name) from None
+        values[entry.name] = Secret(_one_line(text, ref=ref, key=entry.name, root=root))
     if not values:
         raise SecretResolutionError(
             f"Secret {ref!r} in the {where} has no keys (its folder holds no files)",
@@ -124,3 +144,27 @@ def resolve_secret(
         )
     log.debug("secret_resolved", secret_ref=ref, keys=sorted(values))
     return values
+
+
+def _one_line(text: str, *, ref: str, key: str, root: Path) -> str:
+    """``text`` without one trailing newline; an empty or multi-line value is refused."""
+    if text.endswith("\r\n"):
+        text = text[:-2]
+    elif text.endswith("\n"):
+        text = text[:-1]
+    problem = None
+    if not text:
+        problem = "is empty"
+    elif "\n" in text or "\r" in text:
+        # a token or URL with a line break inside becomes a broken (or injected) header or
+        # a URL the driver misreads; it is nearly always a file written twice or pasted badly
+        problem = "has a line break inside the value (only one trailing newline is dropped)"
+    if problem is None:
+        return text
+    raise SecretResolutionError(
+        f"Key {key!r} of secret {ref!r} in the secrets dir {str(root)!r} {problem}. Write the "
+        f'value on one line, e.g. printf %s "$VALUE" > {str(root / ref / key)!r}',
+        ref=ref,
+        secrets_dir=str(root),
+        key=key,
+    )

@@ -9,6 +9,7 @@ embedded quotes: a name is always a literal name, never SQL.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -23,10 +24,15 @@ from floe_sink_dlt.sql.types import arrow_to_sql
 __all__ = [
     "COMPLETE_MARK",
     "LEDGER_TABLE",
+    "MASKED",
+    "NAME_WORDS",
     "STAGING_MARK",
     "STAGING_SUFFIX",
     "Dialect",
     "dedupe_last",
+    "first_line",
+    "mask_literals",
+    "mask_quoted_values",
 ]
 
 LEDGER_TABLE = "_floe_sink_batches"
@@ -40,6 +46,68 @@ STAGING_MARK = "staging"
 
 COMPLETE_MARK = "complete"
 """The ledger ``batch_key`` that says a delivery's ``replace`` swap is done."""
+
+
+MASKED = "***"
+"""What stands in a driver message for a value that was removed."""
+
+_SQL_STRING = re.compile(r"'(?:[^']|'')*'")
+_DOUBLE_QUOTED = re.compile(r'(?:(?P<word>\w+)\s+)?"(?P<inner>(?:[^"]|"")*)"(?P<qualifies>\.)?')
+
+NAME_WORDS = frozenset(
+    {
+        "column",
+        "constraint",
+        "database",
+        "encoding",
+        "extension",
+        "function",
+        "index",
+        "name",
+        "near",
+        "relation",
+        "role",
+        "schema",
+        "sequence",
+        "table",
+        "trigger",
+        "type",
+        "view",
+    }
+)
+"""Words after which a double-quoted string in a driver message is a name, not a value."""
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line of ``text`` (drivers put row details and SQL on the next)."""
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def mask_literals(text: str) -> str:
+    """``text`` with every single-quoted SQL string literal replaced by ``'***'``."""
+    return _SQL_STRING.sub(f"'{MASKED}'", text)
+
+
+def mask_quoted_values(text: str) -> str:
+    """``text`` with double-quoted values replaced by ``"***"``, double-quoted names kept.
+
+    PostgreSQL and DuckDB double-quote names and values alike. A quoted string is a name
+    when a word of :data:`NAME_WORDS` comes before it (``constraint "orders_pkey"``,
+    ``column "email"``) or a dot after it (``"orders".email``); anything else (``integer:
+    "abc"``, ``value "7" is out of range``) is masked.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        word = match.group("word")
+        if (word is not None and word.lower() in NAME_WORDS) or match.group("qualifies"):
+            return match.group(0)
+        before = text[match.start() : match.start("inner") - 1]
+        return f'{before}"{MASKED}"'
+
+    return _DOUBLE_QUOTED.sub(replace, text)
 
 
 def dedupe_last(batch: pa.RecordBatch, key: Sequence[str]) -> pa.RecordBatch:
@@ -339,10 +407,11 @@ class Dialect(abc.ABC):
     # -- errors ---------------------------------------------------------------------------
 
     def error(self, exc: BaseException, *, doing: str, **context: Any) -> SinkError:
-        """Turn a driver exception into a :class:`SinkError` with a secret-free message."""
+        """Turn a driver exception into a :class:`SinkError` with a message free of secrets
+        and of row values (see :meth:`describe_error`)."""
         if isinstance(exc, SinkError):
             return exc
-        message = self.url.scrub(f"{doing} failed: {type(exc).__name__}: {exc}".strip())
+        message = f"{doing} failed: {type(exc).__name__}: {self.describe_error(exc)}".strip()
         transient = self.is_transient(exc)
         category = ErrorCategory.TRANSIENT if transient else ErrorCategory.PERMANENT
         return SinkWriteError(
@@ -352,6 +421,17 @@ class Dialect(abc.ABC):
             database=self.url.where,
             **context,
         )
+
+    def describe_error(self, exc: BaseException) -> str:
+        """The driver's message without the URL's secrets and without row values.
+
+        Drivers quote the rows they refused (PostgreSQL's ``DETAIL:  Key (id)=(5) already
+        exists``, DuckDB's ``Duplicate key "id: 5"``): customer data that must not reach a
+        result, a log or a span. What is kept is the error kind and the names of the
+        constraint, table and columns. This default keeps the first line and masks SQL
+        string literals; dialects whose driver words values otherwise refine it.
+        """
+        return mask_literals(first_line(self.url.scrub(str(exc))))
 
     def connection_error(self, exc: BaseException) -> SinkConnectionError:
         """The error for a failed connect: names host/port (or file), never the password."""

@@ -4,19 +4,37 @@ and written with ``INSERT ... SELECT``."""
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
 from floe_sink.errors import SinkConfigurationError
-from floe_sink_dlt.sql.dialect import Dialect
+from floe_sink_dlt.sql.dialect import (
+    MASKED,
+    Dialect,
+    first_line,
+    mask_literals,
+    mask_quoted_values,
+)
 from floe_sink_dlt.sql.evolution import ColumnInfo
 from floe_sink_dlt.sql.target import TableName
 
 __all__ = ["DuckDbDialect"]
 
 _VIEW = "_floe_sink_batch"
+
+# DuckDB words the refused values inline: 'Duplicate key "id: 5"', 'key "pid: 42" does not
+# exist', 'Type INT64 with value 300 can't be cast' (strings are single-quoted: masked too).
+_KEY = re.compile(r'\bkey "(?P<column>[^"]*?): (?P<values>.*?)"(?= violates| does not exist)')
+_VALUE = re.compile(r"\bwith value (?:'(?:[^']|'')*'|.*?(?= can't be cast| is out of range|$))")
+
+
+def _masked_key(match: re.Match[str]) -> str:
+    # not re-quoted: mask_quoted_values would take the column for a value
+    more = ", ..." if ", " in match.group("values") else ""
+    return f"key ({match.group('column')}: {MASKED}{more})"
 
 
 class DuckDbDialect(Dialect):
@@ -41,6 +59,16 @@ class DuckDbDialect(Dialect):
             self._conn = duckdb.connect(str(path))
         except (duckdb.Error, OSError) as exc:
             raise self.connection_error(exc) from None
+
+    def describe_error(self, exc: BaseException) -> str:
+        """The first line, with the key values and the values that failed a cast masked.
+
+        Of a key only the first column is kept: DuckDB lists ``column: value`` pairs, and
+        where a value ends and the next column's name starts cannot be told apart.
+        """
+        message = _KEY.sub(_masked_key, first_line(self.url.scrub(str(exc))))
+        message = _VALUE.sub(f"with value {MASKED}", message)
+        return mask_literals(mask_quoted_values(message))
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

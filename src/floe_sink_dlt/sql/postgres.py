@@ -10,13 +10,20 @@ table first and ``INSERT ... SELECT`` lets PostgreSQL cast it.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
 from floe_sink.errors import SinkError
-from floe_sink_dlt.sql.dialect import Dialect
+from floe_sink_dlt.sql.dialect import (
+    MASKED,
+    Dialect,
+    first_line,
+    mask_literals,
+    mask_quoted_values,
+)
 from floe_sink_dlt.sql.evolution import ColumnInfo
 from floe_sink_dlt.sql.target import TableName
 
@@ -42,6 +49,15 @@ _DIRECT = {
 }
 
 _STAGE = "_floe_sink_stage"
+
+# The server's own message ("ERROR:  <primary>"; DETAIL, CONTEXT and the SQL follow it) and
+# its SQLSTATE, in the text of an ADBC error.
+_PRIMARY = re.compile(r"\bERROR:\s+(?P<message>[^\n]*)")
+_SQLSTATE = re.compile(r"\bSQLSTATE: (?P<code>[0-9A-Z]{5})\b")
+# 'invalid input syntax for type integer: "..."': after ': "' comes a value, to the end (a
+# quote inside the value is not escaped)
+_TRAILING_VALUE = re.compile(r': ".*$')
+_BYTES = re.compile(r"0x[0-9a-fA-F]{2}(?:\s+0x[0-9a-fA-F]{2})*")  # invalid byte sequence: 0xe9
 
 
 def _direct_types(type_: pa.DataType) -> set[str]:
@@ -112,6 +128,19 @@ class PostgresDialect(Dialect):
 
     def param(self, index: int) -> str:
         return f"${index}"
+
+    def describe_error(self, exc: BaseException) -> str:
+        """The server's primary message and SQLSTATE; DETAIL (the refused row, the duplicate
+        key), CONTEXT (the COPY line) and quoted values are dropped."""
+        text = self.url.scrub(str(exc))
+        primary = _PRIMARY.search(text)
+        message = primary.group("message").strip() if primary else first_line(text)
+        message = mask_quoted_values(_TRAILING_VALUE.sub(f': "{MASKED}"', message))
+        message = mask_literals(_BYTES.sub(MASKED, message))
+        sqlstate = getattr(exc, "sqlstate", None)
+        if not sqlstate and (found := _SQLSTATE.search(text)):
+            sqlstate = found.group("code")
+        return f"{message} (SQLSTATE {sqlstate})" if sqlstate else message
 
     def is_transient(self, error: BaseException) -> bool:
         if isinstance(error, SinkError):

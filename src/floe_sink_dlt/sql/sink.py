@@ -25,6 +25,7 @@ from floe_sink import SinkConfig
 from floe_sink.delivery import Delivery
 from floe_sink.errors import SinkConfigurationError, SinkError
 from floe_sink.logs import get_logger
+from floe_sink.secrets import secret_keys
 from floe_sink_dlt.base import BatchReceipt, BatchSink, SinkSettings
 from floe_sink_dlt.sql.dialect import (
     COMPLETE_MARK,
@@ -147,7 +148,9 @@ class SqlDatabaseSink(BatchSink):
         connection = config.connection_config
         settings = SinkSettings.from_config(config, default_batch_size=cls.default_batch_size)
         destination = settings.destination
-        url = DatabaseUrl.parse(connection.get("url"), destination=destination)
+        url = DatabaseUrl.parse(
+            connection.get("url"), destination=destination, secret_keys=secret_keys(connection)
+        )
         table = TableName.parse(
             connection.get("table"), connection.get("schema"), destination=destination
         )

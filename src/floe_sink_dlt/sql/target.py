@@ -4,6 +4,7 @@ table name, parsed and validated from the sink's configuration."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
@@ -48,8 +49,13 @@ class DatabaseUrl:
     user: str | None = None
 
     @classmethod
-    def parse(cls, value: Any, *, destination: str | None = None) -> DatabaseUrl:
+    def parse(
+        cls, value: Any, *, destination: str | None = None, secret_keys: Sequence[str] = ()
+    ) -> DatabaseUrl:
         """Validate and parse the ``url`` secret (a :class:`Secret` or a plain string).
+
+        ``secret_keys`` are the keys the destination's Secret does have, named (never their
+        values) when ``url`` is missing.
 
         Raises:
             SinkConfigurationError: Missing, not a URL, an unsupported scheme or no path;
@@ -64,7 +70,15 @@ class DatabaseUrl:
             )
 
         if value is None or value == "":
-            raise fail("missing; set the secret key 'url' to a database URL")
+            found = (
+                f"the destination's Secret has no key 'url' (keys found: {', '.join(secret_keys)})"
+                if secret_keys
+                else "no database URL given"
+            )
+            raise fail(
+                f"missing: {found}. Set the secret key 'url' to a database URL "
+                "(postgresql://..., sqlite:///... or duckdb:///...)"
+            )
         raw = reveal(value)
         if not isinstance(raw, str):
             raise fail(f"expected a string, got {type(raw).__name__}")
