@@ -95,7 +95,12 @@ KINDS = (
 
 
 def test_the_presets_that_ship() -> None:
-    assert preset_names() == ("braze_users_track", "hubspot_contacts")
+    assert preset_names() == (
+        "braze_users_track",
+        "hubspot_contacts",
+        "mailchimp_list_members",
+        "salesforce_sobject_collections",
+    )
     for name in preset_names():
         preset = load_preset(name)
         assert preset.name == name

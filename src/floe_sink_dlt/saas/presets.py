@@ -61,13 +61,25 @@ _CONFIG_KEYS: Final = frozenset(
         "max_requests_per_second",
         "rate_limit_headers",
         "results",
+        "record_key",
         "delete",
     }
 )
 _DELETE_KEYS: Final = frozenset(
-    {"url", "method", "template", "max_records_per_request", "max_body_bytes", "results"}
+    {
+        "url",
+        "method",
+        "template",
+        "max_records_per_request",
+        "max_body_bytes",
+        "results",
+        "absent_statuses",
+    }
 )
 _METHODS: Final = ("POST", "PUT", "PATCH", "DELETE")
+_URL_KEY = re.compile(r"(?<!\$)\{([^{}]+)\}")
+"""``{column}`` in a delete URL: the key of the record, one request per key."""
+_ABSENT: Final = (404, 410)
 
 
 def preset_names() -> tuple[str, ...]:
@@ -235,7 +247,11 @@ def _placeholders(value: Any) -> list[str]:
     if isinstance(value, str):
         return _PLACEHOLDER.findall(value)
     if isinstance(value, Mapping):
-        return [name for item in value.values() for name in _placeholders(item)]
+        return [
+            name
+            for key, item in value.items()
+            for name in [*_placeholders(key), *_placeholders(item)]
+        ]
     if isinstance(value, list):
         return [name for item in value for name in _placeholders(item)]
     return []
@@ -245,7 +261,8 @@ def _substitute(value: Any, values: Mapping[str, str]) -> Any:
     if isinstance(value, str):
         return _PLACEHOLDER.sub(lambda match: values[match.group(1)], value)
     if isinstance(value, Mapping):
-        return {key: _substitute(item, values) for key, item in value.items()}
+        # keys too: a record's member can be named by a parameter (Salesforce's external id)
+        return {_substitute(key, values): _substitute(item, values) for key, item in value.items()}
     if isinstance(value, list):
         return [_substitute(item, values) for item in value]
     return value
@@ -285,16 +302,37 @@ def _unknown(spec: Mapping[str, Any], allowed: frozenset[str], where: str) -> No
         )
 
 
+def _statuses(value: Any, default: tuple[int, ...], where: str) -> frozenset[int]:
+    if value is None:
+        return frozenset(default)
+    if not isinstance(value, list) or not all(
+        isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599
+        for status in value
+    ):
+        raise SinkConfigurationError(f"{where}: must be a list of HTTP statuses (100-599)")
+    return frozenset(value)
+
+
 @attrs.frozen(kw_only=True)
 class DeleteParts:
-    """The request that deletes records (for ``mirror`` syncs)."""
+    """The request that deletes records (for ``mirror`` syncs).
+
+    Two forms: a batch body (``template``, like the upserts: the keys of many records in one
+    request), or the key in the URL (``{column}`` in ``url``, one request per key and no body:
+    ``DELETE https://api.example.com/contacts/{email}``). An answer with one of
+    ``absent_statuses`` (default 404 and 410 for the URL form, none for a body) means the
+    record is not there: it counts as deleted.
+    """
 
     url: str
     method: str
-    template: RequestTemplate
+    template: RequestTemplate | None
     max_records_per_request: int | None
     max_body_bytes: int | None
     results: ResultsSpec
+    url_columns: tuple[str, ...] = ()
+    """The columns the URL names (``{column}``): one request per key."""
+    absent_statuses: frozenset[int] = frozenset()
 
     @classmethod
     def parse(cls, spec: Any, *, where: str) -> DeleteParts:
@@ -306,15 +344,48 @@ class DeleteParts:
         if not isinstance(spec, Mapping):
             raise SinkConfigurationError(f"{where}: must be a mapping")
         _unknown(spec, _DELETE_KEYS, where)
+        url = _url(spec.get("url"), f"{where}.url")
+        columns = tuple(dict.fromkeys(_URL_KEY.findall(url)))
+        template_spec = spec.get("template")
+        if columns and template_spec is not None:
+            raise SinkConfigurationError(
+                f"{where}: either the URL names the key ({{{columns[0]}}}: one request per "
+                "key, no body) or 'template' shapes a body of many keys, not both"
+            )
+        if not columns and template_spec is None:
+            raise SinkConfigurationError(
+                f"{where}.template: needs 'record' (the keys of the records to delete, in a "
+                "body), or name the key column in the URL: {column}"
+            )
+        template = (
+            RequestTemplate.parse(template_spec, where=f"{where}.template")
+            if template_spec is not None
+            else None
+        )
+        if columns and (spec.get("max_records_per_request") or spec.get("max_body_bytes")):
+            raise SinkConfigurationError(
+                f"{where}: max_records_per_request and max_body_bytes apply to a body of keys; "
+                "a URL naming the key sends one request per key"
+            )
         return cls(
-            url=_url(spec.get("url"), f"{where}.url"),
-            method=_method(spec.get("method", "POST"), f"{where}.method"),
-            template=RequestTemplate.parse(spec.get("template"), where=f"{where}.template"),
+            url=url,
+            method=_method(spec.get("method", "DELETE" if columns else "POST"), f"{where}.method"),
+            template=template,
             max_records_per_request=_count(
                 spec.get("max_records_per_request"), f"{where}.max_records_per_request"
             ),
             max_body_bytes=_count(spec.get("max_body_bytes"), f"{where}.max_body_bytes"),
             results=ResultsSpec.parse(spec.get("results"), where=f"{where}.results"),
+            url_columns=columns,
+            absent_statuses=_statuses(
+                spec.get("absent_statuses"), _ABSENT if columns else (), f"{where}.absent_statuses"
+            ),
+        )
+
+    def url_for(self, values: Mapping[str, str]) -> str:
+        """The URL with each ``{column}`` replaced by its value, percent-encoded."""
+        return _URL_KEY.sub(
+            lambda match: urllib.parse.quote(values[match.group(1)], safe=""), self.url
         )
 
 
@@ -332,6 +403,8 @@ class PresetParts:
     rate_limit_headers: RateLimitHeaders
     results: ResultsSpec
     delete: DeleteParts | None
+    record_key: str | None = None
+    """The column whose values the API's answers name records by (``results.key``)."""
 
     @classmethod
     def parse(cls, config: Mapping[str, Any], *, where: str = "config") -> PresetParts:
@@ -363,6 +436,9 @@ class PresetParts:
                 f"{where}.max_requests_per_second: must be a number > 0 (got {rate!r})"
             )
         delete = config.get("delete")
+        record_key = config.get("record_key")
+        if record_key is not None and (not isinstance(record_key, str) or not record_key):
+            raise SinkConfigurationError(f"{where}.record_key: must be a column name")
         return cls(
             url=_url(config.get("url"), f"{where}.url"),
             method=_method(config.get("method", "POST"), f"{where}.method"),
@@ -380,4 +456,5 @@ class PresetParts:
             delete=DeleteParts.parse(delete, where=f"{where}.delete")
             if delete is not None
             else None,
+            record_key=record_key,
         )

@@ -53,7 +53,8 @@ The configuration (``results:``)::
     retryable_statuses: [408, 425, 429, 500, 502, 503, 504]
     fatal_statuses: [401, 403, 404, 405, 407, 410]
 
-Paths use the grammar of :mod:`floe_sink_dlt.record_ids` (``a.b``, ``[*]``, ``[n]``).
+Paths use the grammar of :mod:`floe_sink_dlt.record_ids` (``a.b``, ``[*]``, ``[n]``);
+``$`` is the body itself, ``$[*].message`` the messages of a body that is a bare list.
 Messages are the API's own words (cut to :data:`MESSAGE_CHARS`); they may quote the record's
 values, so they belong with the record in the dead-letter store, not in logs or exceptions.
 """
@@ -197,6 +198,8 @@ class _Path:
         if text == _ROOT:
             return cls(text=text, steps=())
         try:
+            if text.startswith(_ROOT + "["):  # $[*].message: in the items of a bare list
+                return cls(text=text, steps=RecordIdsPath.parse("_" + text[1:]).steps[1:])
             return cls(text=text, steps=RecordIdsPath.parse(text).steps)
         except ValueError as exc:
             raise _error(where, str(exc)) from None
@@ -385,8 +388,8 @@ class ResultsSpec:
             )
             return attrs.evolve(verdict, fatal=True)
         document = _decode(headers, body)
-        named, unattributed, lined_up = self._named_failures(keys, document)
         success = 200 <= status < 300
+        named, unattributed, lined_up = self._named_failures(keys, document, success=success)
         if success:
             partial = bool(named) or bool(unattributed) or status == _PARTIAL or not lined_up
             ambiguous = bool(unattributed) or not lined_up
@@ -480,18 +483,23 @@ class ResultsSpec:
         return _cut(text) or None
 
     def _named_failures(
-        self, keys: Sequence[str], document: Any
+        self, keys: Sequence[str], document: Any, *, success: bool = True
     ) -> tuple[dict[int, str], list[str], bool]:
         """The failed positions with their messages, the messages naming no record, and
         whether by-position results lined up with the records."""
         if self.mode == "by_position":
-            return self._by_position(len(keys), document)
+            failed, unattributed, lined_up = self._by_position(len(keys), document, success=success)
+            if not success and not lined_up:
+                return {}, [], True  # a refusal's body that is not per-record results
+            return failed, unattributed, lined_up
         if self.mode == "by_key" and document is not None:
             failed, unattributed = self._by_key(keys, document)
             return failed, unattributed, True
         return {}, [], True
 
-    def _by_position(self, count: int, document: Any) -> tuple[dict[int, str], list[str], bool]:
+    def _by_position(
+        self, count: int, document: Any, *, success: bool = True
+    ) -> tuple[dict[int, str], list[str], bool]:
         assert self.items is not None
         found = self.items.values(document) if document is not None else []
         items: list[Any] | None = None
@@ -499,6 +507,16 @@ class ResultsSpec:
             items = found[0]
         elif "*" in self.items.steps:
             items = found
+        # a refusal whose items carry no success flag (Salesforce's [{"message", "errorCode"}])
+        # lists errors, not the records' results
+        flagged = self.success
+        if (
+            items is not None
+            and flagged is not None
+            and success is False
+            and not all(flagged.values(item) for item in items)
+        ):
+            items = None
         if items is None or len(items) != count:
             listed = "no" if items is None else str(len(items))
             return {}, [f"the answer listed {listed} results for {count} records"], False
