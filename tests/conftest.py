@@ -14,6 +14,7 @@ pytest_plugins: list[str] = [
     "fixtures.iceberg",
     "fixtures.command",
     "fixtures.http_server",
+    "fixtures.saas_api",
     "fixtures.postgres",
 ]
 
