@@ -559,6 +559,13 @@ def _print_dry_run(reports: Sequence[Any], failed: Sequence[Any], output: str) -
         click.echo(f"        schema: {fields}")
         for row in report.sample:
             click.echo(f"        sample: {json.dumps(row, default=str, ensure_ascii=False)}")
+        request = report.first_request
+        if request is not None:
+            click.echo(
+                f"        first request: {request['method']} {request['url']} "
+                f"({request['records']:,} records, {request['bytes']:,} bytes)"
+            )
+            click.echo(f"        {request['body']}")
     for outcome in failed:
         click.echo(_scrub(f"FAILED  {outcome.destination}: {'; '.join(outcome.result.errors)}"))
     click.echo("dry run: nothing was sent.")

@@ -367,6 +367,17 @@ def _check_columns(dest: Any, schema: pa.Schema) -> None:
         )
 
 
+def _check_sink_schema(item: ConfiguredDestination, schema: pa.Schema) -> None:
+    """Ask the sink whether it can deliver rows of the mapped ``schema`` (a request template
+    naming a column the table lacks): optional ``check_schema(schema)`` of the sink object,
+    raising :class:`SinkConfigurationError`. Nothing is read or sent yet."""
+    from floe_sink.mapping import mapped_schema
+
+    check = getattr(item.sink, "check_schema", None)
+    if callable(check):
+        check(mapped_schema(schema, item.sink_config.field_mapping))
+
+
 def _check_keys(item: ConfiguredDestination, table: Any) -> None:
     """Refuse NULL or repeated primary keys of a keyed write before anything is sent.
 
@@ -532,6 +543,7 @@ def prepare(
                 span.set_attribute("floe.source.table", scan.table_name)
                 span.set_attribute("floe.source.files", scan.files)
             _check_columns(dest, scan.schema)
+            _check_sink_schema(item, scan.schema)
             _check_keys(item, table)
         except (SinkConfigurationError, PluginConflictError) as exc:
             problems.extend(_prefixed(dest.name, _problems_of(exc)))
@@ -910,6 +922,9 @@ class DryRunReport:
     source_batches: int
     schema: list[dict[str, Any]]
     sample: list[dict[str, Any]]
+    first_request: dict[str, Any] | None = None
+    """The first request exactly as the sink would send it, when the sink can tell
+    (its optional ``preview_request(batch)``): method, url, headers, records, body."""
 
 
 def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
@@ -925,6 +940,15 @@ def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
     rows = source_batches = 0
     sample: list[pa.RecordBatch] = []
     sample_rows = 0
+    preview_request = getattr(prepared.sink, "preview_request", None)
+    # the first batch, for the sink to show its first request (what it would send first)
+    first_rows = (
+        prepared.sink_config.batch_size or getattr(prepared.sink, "default_batch_size", 0) or 0
+        if callable(preview_request)
+        else 0
+    )
+    first: list[pa.RecordBatch] = []
+    first_count = 0
     reader = reporter.track(prepared.name, prepared.scan.reader(), prepared.scan.estimated_rows)
     for batch in reader:
         if not batch.num_rows:
@@ -936,6 +960,14 @@ def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
             piece = mapped.slice(0, SAMPLE_ROWS - sample_rows)
             sample.append(piece)
             sample_rows += piece.num_rows
+        if first_count < first_rows:
+            piece = mapped.slice(0, first_rows - first_count)
+            first.append(piece)
+            first_count += piece.num_rows
+    first_request: dict[str, Any] | None = None
+    if callable(preview_request) and first:
+        (first_batch,) = pa.Table.from_batches(first, schema=schema).combine_chunks().to_batches()
+        first_request = preview_request(first_batch)
     batch_size = prepared.sink_config.batch_size
     batches = math.ceil(rows / batch_size) if batch_size else None
     sample_rows_list: list[dict[str, Any]] = (
@@ -954,6 +986,7 @@ def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
             for field in schema
         ],
         sample=sample_rows_list,
+        first_request=first_request,
     )
 
 
