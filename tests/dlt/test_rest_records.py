@@ -40,6 +40,7 @@ def sink_for(
     primary_key: list[str] | None = None,
     field_mapping: dict[str, str] | None = None,
     destination: str = "crm",
+    sync: str = "full",
 ) -> RestApiSink:
     config = SinkConfig(
         sink_type="rest_api",
@@ -49,6 +50,7 @@ def sink_for(
         primary_key=primary_key,
         field_mapping=field_mapping,
         destination=destination,
+        sync=sync if primary_key is None else "mirror",
     )
     return RestApiSink.from_config(config)
 
