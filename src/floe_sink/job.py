@@ -744,6 +744,8 @@ def _deliver_changes(
             errors=errors,
             bytes_transmitted=result.bytes_transmitted
             + (deleted.bytes_transmitted if deleted is not None else 0),
+            rows_rejected=result.rows_rejected
+            + (deleted.rows_rejected if deleted is not None else 0),
             **counts,
         )
         return final
@@ -758,14 +760,19 @@ def _fold_acknowledged(
     from floe_sink.sync import DELETE_POSITIONS
 
     refused = [(p, i) for p, i in delivery.rejections if p < DELETE_POSITIONS]
+    # deletes the destination refused stay in the state: the next mirror run sends them again
+    refused_deletes = [
+        (p - DELETE_POSITIONS, i) for p, i in delivery.rejections if p >= DELETE_POSITIONS
+    ]
     if complete:
         diff.save_state(
             delivery_id=delivery.delivery_id,
             sent_batches=None,
             batch_size=delivery.batch_sizes.get(0),
             deleted_batches=None,
-            delete_batch_size=None,
+            delete_batch_size=delivery.batch_sizes.get(DELETE_POSITIONS),
             rejected=refused,
+            rejected_deletes=refused_deletes,
         )
         return
     diff.save_state(
@@ -780,6 +787,7 @@ def _fold_acknowledged(
         else [],
         delete_batch_size=delivery.batch_sizes.get(DELETE_POSITIONS),
         rejected=refused,
+        rejected_deletes=refused_deletes,
     )
 
 

@@ -307,6 +307,7 @@ class SyncDiff:
         deleted_batches: Sequence[int] | None,
         delete_batch_size: int | None,
         rejected: Sequence[tuple[int, int]] = (),
+        rejected_deletes: Sequence[tuple[int, int]] = (),
     ) -> None:
         """Replace the sync state with what the destination acknowledged.
 
@@ -318,6 +319,8 @@ class SyncDiff:
             delete_batch_size: Rows per delete batch.
             rejected: (position, row in batch) of upsert records the destination refused:
                 they stay unsynced, so the next run sends them again.
+            rejected_deletes: (position from 0, row in batch) of deletes the destination
+                refused: their keys stay in the state, so the next mirror run deletes again.
         """
         if self.skipped_read:
             return  # nothing changed, nothing sent: the state stays as it is
@@ -339,11 +342,21 @@ class SyncDiff:
             if self.mode == "mirror" and self.deletes:
                 gone = self.deleted_keys(self._keys)
                 deleted = gone.slice(0, 0)
+                every = pa.array(range(gone.num_rows), pa.int64())
+                done: pa.Array | None = None
                 if deleted_batches is None:
-                    deleted = gone
+                    done = every
                 elif delete_batch_size:
-                    every = pa.array(range(gone.num_rows), pa.int64())
-                    deleted = gone.take(_rows_of(every, deleted_batches, delete_batch_size))
+                    done = _rows_of(every, deleted_batches, delete_batch_size)
+                if done is not None and rejected_deletes and delete_batch_size:
+                    import pyarrow.compute as pc
+
+                    kept = [p * delete_batch_size + i for p, i in rejected_deletes]
+                    done = done.filter(
+                        pc.invert(pc.is_in(done, value_set=pa.array(kept, pa.int64())))
+                    )
+                if done is not None:
+                    deleted = gone.take(done)
                 self._db.register("deleted", deleted)
                 drop += f" UNION ALL SELECT {keys} FROM deleted"
             parts.append(f"SELECT {keys}, fp FROM st ANTI JOIN ({drop}) USING ({keys})")
@@ -351,7 +364,12 @@ class SyncDiff:
         new = self._table(" UNION ALL ".join(parts))
         # only a state holding every row of the snapshot may name it: with refused records
         # left out, the next run must diff again (and send them)
-        complete = sent_batches is None and deleted_batches is None and not rejected
+        complete = (
+            sent_batches is None
+            and deleted_batches is None
+            and not rejected
+            and not rejected_deletes
+        )
         meta = {
             "keys": list(self.key_columns),
             "source_rows": (self.base_rows or 0) + self._count("SELECT count(*) FROM cur")

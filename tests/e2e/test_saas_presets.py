@@ -348,3 +348,35 @@ def test_dry_run_shows_the_first_request_exactly_as_sent(
     first = saas_api.requests[0]
     assert request["body"] == json.dumps(first.document, separators=(",", ":"))
     assert request["headers"]["Idempotency-Key"] == first.headers["idempotency-key"]
+
+
+def test_a_refused_delete_is_listed_kept_and_sent_again(
+    floe_project: FloeProject, saas_api: FakeSaasApi
+) -> None:
+    case = next(case for case in CASES if case.name == "mailchimp_list_members")
+    document = case.destination(saas_api)
+    document.update(sync="mirror", primary_key=["email"])
+    document["config"]["delete"] = {
+        "url": saas_api.url + "/3.0/lists/a1b2c3/members/{email_address}",
+        "results": {"mode": "none", "batch_message": "detail"},
+    }
+    floe_project.warehouse.write("gold.people", people())
+    floe_project.secret("api", **case.secret(saas_api))
+    floe_project.write_floe([document])
+    assert run_json(floe_project)[1]["success"]
+
+    floe_project.warehouse.write("gold.people", people().slice(0, ROWS - 3))
+    saas_api.refuse_delete = {f"person{ROWS - 2}@example.com": "This member cannot be archived"}
+    _, record = run_json(floe_project)
+    assert (record["rows_deleted"], record["rows_rejected"]) == (2, 1)
+    (listed,) = rejects(floe_project)
+    assert listed["key"] == {"email_address": f"person{ROWS - 2}@example.com"}
+    assert (listed["status"], listed["reason"]) == ("400", "This member cannot be archived")
+
+    saas_api.refuse_delete = {}
+    saas_api.requests.clear()
+    _, record = run_json(floe_project)
+    assert record["rows_deleted"] == 1
+    assert saas_api.paths("DELETE") == [f"/3.0/lists/a1b2c3/members/person{ROWS - 2}%40example.com"]
+    assert saas_api.paths("POST") == []
+    assert rejects(floe_project) == []
