@@ -102,6 +102,7 @@ def test_a_refused_row_is_reported_without_its_values(
         write_disposition=disposition,
         primary_key=["id"] if disposition == "merge" else None,
         retry_config={"max_attempts": 2, "initial_wait": 0, "jitter": 0},
+        max_rejects_per_batch=0,  # the refused row fails its batch (test_sql_rejects: isolated)
     )
     with capture_logs() as logs:
         result = sink.write(row(REFUSED[violation]))

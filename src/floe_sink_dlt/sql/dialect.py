@@ -26,17 +26,24 @@ __all__ = [
     "LEDGER_TABLE",
     "MASKED",
     "NAME_WORDS",
+    "REJECTS_TABLE",
     "STAGING_MARK",
     "STAGING_SUFFIX",
     "Dialect",
     "dedupe_last",
     "first_line",
+    "last_rows",
     "mask_literals",
     "mask_quoted_values",
 ]
 
 LEDGER_TABLE = "_floe_sink_batches"
 """The table (next to the target table) recording every batch committed, per delivery."""
+
+REJECTS_TABLE = "_floe_sink_rejects"
+"""The rows of committed batches that were refused, per delivery and batch (row, status and
+message, never a value): a batch delivered again after a crash reports them again. Created
+the first time a batch has a refused row."""
 
 STAGING_SUFFIX = "__floe_staging"
 """Appended to the target table's name for the staging table of ``replace``."""
@@ -110,26 +117,35 @@ def mask_quoted_values(text: str) -> str:
     return _DOUBLE_QUOTED.sub(replace, text)
 
 
+def last_rows(batch: pa.RecordBatch, key: Sequence[str]) -> pa.Array | None:
+    """The rows (ascending) holding the last row of each ``key`` value, or ``None`` when the
+    keys are already unique (the common case)."""
+    if batch.num_rows < 2:
+        return None
+    table = pa.Table.from_batches([batch])
+    if len(key) == 1:
+        unique = pc.count_distinct(table.column(key[0]), mode="all").as_py()
+        if unique == batch.num_rows:
+            return None
+    index = "__floe_row"
+    numbered = table.select(list(key)).append_column(index, pa.array(range(batch.num_rows)))
+    last = numbered.group_by(list(key), use_threads=False).aggregate([(index, "max")])
+    if last.num_rows == batch.num_rows:
+        return None
+    keep = pc.sort_indices(last.column(f"{index}_max"))
+    rows: pa.Array = pc.take(last.column(f"{index}_max"), keep)
+    return rows
+
+
 def dedupe_last(batch: pa.RecordBatch, key: Sequence[str]) -> pa.RecordBatch:
     """Keep the last row of each ``key`` value (input order), so an upsert touches a row once.
 
     Returns ``batch`` itself when its keys are already unique (the common case, no copy).
     """
-    if batch.num_rows < 2:
+    rows = last_rows(batch, key)
+    if rows is None:
         return batch
-    table = pa.Table.from_batches([batch])
-    if len(key) == 1:
-        unique = pc.count_distinct(table.column(key[0]), mode="all").as_py()
-        if unique == batch.num_rows:
-            return batch
-    index = "__floe_row"
-    numbered = table.select(list(key)).append_column(index, pa.array(range(batch.num_rows)))
-    last = numbered.group_by(list(key), use_threads=False).aggregate([(index, "max")])
-    if last.num_rows == batch.num_rows:
-        return batch
-    keep = pc.sort_indices(last.column(f"{index}_max"))
-    rows = pc.take(last.column(f"{index}_max"), keep)
-    return table.take(rows).combine_chunks().to_batches()[0]
+    return pa.Table.from_batches([batch]).take(rows).combine_chunks().to_batches()[0]
 
 
 class Dialect(abc.ABC):
@@ -332,6 +348,65 @@ class Dialect(abc.ABC):
             f'"destination" = {self.param(1)} AND "batch_key" = {self.param(2)}',
             (destination, key),
         )
+
+    def rejects(self, schema: str | None) -> TableName:
+        """The table of refused rows next to tables of ``schema``."""
+        return TableName(name=REJECTS_TABLE, schema=schema)
+
+    def rejects_add(
+        self,
+        schema: str | None,
+        destination: str,
+        load_id: str,
+        key: str,
+        found: Sequence[tuple[int, str, str]],
+    ) -> None:
+        """Record the refused rows (row, status, message) of a batch, in its transaction."""
+        table = self.qualified(self.rejects(schema))
+        self.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} ("
+            '"destination" TEXT NOT NULL, "load_id" TEXT NOT NULL, "batch_key" TEXT NOT NULL, '
+            '"row_index" BIGINT NOT NULL, "status" TEXT NOT NULL, "message" TEXT NOT NULL, '
+            'PRIMARY KEY ("destination", "load_id", "batch_key", "row_index"))'
+        )
+        params = ", ".join(self.param(index) for index in range(1, 7))
+        for row, status, message in found:
+            self.execute(
+                f'INSERT INTO {table} ("destination", "load_id", "batch_key", "row_index", '
+                f'"status", "message") VALUES ({params})',
+                (destination, load_id, key, row, status, message),
+            )
+
+    def rejects_of(
+        self, schema: str | None, destination: str, load_id: str, key: str
+    ) -> list[tuple[int, str, str]]:
+        """The refused rows (row, status, message) recorded for a batch, by row."""
+        if self.columns(self.rejects(schema)) is None:
+            return []
+        rows = self.query(
+            f'SELECT "row_index", "status", "message" FROM '
+            f"{self.qualified(self.rejects(schema))} WHERE "
+            f'"destination" = {self.param(1)} AND "load_id" = {self.param(2)} '
+            f'AND "batch_key" = {self.param(3)} ORDER BY "row_index"',
+            (destination, load_id, key),
+        )
+        return [(int(row), str(status), str(message)) for row, status, message in rows]
+
+    def rejects_forget(self, schema: str | None, destination: str, *, keep_load: str) -> None:
+        """Drop the destination's refused rows of every delivery but ``keep_load``."""
+        if self.columns(self.rejects(schema)) is None:
+            return
+        self.execute(
+            f"DELETE FROM {self.qualified(self.rejects(schema))} WHERE "
+            f'"destination" = {self.param(1)} AND "load_id" <> {self.param(2)}',
+            (destination, keep_load),
+        )
+
+    def row_error(self, exc: BaseException) -> str | None:
+        """The class of a driver error caused by a row's data (a constraint it violates, a
+        value that cannot be stored): a SQLSTATE, an error name. ``None`` for any other
+        error (a lost connection, a missing table): those fail the batch."""
+        return None
 
     def upsert(
         self,

@@ -98,6 +98,19 @@ class DuckDbDialect(Dialect):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self._c().execute(sql, list(params) if params else None).fetchall())
 
+    def row_error(self, exc: BaseException) -> str | None:
+        """Constraint violations and values that cannot be stored: the exception's name."""
+        import duckdb
+
+        refused = (
+            duckdb.ConstraintException,
+            duckdb.ConversionException,
+            duckdb.OutOfRangeException,
+        )
+        if isinstance(exc, refused):
+            return type(exc).__name__
+        return None
+
     def is_transient(self, error: BaseException) -> bool:
         import duckdb
 

@@ -142,6 +142,17 @@ class PostgresDialect(Dialect):
             sqlstate = found.group("code")
         return f"{message} (SQLSTATE {sqlstate})" if sqlstate else message
 
+    def row_error(self, exc: BaseException) -> str | None:
+        """Integrity constraint violations (SQLSTATE class 23) and data exceptions (22)."""
+        if isinstance(exc, SinkError):
+            return None
+        sqlstate = getattr(exc, "sqlstate", None)
+        if not sqlstate and (found := _SQLSTATE.search(str(exc))):
+            sqlstate = found.group("code")
+        if sqlstate and str(sqlstate).startswith(("22", "23")):
+            return str(sqlstate)
+        return None
+
     def is_transient(self, error: BaseException) -> bool:
         if isinstance(error, SinkError):
             return error.retryable

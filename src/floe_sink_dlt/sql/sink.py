@@ -11,10 +11,24 @@ delivery is exactly-once, a new run of the same data is a new delivery.
 ``replace`` fills a staging table and swaps it in when the last batch is in; the swap writes
 the ledger's completion mark in the same transaction, so a delivery resumed after the swap (a
 kill between the swap and the journal's record) does nothing more.
+
+A row the database refuses (a CHECK, NOT NULL, unique or foreign-key constraint, a value it
+cannot store) does not fail its batch: once the batch's transaction has failed on such a row,
+the bad rows are found with trial transactions that are always rolled back (DuckDB has no
+savepoints, so the same way for all three), each a prefix of the batch: a binary search for
+the first prefix that fails names the row that makes it fail, which is then set aside, and so
+on. Then the good rows, the ledger row and the refused rows' statuses go in one transaction,
+and the refused rows are returned as :class:`~floe_sink.delivery.Rejection` (status the
+SQLSTATE or error name, message the driver's without row values). At most
+``max_rejects_per_batch`` rows (default 10) are set aside a batch, and at most
+``max_rejects_per_batch * (ceil(log2 rows) + 1)`` trials run: beyond, the batch fails as
+before. A crash while isolating leaves nothing (every trial is rolled back); a crash after the
+commit re-delivers the batch, which the ledger skips, reporting its refused rows again.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -22,8 +36,8 @@ from typing import ClassVar
 import pyarrow as pa
 
 from floe_sink import SinkConfig
-from floe_sink.delivery import Delivery
-from floe_sink.errors import SinkConfigurationError, SinkError
+from floe_sink.delivery import Delivery, Rejection
+from floe_sink.errors import ErrorCategory, SinkConfigurationError, SinkError, SinkWriteError
 from floe_sink.logs import get_logger
 from floe_sink.secrets import secret_keys
 from floe_sink_dlt.base import BatchReceipt, BatchSink, SinkSettings
@@ -32,7 +46,7 @@ from floe_sink_dlt.sql.dialect import (
     STAGING_MARK,
     STAGING_SUFFIX,
     Dialect,
-    dedupe_last,
+    last_rows,
 )
 from floe_sink_dlt.sql.evolution import (
     SCHEMA_EVOLUTIONS,
@@ -53,7 +67,28 @@ DEFAULT_BATCH_SIZE = 100_000
 
 WRITE_DISPOSITIONS = ("append", "merge", "replace")
 
-_OWN_KEYS = {"url", "table", "schema", "schema_evolution"}
+_OWN_KEYS = {"url", "table", "schema", "schema_evolution", "max_rejects_per_batch"}
+
+DEFAULT_MAX_REJECTS = 10
+"""Rows a batch may have refused and still be written without them."""
+
+
+class _RowRefused(SinkWriteError):
+    """A batch's transaction failed on a row's data: the rows can be isolated.
+
+    Attributes:
+        failure: The error to report when they cannot (the batch then fails, as it would).
+        status: The SQLSTATE or error name.
+        reason: The driver's message, without row values.
+    """
+
+    default_category = ErrorCategory.PERMANENT
+
+    def __init__(self, failure: SinkError, *, status: str, reason: str) -> None:
+        super().__init__(str(failure), category=ErrorCategory.PERMANENT)
+        self.failure = failure
+        self.status = status
+        self.reason = reason
 
 
 def _dialect_for(url: DatabaseUrl, timeout: float) -> Dialect:
@@ -112,6 +147,10 @@ class SqlDatabaseSink(BatchSink):
     schema_evolution: str = SCHEMA_EVOLUTIONS[0]
     """``evolve`` (add and widen an existing table's columns) or ``freeze`` (refuse any
     difference); set by :meth:`from_config` from the ``schema_evolution`` key."""
+
+    max_rejects_per_batch: int = DEFAULT_MAX_REJECTS
+    """Rows of a batch the database may refuse and the batch still be written without them
+    (``0``: the first refused row fails the batch); the ``max_rejects_per_batch`` key."""
 
     def __init__(
         self,
@@ -189,6 +228,15 @@ class SqlDatabaseSink(BatchSink):
             primary_key=primary_key,
         )
         sink.schema_evolution = evolution
+        rejects = connection.get("max_rejects_per_batch", DEFAULT_MAX_REJECTS)
+        if isinstance(rejects, bool) or not isinstance(rejects, int) or rejects < 0:
+            raise SinkConfigurationError(
+                f"invalid 'max_rejects_per_batch': {rejects!r}; expected an integer >= 0 (0: "
+                "a refused row fails its batch)",
+                sink_type=cls.sink_type,
+                destination=destination,
+            )
+        sink.max_rejects_per_batch = rejects
         return sink
 
     def describe(self) -> str:
@@ -314,6 +362,7 @@ class SqlDatabaseSink(BatchSink):
                 now = datetime.now(UTC).isoformat(timespec="milliseconds")
                 dialect.ledger_add(schema, destination, delivery_id, COMPLETE_MARK, 0, now)
             dialect.ledger_forget(schema, destination, keep_load=delivery_id)
+            dialect.rejects_forget(schema, destination, keep_load=delivery_id)
             dialect.commit()
         except BaseException as exc:
             dialect.rollback()
@@ -324,6 +373,9 @@ class SqlDatabaseSink(BatchSink):
     def deliver(self, batch: pa.RecordBatch, *, key: str) -> BatchReceipt:
         """Write one batch and its ledger row in one transaction (skipped if already there).
 
+        Rows the database refuses are isolated and left out (see the module docstring):
+        the receipt lists them, by row of ``batch``.
+
         Raises:
             SinkWriteError: The batch was refused (permanent) or kept failing (transient).
         """
@@ -331,21 +383,29 @@ class SqlDatabaseSink(BatchSink):
         if self._writable is not None and not batch.schema.equals(self._writable):
             batch = batch.cast(self._writable)
         rows = batch.num_rows  # all of them reach the table (the last of a repeated key wins)
+        kept: list[int] | None = None  # the row of ``batch`` of each row written (merge)
         if self.write_disposition == "merge":
             assert self.primary_key is not None
-            batch = dedupe_last(batch, self.primary_key)
+            last = last_rows(batch, self.primary_key)
+            if last is not None:
+                kept = last.to_pylist()
+                batch = pa.Table.from_batches([batch]).take(last).combine_chunks().to_batches()[0]
         attempts = 0
         started = time.perf_counter()
+        outcome: tuple[bool, list[Rejection]] = (False, [])
 
-        def attempt() -> bool:
+        def attempt() -> tuple[bool, list[Rejection]]:
             nonlocal attempts
             attempts += 1
-            return self._write_batch(batch, key=key, load_id=load_id, attempt=attempts)
+            try:
+                return self._write_batch(batch, key=key, load_id=load_id, attempt=attempts)
+            except _RowRefused as refused:
+                return self._isolate(batch, refused, key=key, load_id=load_id, attempt=attempts)
 
         status = "failed"
         try:
-            written = self.with_retries(attempt, what="write_batch", key=key)
-            status = "written" if written else "skipped"
+            outcome = self.with_retries(attempt, what="write_batch", key=key)
+            status = "written" if outcome[0] else "skipped"
         finally:
             log.info(
                 "sql_batch",
@@ -353,48 +413,197 @@ class SqlDatabaseSink(BatchSink):
                 table=str(self.table),
                 write_disposition=self.write_disposition,
                 rows=batch.num_rows,
+                rejected=len(outcome[1]),
                 attempt=attempts,
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
                 key=key,
             )
+        written, rejected = outcome
+        if kept is not None:
+            rejected = [attrs_evolve_index(r, kept[r.index]) for r in rejected]
         self._delivered += 1
         return BatchReceipt(
-            rows=rows,
+            rows=rows - len(rejected),
             bytes=batch.nbytes if written else 0,
             skipped=not written,
+            rejected=tuple(rejected),
         )
 
-    def _write_batch(self, batch: pa.RecordBatch, *, key: str, load_id: str, attempt: int) -> bool:
+    def _write_rows(self, batch: pa.RecordBatch, *, load_id: str) -> None:
+        """Write ``batch`` as the disposition says, in the open transaction."""
+        dialect = self.dialect
+        if self.write_disposition == "replace":
+            self._ensure_staging(load_id)
+            dialect.insert(self.staging, batch)
+        elif self.write_disposition == "merge":
+            assert self.primary_key is not None
+            dialect.upsert(self.table, batch, self.primary_key, has_unique_key=self._has_unique_key)
+        else:
+            dialect.insert(self.table, batch)
+
+    def _refusal(self, exc: BaseException, *, doing: str, attempt: int) -> SinkError:
+        """The error of a failed write: :class:`_RowRefused` when a row's data caused it."""
+        error = self.dialect.error(exc, doing=doing, attempt=attempt)
+        status = None if isinstance(exc, SinkError) else self.dialect.row_error(exc)
+        if status is None or self.max_rejects_per_batch == 0:
+            return error
+        reason = f"{type(exc).__name__}: {self.dialect.describe_error(exc)}".strip()
+        return _RowRefused(error, status=status, reason=reason)
+
+    def _write_batch(
+        self,
+        batch: pa.RecordBatch,
+        *,
+        key: str,
+        load_id: str,
+        attempt: int,
+        rows: list[int] | None = None,
+        rejected: list[Rejection] | None = None,
+    ) -> tuple[bool, list[Rejection]]:
+        """Write ``batch`` (or only its ``rows``) with the ledger row and the ``rejected``
+        rows' statuses, in one transaction; or skip it when the ledger has it.
+
+        Returns:
+            Whether it was written, and the refused rows (those recorded with the batch when
+            it is skipped).
+        """
         dialect = self.dialect
         destination = self.settings.destination
         schema = self.table.schema
+        staging_ready = self._staging_ready
+        part = batch if rows is None else batch.take(pa.array(rows, pa.int64()))
         try:
             dialect.begin()
             if dialect.ledger_has(schema, destination, load_id, key):
+                found = dialect.rejects_of(schema, destination, load_id, key)
                 dialect.rollback()
-                return False
-            if self.write_disposition == "replace":
-                self._ensure_staging(load_id)
-                dialect.insert(self.staging, batch)
-            elif self.write_disposition == "merge":
-                assert self.primary_key is not None
-                dialect.upsert(
-                    self.table, batch, self.primary_key, has_unique_key=self._has_unique_key
-                )
-            else:
-                dialect.insert(self.table, batch)
+                return False, [
+                    Rejection(index=row, status=status, message=message)
+                    for row, status, message in found
+                ]
+            if part.num_rows:
+                self._write_rows(part, load_id=load_id)
             now = datetime.now(UTC).isoformat(timespec="milliseconds")
-            dialect.ledger_add(schema, destination, load_id, key, batch.num_rows, now)
+            dialect.ledger_add(schema, destination, load_id, key, part.num_rows, now)
+            if rejected:
+                dialect.rejects_add(
+                    schema,
+                    destination,
+                    load_id,
+                    key,
+                    [(r.index, r.status, r.message) for r in rejected],
+                )
             dialect.commit()
         except BaseException as exc:
             dialect.rollback()
-            raise dialect.error(
+            self._staging_ready = staging_ready  # what the rolled-back transaction made is gone
+            raise self._refusal(
                 exc,
-                doing=f"writing a batch of {batch.num_rows} rows to {str(self.table)!r}",
+                doing=f"writing a batch of {part.num_rows} rows to {str(self.table)!r}",
                 attempt=attempt,
             ) from None
-        return True
+        return True, list(rejected or [])
+
+    def _trial(
+        self, batch: pa.RecordBatch, rows: list[int], *, load_id: str, attempt: int
+    ) -> _RowRefused | None:
+        """Write ``rows`` of ``batch`` in a transaction that is rolled back: the refusal, or
+        ``None`` when they go in together."""
+        dialect = self.dialect
+        staging_ready = self._staging_ready
+        part = batch.take(pa.array(rows, pa.int64()))
+        try:
+            dialect.begin()
+            self._write_rows(part, load_id=load_id)
+        except BaseException as exc:
+            error = self._refusal(
+                exc, doing=f"trying {part.num_rows} rows in {str(self.table)!r}", attempt=attempt
+            )
+            if isinstance(error, _RowRefused):
+                return error
+            raise error from None
+        finally:
+            dialect.rollback()
+            self._staging_ready = staging_ready
+        return None
+
+    def _isolate(
+        self,
+        batch: pa.RecordBatch,
+        first: _RowRefused,
+        *,
+        key: str,
+        load_id: str,
+        attempt: int,
+    ) -> tuple[bool, list[Rejection]]:
+        """Find the rows the database refuses, then write the others (module docstring).
+
+        Raises:
+            SinkWriteError: More rows are refused than ``max_rejects_per_batch``, or the
+                trials run out: the batch fails with the first refusal.
+        """
+        limit = self.max_rejects_per_batch
+        budget = limit * (math.ceil(math.log2(max(batch.num_rows, 2))) + 1)
+        candidates = list(range(batch.num_rows))
+        good = 0  # candidates[:good] go in together
+        rejected: list[Rejection] = []
+        refusal = first
+        trials = 0
+        started = time.perf_counter()
+        while True:
+            low, high = good, len(candidates)  # prefix low goes in, prefix high is refused
+            while high - low > 1:
+                if trials >= budget:
+                    raise self._unisolated(first, rejected, trials)
+                middle = (low + high) // 2
+                trials += 1
+                found = self._trial(batch, candidates[:middle], load_id=load_id, attempt=attempt)
+                if found is None:
+                    low = middle
+                else:
+                    high, refusal = middle, found
+            rejected.append(
+                Rejection(index=candidates.pop(low), status=refusal.status, message=refusal.reason)
+            )
+            good = low
+            if len(rejected) > limit or trials >= budget:
+                raise self._unisolated(first, rejected, trials)
+            trials += 1
+            try:
+                written, kept = self._write_batch(
+                    batch,
+                    key=key,
+                    load_id=load_id,
+                    attempt=attempt,
+                    rows=candidates,
+                    rejected=sorted(rejected, key=lambda r: r.index),
+                )
+            except _RowRefused as again:
+                refusal = again
+                continue
+            log.info(
+                "sql_rows_isolated",
+                destination=self.settings.destination,
+                table=str(self.table),
+                rows=batch.num_rows,
+                rejected=len(kept),
+                trials=trials,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                key=key,
+            )
+            return written, kept
+
+    def _unisolated(self, first: _RowRefused, rejected: list[Rejection], trials: int) -> SinkError:
+        log.warning(
+            "sql_rows_not_isolated",
+            destination=self.settings.destination,
+            table=str(self.table),
+            rejected=len(rejected),
+            max_rejects_per_batch=self.max_rejects_per_batch,
+            trials=trials,
+        )
+        return first.failure
 
     def _ensure_staging(self, load_id: str) -> None:
         """Make sure the staging table belongs to this delivery (inside the batch's txn).
@@ -476,3 +685,10 @@ class SqlDatabaseSink(BatchSink):
         return SinkConfigurationError(
             message, sink_type=self.sink_type, destination=self.settings.destination
         )
+
+
+def attrs_evolve_index(rejection: Rejection, index: int) -> Rejection:
+    """``rejection`` of another row (the row of the batch before duplicate keys were merged)."""
+    import attrs
+
+    return attrs.evolve(rejection, index=index)

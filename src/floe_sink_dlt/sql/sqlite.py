@@ -105,6 +105,12 @@ class SqliteDialect(Dialect):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self._c().execute(sql, tuple(params)).fetchall())
 
+    def row_error(self, exc: BaseException) -> str | None:
+        """Constraint violations (``sqlite3.IntegrityError``): their extended error name."""
+        if isinstance(exc, sqlite3.IntegrityError):
+            return str(getattr(exc, "sqlite_errorname", None) or "SQLITE_CONSTRAINT")
+        return None
+
     def is_transient(self, error: BaseException) -> bool:
         return isinstance(error, sqlite3.OperationalError) and any(
             marker in str(error).lower() for marker in _TRANSIENT
