@@ -202,7 +202,8 @@ class RestApiOptions:
     delete: DeleteParts | None = attrs.field(default=None, repr=False)
     preset: str | None = None
     key_columns: tuple[str, ...] = ()
-    """The primary key's destination names: the columns of a batch of keys to delete."""
+    """For ``sync: mirror``, the primary key's destination names: the columns of a batch of
+    keys to delete (checked against the delete request)."""
 
     @property
     def per_record(self) -> bool:
@@ -362,7 +363,9 @@ class RestApiOptions:
             named = list(delete.url_columns)
             if delete.template is not None:
                 named = [node.name for node in _column_names(delete.template.record)]
-            unknown = [name for name in named if key_columns and name not in key_columns]
+            # only a mirror sends deletes: a preset's delete request is no problem otherwise
+            mirror = config.sync == "mirror"
+            unknown = [name for name in named if mirror and name not in key_columns]
             if unknown:
                 raise fail(
                     "delete",
@@ -390,7 +393,7 @@ class RestApiOptions:
             max_records_per_request=limits["max_records_per_request"],
             delete=delete,
             preset=connection.get("preset"),
-            key_columns=key_columns,
+            key_columns=key_columns if config.sync == "mirror" else (),
         )
 
 
