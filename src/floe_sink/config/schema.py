@@ -28,6 +28,160 @@ _COLUMNS: dict[str, Any] = {
 }
 _RETRY_NUMBER: dict[str, Any] = {"type": "number", "minimum": 0}
 
+_HTTP_STATUSES: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "integer", "minimum": 100, "maximum": 599},
+}
+_COUNT: dict[str, Any] = {"type": ["integer", "null"], "minimum": 1}
+_PATH: dict[str, Any] = {"type": "string", "minLength": 1}
+
+_TEMPLATE: dict[str, Any] = {
+    "type": "object",
+    "description": "The JSON shape of a record and of a request (docs/sinks/rest_api.md, "
+    "Request templates). Checked against the table's columns before anything is sent.",
+    "additionalProperties": False,
+    "required": ["record"],
+    "properties": {
+        "record": {
+            "description": "One record: {column: NAME, as: string|integer|number|boolean|"
+            "epoch_ms, on_null: omit, required: true}, {const: VALUE}, a scalar constant, "
+            "a mapping of keys to nodes (a nested object), {object: {...}, remaining: ...}, "
+            "{remaining: true | {as, on_null, except}}, or a list of nodes.",
+        },
+        "records_key": {
+            "description": "Where the records go: a key, or a list of keys (a nested place); "
+            "without it the body is a bare JSON array.",
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+            ],
+        },
+        "envelope": {"type": "object", "description": "Constants beside the records."},
+    },
+}
+
+_RESULTS: dict[str, Any] = {
+    "type": "object",
+    "description": "How to read per-record results out of an answer (docs/sinks/rest_api.md, "
+    "Per-record results).",
+    "additionalProperties": False,
+    "properties": {
+        "mode": {"enum": ["none", "by_position", "by_key"], "default": "none"},
+        "items": {**_PATH, "description": "by_position: where the list of results is ($)."},
+        "success": {**_PATH, "description": "by_position: an item's success flag."},
+        "message": {**_PATH, "description": "An item's or an error's message."},
+        "errors": {**_PATH, "description": "by_key: where the list of errors is."},
+        "key": {**_PATH, "description": "by_key: the record key(s) an error names."},
+        "key_is": {"enum": ["key", "index"], "default": "key"},
+        "match": {"type": "object", "description": "by_key: only errors with these values."},
+        "batch_message": {**_PATH, "description": "The message of a whole-batch refusal."},
+        "bisect": {"type": "boolean", "default": True},
+        "retryable_statuses": _HTTP_STATUSES,
+        "fatal_statuses": _HTTP_STATUSES,
+    },
+}
+
+_HEADER_NAMES: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+    ]
+}
+
+_REST_API_CONFIG: dict[str, Any] = {
+    "type": ["object", "null"],
+    "title": "RestApiConfig",
+    "description": "The rest_api sink's config (docs/sinks/rest_api.md). Credentials come from "
+    "the destination's secret, never from here.",
+    "additionalProperties": False,
+    "properties": {
+        "url": {"type": "string", "pattern": "^https?://", "description": "Where requests go."},
+        "method": {"enum": ["POST", "PUT", "PATCH", "post", "put", "patch"]},
+        "records_key": {"type": "string", "minLength": 1},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "max_requests_per_second": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "max_concurrency": {"type": "integer", "minimum": 1},
+        "record_ids_path": {"type": "string", "minLength": 1},
+        "timeout": {"type": "number", "exclusiveMinimum": 0},
+        "template": _TEMPLATE,
+        "results": _RESULTS,
+        "record_key": {
+            "type": "string",
+            "minLength": 1,
+            "description": "The column whose values the answers name records by.",
+        },
+        "max_body_bytes": {**_COUNT, "description": "The most bytes one request body may have."},
+        "max_records_per_request": {**_COUNT, "description": "The most records a request."},
+        "rate_limit_headers": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "remaining": _HEADER_NAMES,
+                "reset": _HEADER_NAMES,
+                "reset_unit": {
+                    "enum": [
+                        "auto",
+                        "seconds",
+                        "milliseconds",
+                        "epoch_seconds",
+                        "epoch_milliseconds",
+                    ]
+                },
+                "window": _HEADER_NAMES,
+                "window_unit": {"enum": ["seconds", "milliseconds"]},
+            },
+        },
+        "auth": {
+            "type": "object",
+            "description": "The kind of authentication; its values come from the secret: "
+            "bearer (token), api_key (api_key), basic (username, password), "
+            "oauth2_client_credentials (client_id, client_secret).",
+            "required": ["type"],
+            "additionalProperties": False,
+            "properties": {
+                "type": {"enum": ["bearer", "api_key", "basic", "oauth2_client_credentials"]},
+                "header": {"type": "string", "minLength": 1},
+                "prefix": {"type": "string"},
+                "token_url": {"type": "string", "pattern": "^https?://"},
+                "scope": {"type": "string"},
+                "audience": {"type": "string"},
+                "client_auth": {"enum": ["basic", "post"]},
+            },
+        },
+        "preset": {
+            "enum": [
+                "braze_users_track",
+                "hubspot_contacts",
+                "mailchimp_list_members",
+                "salesforce_sobject_collections",
+            ],
+            "description": "A ready-made destination (docs/sinks/): its config under this one.",
+        },
+        "preset_parameters": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "minLength": 1},
+        },
+        "delete": {
+            "type": "object",
+            "description": "The request that deletes records (sync: mirror): the key in the url "
+            "({column}, one request per key) or a body template of many keys.",
+            "additionalProperties": False,
+            "required": ["url"],
+            "properties": {
+                "url": {"type": "string", "pattern": "^https?://"},
+                "method": {"enum": ["POST", "PUT", "PATCH", "DELETE"]},
+                "template": _TEMPLATE,
+                "max_records_per_request": _COUNT,
+                "max_body_bytes": _COUNT,
+                "results": _RESULTS,
+                "absent_statuses": _HTTP_STATUSES,
+            },
+        },
+    },
+}
+"""What a rest_api destination's ``config`` may hold (the sink's own checks are the
+authority: a template's columns, a preset's parameters)."""
+
 _DESTINATION: dict[str, Any] = {
     "type": "object",
     "title": "Destination",
@@ -57,7 +211,8 @@ _DESTINATION: dict[str, Any] = {
         },
         "config": {
             "type": ["object", "null"],
-            "description": "Sink-specific settings (url, table, headers, ...). No credentials.",
+            "description": "Sink-specific settings (url, table, headers, ...). No credentials. "
+            "For sink_type rest_api, see RestApiConfig; each sink checks its own.",
         },
         "field_mapping": {
             "type": ["object", "null"],
@@ -145,6 +300,11 @@ _DESTINATION: dict[str, Any] = {
             "if": {"required": ["sync"], "properties": {"sync": {"enum": ["changes", "mirror"]}}},
             "then": {"required": ["primary_key"], "properties": {"primary_key": {"minItems": 1}}},
         },
+        {
+            # the config of the sink types that ship with floe-sink; another plugin's is free
+            "if": {"required": ["sink_type"], "properties": {"sink_type": {"const": "rest_api"}}},
+            "then": {"properties": {"config": {"$ref": "#/$defs/RestApiConfig"}}},
+        },
     ],
 }
 
@@ -161,7 +321,7 @@ _FLOE_YAML: dict[str, Any] = {
             "items": {"$ref": "#/$defs/Destination"},
         }
     },
-    "$defs": {"Destination": _DESTINATION},
+    "$defs": {"Destination": _DESTINATION, "RestApiConfig": _REST_API_CONFIG},
 }
 
 _CATALOG: dict[str, Any] = {
