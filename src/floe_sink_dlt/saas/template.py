@@ -834,7 +834,8 @@ def _joined(parts: list[_Leaf], *, always_present: bool) -> _Leaf:
 
     def joined(batch: pa.RecordBatch) -> pa.Array:
         arrays = [part(batch) for part in parts]
-        if not always_present:
+        # a member that is never left out means no row loses every member: nothing to check
+        if not always_present and all(array.null_count for array in arrays):
             # pyarrow drops the rows where every argument is null when skipping nulls
             # (pyarrow 26): make one argument an empty text there, so that no row is lost.
             empty = pc.is_null(arrays[0])
