@@ -207,7 +207,8 @@ def send_records(
             )
         )
 
-    def send(positions: Sequence[int], rounds: int) -> ResponseVerdict:
+    def send(positions: Sequence[int], rounds: int) -> ResponseVerdict | None:
+        """One request of ``positions``: its verdict, or ``None`` when it accepted them all."""
         first, count = positions[0], len(positions)
         if positions[-1] - first + 1 == count:
             taken = records.slice(first, count)
@@ -219,6 +220,9 @@ def send_records(
         outcome.requests += 1
         outcome.bytes += len(body)
         outcome.last_status = answer.status
+        if results.all_delivered(count, answer.status, answer.headers, answer.content):
+            outcome.answers.append(answer)
+            return None
         verdict = results.judge(
             [keys[p] for p in positions], answer.status, answer.headers, answer.content
         )
@@ -234,13 +238,33 @@ def send_records(
             outcome.answers.append(answer)
         return verdict
 
+    def judged(positions: Sequence[int], rounds: int) -> ResponseVerdict:
+        verdict = send(positions, rounds)
+        if verdict is not None:
+            return verdict
+        return ResponseVerdict(
+            http_status=outcome.last_status or 200,
+            outcomes=tuple(
+                RecordOutcome(
+                    position=index,
+                    key="",
+                    status=RecordStatus.DELIVERED,
+                    http_status=outcome.last_status or 200,
+                )
+                for index in range(len(positions))
+            ),
+        )
+
     def settle(positions: Sequence[int], rounds: int) -> None:
         verdict = send(positions, rounds)
+        if verdict is None:  # every record accepted
+            outcome.delivered += len(positions)
+            return
         settled: Sequence[RecordOutcome] = verdict.outcomes
         if verdict.bisect:
 
             def again(group: Sequence[int]) -> ResponseVerdict:
-                return send([positions[index] for index in group], rounds)
+                return judged([positions[index] for index in group], rounds)
 
             settled = bisect(verdict, again).outcomes
         retry: list[int] = []

@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from floe_sink.errors import SinkConfigurationError
 from floe_sink_dlt.saas.results import (
@@ -302,3 +304,65 @@ def test_outcomes_are_plain_records() -> None:
     verdict = ResponseVerdict(http_status=400, outcomes=(outcome,))
     assert verdict.rejected == (outcome,)
     assert verdict.delivered == ()
+
+
+# -- the fast path of the delivery loop ------------------------------------------------------
+
+_ANSWER_BODIES = st.one_of(
+    st.none(),
+    st.just({}),
+    st.lists(
+        st.fixed_dictionaries(
+            {"success": st.booleans(), "errors": st.lists(st.just({"message": "bad"}), max_size=1)}
+        ),
+        max_size=4,
+    ),
+    st.fixed_dictionaries(
+        {
+            "errors": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "context": st.fixed_dictionaries(
+                            {"ids": st.lists(st.sampled_from([*KEYS, "zz"]), max_size=2)}
+                        ),
+                        "message": st.just("m"),
+                    }
+                ),
+                max_size=3,
+            )
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "errors": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "input_array": st.sampled_from(["attributes", "events"]),
+                        "index": st.integers(0, 4),
+                        "type": st.just("t"),
+                    }
+                ),
+                max_size=3,
+            )
+        }
+    ),
+)
+
+
+@given(
+    spec=st.sampled_from([None, SALESFORCE_LIKE, HUBSPOT_LIKE, BRAZE_LIKE]),
+    status=st.sampled_from([200, 201, 204, 207, 400, 401, 422, 429, 503]),
+    body=_ANSWER_BODIES,
+)
+def test_all_delivered_says_exactly_what_judge_says_of_a_plain_acceptance(
+    spec: Any, status: int, body: Any
+) -> None:
+    parsed = ResultsSpec.parse(spec)
+    raw = json.dumps(body).encode() if body is not None else b""
+    verdict = parsed.judge(KEYS, status, JSON, raw)
+    every = all(outcome.status is D for outcome in verdict.outcomes) and not verdict.bisect
+    fast = parsed.all_delivered(len(KEYS), status, JSON, raw)
+    if fast:
+        assert every
+    if every and not verdict.partial and not verdict.fatal:
+        assert fast

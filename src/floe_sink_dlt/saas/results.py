@@ -451,6 +451,32 @@ class ResultsSpec:
         verdict = self._all(keys, status, RecordStatus.REJECTED, message)
         return attrs.evolve(verdict, unattributed=tuple(unattributed))
 
+    def all_delivered(
+        self, count: int, status: int, headers: Mapping[str, str], body: bytes
+    ) -> bool:
+        """Whether the answer accepts every one of the ``count`` records of its request:
+        what :meth:`judge` would say with every outcome delivered, without building them
+        (the common answer, on the hot path)."""
+        if (
+            not 200 <= status < 300
+            or status == _PARTIAL
+            or status in self.retryable_statuses
+            or status in self.fatal_statuses
+        ):
+            return False  # judge() says what became of each record
+        if self.mode == "none":
+            return True
+        document = _decode(headers, body)
+        if self.mode == "by_position":
+            failed, unattributed, lined_up = self._by_position(count, document)
+            return lined_up and not failed and not unattributed
+        if document is None:
+            return True
+        assert self.errors is not None
+        found = self.errors.values(document)
+        errors = found[0] if len(found) == 1 and isinstance(found[0], list) else found
+        return not any(self._matches(error) for error in errors)
+
     def _all(
         self, keys: Sequence[str], status: int, kind: RecordStatus, message: str | None
     ) -> ResponseVerdict:
