@@ -355,5 +355,6 @@ def test_an_unknown_schema_evolution_is_refused_naming_the_key_and_the_values(
 
 @pytest.mark.requirement("4G-FR-007")
 def test_schema_evolution_is_listed_among_the_accepted_keys() -> None:
-    with pytest.raises(SinkConfigurationError, match="accepts: max_rejects_per_batch, schema, schema_evolution, table"):
+    accepted = "accepts: max_rejects_per_batch, schema, schema_evolution, table"
+    with pytest.raises(SinkConfigurationError, match=accepted):
         SqlDatabaseSink.from_config(config(schema_evolutoin="freeze"))
