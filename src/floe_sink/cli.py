@@ -80,12 +80,18 @@ class _Scrubber:
 _scrub = _Scrubber()
 
 
-def _setup_logging(*, verbosity: int, quiet: bool, log_format: str) -> None:
-    level = logging.INFO
-    if quiet:
-        level = logging.WARNING
-    elif verbosity > 0:
-        level = logging.DEBUG
+LOG_LEVEL_ENV = "FLOE_SINK_LOG_LEVEL"
+"""The log level when neither ``-v`` nor ``-q`` is given (default ``warning``)."""
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _setup_logging(*, level: int, log_format: str) -> None:
     as_json = {"auto": None, "json": True, "console": False}[log_format]
     configure_logging(level=level, json=as_json, stream=sys.stderr)
     import structlog
@@ -115,7 +121,8 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
-def _logging_options(function: Callable[..., Any]) -> Callable[..., Any]:
+def _common_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of every command, accepted before and after the command name."""
     options = [
         click.option(
             "-v",
@@ -123,7 +130,7 @@ def _logging_options(function: Callable[..., Any]) -> Callable[..., Any]:
             count=True,
             expose_value=False,
             callback=_remember,
-            help="More log lines (debug).",
+            help="More log lines: -v info, -vv debug.",
         ),
         click.option(
             "-q",
@@ -131,7 +138,7 @@ def _logging_options(function: Callable[..., Any]) -> Callable[..., Any]:
             is_flag=True,
             expose_value=False,
             callback=_remember,
-            help="Only warnings and errors in the logs.",
+            help="Only errors in the logs.",
         ),
         click.option(
             "--log-format",
@@ -142,6 +149,7 @@ def _logging_options(function: Callable[..., Any]) -> Callable[..., Any]:
             envvar="FLOE_SINK_LOG_FORMAT",
             help="Log lines on stderr: console on a terminal, JSON lines otherwise (auto).",
         ),
+        click.version_option(package_name="floe-sink", prog_name="floe-sink"),
     ]
     for option in reversed(options):
         function = option(function)
@@ -157,15 +165,31 @@ def _logging_settings(ctx: click.Context) -> dict[str, Any]:
     }
 
 
+def _log_level(settings: dict[str, Any], *, bar: bool) -> int:
+    """-q: errors; -v: info; -vv: debug; else $FLOE_SINK_LOG_LEVEL, else warnings and errors.
+
+    stdout holds the report, stderr what went wrong: routine info events are opt-in.
+    """
+    if settings["quiet"]:
+        return logging.ERROR
+    if settings["verbose"] >= 2:
+        return logging.DEBUG
+    if settings["verbose"] == 1:
+        return logging.INFO
+    name = os.environ.get(LOG_LEVEL_ENV, "").strip().lower() or "warning"
+    if name not in _LEVELS:
+        _fail(f"{LOG_LEVEL_ENV} must be one of {', '.join(_LEVELS)} (got {name!r})")
+    level = _LEVELS[name]
+    return max(level, logging.WARNING) if bar else level  # the bar replaces info lines
+
+
 def _apply_logging(ctx: click.Context, *, bar: bool = False) -> None:
     settings = _logging_settings(ctx)
-    quiet = settings["quiet"] or (bar and not settings["verbose"])  # the bar replaces info lines
-    _setup_logging(verbosity=settings["verbose"], quiet=quiet, log_format=settings["log_format"])
+    _setup_logging(level=_log_level(settings, bar=bar), log_format=settings["log_format"])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="floe-sink", prog_name="floe-sink")
-@_logging_options
+@_common_options
 def cli() -> None:
     """floe-sink: reverse ETL from Iceberg Gold tables to SaaS APIs and databases.
 
@@ -184,7 +208,7 @@ def cli() -> None:
     show_default=True,
     help="Plain text, or one JSON object on stdout.",
 )
-@_logging_options
+@_common_options
 @click.pass_context
 def sinks(ctx: click.Context, output: str) -> int:
     """List the sink types available and the plugin providing each."""
@@ -276,7 +300,7 @@ def _load(floe_yaml: Path, manifest: Path | None, select: Sequence[str] = ()) ->
 @_manifest_option
 @_secrets_dir_option
 @_state_dir_option
-@_logging_options
+@_common_options
 @click.pass_context
 def validate(
     ctx: click.Context,
@@ -317,7 +341,7 @@ def validate(
 
 @cli.command()
 @click.argument("kind", type=click.Choice(["floe", "manifest", "all"]), default="all")
-@_logging_options
+@_common_options
 @click.pass_context
 def schema(ctx: click.Context, kind: str) -> int:
     """Print the JSON Schema of floe.yaml, of manifest.yaml, or both (default)."""
@@ -375,7 +399,7 @@ def schema(ctx: click.Context, kind: str) -> int:
     is_flag=True,
     help="Deliver even when a destination's guards (max_deletes, ...) would stop it.",
 )
-@_logging_options
+@_common_options
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -590,7 +614,7 @@ _destinations_option = click.option(
 @_secrets_dir_option
 @_state_dir_option
 @_output_option
-@_logging_options
+@_common_options
 @click.pass_context
 def plan(
     ctx: click.Context,
@@ -686,7 +710,7 @@ _STATUS_FIELDS = (
 @_secrets_dir_option
 @_state_dir_option
 @_output_option
-@_logging_options
+@_common_options
 @click.pass_context
 def status(
     ctx: click.Context,
@@ -746,7 +770,7 @@ def status(
 @click.option("--destination", "-d", "destination", required=True, metavar="NAME")
 @_secrets_dir_option
 @_state_dir_option
-@_logging_options
+@_common_options
 @click.pass_context
 def reset(
     ctx: click.Context,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -167,3 +168,38 @@ def test_quickstart_commands_run(tmp_path: Path, floe_project: FloeProject) -> N
         ran += 1
     assert ran >= 2
     assert floe_command()
+
+
+@pytest.mark.slow
+def test_quickstart_script_prints_the_documented_report_and_no_log_lines(tmp_path: Path) -> None:
+    """examples/quickstart/run.py, as the README runs it: the three steps, nothing else."""
+    import subprocess
+
+    work = tmp_path / "quickstart"
+    shutil.copytree(
+        QUICKSTART, work, ignore=shutil.ignore_patterns(".floe", "*.sqlite", "*.duckdb")
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FLOE_")}
+    completed = subprocess.run(
+        [sys.executable, str(work / "run.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, (completed.stdout, completed.stderr)
+    out = completed.stdout
+    for step in ("[1/3] gold.customers: seeded", "[2/3] floe-sink run", "[3/3] where the data"):
+        assert step in out
+    # step 2 of docs/quickstart.md: rows delivered, the checksum and the idempotency key
+    page = (DOCS / "quickstart.md").read_text()
+    assert "the idempotency key" in page
+    assert re.search(r"rows delivered in", out)
+    assert re.search(r"checksum sha256:[0-9a-f]{64}", out)
+    assert re.search(r"idempotency key floe-[0-9a-f]{64}", out)
+    # no structlog event lines anywhere: not on stdout, and none by default on stderr
+    for stream in (out, completed.stderr):
+        assert "run_started" not in stream, stream
+        assert "[info" not in stream, stream
+        assert '"event"' not in stream, stream
