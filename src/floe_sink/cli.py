@@ -49,12 +49,32 @@ log = get_logger("floe_sink.cli")
 
 
 class ConfigurationFailed(click.ClickException):
-    """Bad configuration: exit 2 with one message on stderr."""
+    """Bad configuration: exit 2 with one message on stderr.
+
+    Attributes:
+        summary: One line: the problem, or how many there are.
+        problems: Every problem found, one line each.
+    """
 
     exit_code = EXIT_CONFIG
 
+    def __init__(self, message: str, *, summary: str, problems: Sequence[str]) -> None:
+        super().__init__(message)
+        self.summary = summary
+        self.problems = list(problems)
+
     def show(self, file: Any = None) -> None:
         click.echo(f"floe-sink: error: {self.format_message()}", err=True)
+
+
+class _Invocation:
+    """What :func:`main` must know of the command being run to report an error."""
+
+    json_errors = False
+    """``--output json`` was given: an error is also one JSON document on stdout."""
+
+
+_invocation = _Invocation()
 
 
 class _Scrubber:
@@ -105,8 +125,30 @@ def _echo_json(data: Any) -> None:
     click.echo(_scrub(json.dumps(data, indent=2, default=str, ensure_ascii=False)))
 
 
-def _fail(message: str) -> NoReturn:
-    raise ConfigurationFailed(_scrub(message))
+def _fail(message: str, problems: Sequence[str] | None = None) -> NoReturn:
+    """Exit 2 with ``message`` on stderr (``--output json``: also ``problems`` on stdout)."""
+    listed = [_scrub(problem) for problem in problems] if problems else [_scrub(message)]
+    summary = listed[0] if len(listed) == 1 else f"{len(listed)} configuration problems"
+    raise ConfigurationFailed(_scrub(message), summary=summary, problems=listed)
+
+
+def _remember_output(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    # Eager, so that a usage error in any later parameter is reported as JSON too.
+    if value == "json":
+        _invocation.json_errors = True
+    return value
+
+
+def _output_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--output",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        is_eager=True,
+        callback=_remember_output,
+        help=help_text,
+    )
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -201,13 +243,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Plain text, or one JSON object on stdout.",
-)
+@_output_option("Plain text, or one JSON object on stdout.")
 @_common_options
 @click.pass_context
 def sinks(ctx: click.Context, output: str) -> int:
@@ -292,7 +328,7 @@ def _load(floe_yaml: Path, manifest: Path | None, select: Sequence[str] = ()) ->
     try:
         return load_job(floe_yaml, manifest, select=select)
     except JobConfigurationError as exc:
-        _fail(exc.render())
+        _fail(exc.render(), exc.problems)
 
 
 @cli.command()
@@ -326,7 +362,7 @@ def validate(
     try:
         configured.raise_problems()
     except JobConfigurationError as exc:
-        _fail(exc.render())
+        _fail(exc.render(), exc.problems)
     declared = list(job.spec.destinations or [])
     where = f" with {job.manifest_path}" if job.manifest_path else ""
     click.echo(f"{floe_yaml}: valid{where} ({len(declared)} destination(s))")
@@ -377,13 +413,7 @@ def schema(ctx: click.Context, kind: str) -> int:
 @click.option("--dry-run", is_flag=True, help="Read and map the data, report, send nothing.")
 @_secrets_dir_option
 @_state_dir_option
-@click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: one JSON array of per-destination results on stdout, nothing else there.",
-)
+@_output_option("json: one JSON array of per-destination results on stdout, nothing else there.")
 @click.option(
     "--progress/--no-progress",
     default=None,
@@ -484,7 +514,7 @@ def _run(
             )
         except JobConfigurationError as exc:
             span.set_status(trace.Status(trace.StatusCode.ERROR, "configuration"))
-            _fail(exc.render())
+            _fail(exc.render(), exc.problems)
         log.info(
             "run_started",
             floe_yaml=str(floe_yaml),
@@ -590,13 +620,6 @@ def _print_dry_run(reports: Sequence[Any], failed: Sequence[Any], output: str) -
 
 # -- plan, status, reset ------------------------------------------------------------------------
 
-_output_option = click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Plain text, or one JSON array on stdout.",
-)
 _destinations_option = click.option(
     "--destination",
     "-d",
@@ -613,7 +636,7 @@ _destinations_option = click.option(
 @_destinations_option
 @_secrets_dir_option
 @_state_dir_option
-@_output_option
+@_output_option("Plain text, or one JSON array on stdout.")
 @_common_options
 @click.pass_context
 def plan(
@@ -709,7 +732,7 @@ _STATUS_FIELDS = (
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @_secrets_dir_option
 @_state_dir_option
-@_output_option
+@_output_option("Plain text, or one JSON array on stdout.")
 @_common_options
 @click.pass_context
 def status(
@@ -795,14 +818,26 @@ def reset(
 # -- entry point ------------------------------------------------------------------------------
 
 
-def _exit_with_error(message: str, code: int) -> NoReturn:
+def _exit_with_error(
+    message: str, code: int, *, kind: str, problems: Sequence[str] | None = None
+) -> NoReturn:
     click.echo(f"floe-sink: error: {_scrub(message)}", err=True)
+    _print_error_document(kind, message, problems)
     sys.exit(code)
+
+
+def _print_error_document(kind: str, message: str, problems: Sequence[str] | None) -> None:
+    """With ``--output json``: ``{"error": {"kind", "message", "problems"}}`` on stdout."""
+    if not _invocation.json_errors:
+        return
+    listed = list(problems) if problems else [message]
+    _echo_json({"error": {"kind": kind, "message": message, "problems": listed}})
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The console script ``floe-sink``: run the command and exit with its code."""
     command: Callable[..., Any] = cli.main
+    _invocation.json_errors = False
     try:
         code = command(
             args=list(argv) if argv is not None else None,
@@ -816,23 +851,30 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             f"interrupted by {name}: stopped after the batches in flight; "
             "run again to resume where it stopped",
             code,
+            kind="interrupted",
         )
     except click.exceptions.Abort:
-        _exit_with_error("interrupted", 130)
+        _exit_with_error("interrupted", 130, kind="interrupted")
+    except ConfigurationFailed as exc:
+        exc.show()
+        _print_error_document("configuration", exc.summary, exc.problems)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
+        _print_error_document("usage", _scrub(exc.format_message()), None)
         sys.exit(exc.exit_code)
     except (SinkConfigurationError, PluginConflictError) as exc:
-        _exit_with_error(str(exc), EXIT_CONFIG)
+        _exit_with_error(str(exc), EXIT_CONFIG, kind="configuration")
     except FloeSinkError as exc:
-        _exit_with_error(str(exc), EXIT_FAILED)
+        _exit_with_error(str(exc), EXIT_FAILED, kind="error")
     except KeyboardInterrupt:
-        _exit_with_error("interrupted", 130)
+        _exit_with_error("interrupted", 130, kind="interrupted")
     except Exception as exc:
         if os.environ.get(DEBUG_ENV):
             raise
         _exit_with_error(
             f"unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)",
             EXIT_FAILED,
+            kind="unexpected",
         )
     sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -66,10 +66,24 @@ def test_exit_codes_table_matches_the_code() -> None:
 
 
 def test_json_result_example_has_exactly_the_result_fields() -> None:
-    (example,) = blocks("cli.md", "json")
-    (record,) = json.loads(example)
+    (example,) = [json.loads(text) for text in blocks("cli.md", "json") if text.startswith("[")]
+    (record,) = example
     fields = {field.name for field in attrs.fields(EgressResult)}
     assert set(record) == fields | {"destination"}
+
+
+def test_json_error_example_has_the_error_fields_and_every_kind_is_documented() -> None:
+    (example,) = [json.loads(text) for text in blocks("cli.md", "json") if text.startswith("{")]
+    assert set(example) == {"error"}
+    assert set(example["error"]) == {"kind", "message", "problems"}
+    source = (ROOT / "src" / "floe_sink" / "cli.py").read_text()
+    kinds = set(re.findall(r'kind="(\w+)"', source)) | set(
+        re.findall(r'_print_error_document\("(\w+)"', source)
+    )
+    assert kinds == {"configuration", "usage", "error", "unexpected", "interrupted"}
+    text = (DOCS / "cli.md").read_text()
+    for kind in kinds:
+        assert f"`{kind}`" in text, kind
 
 
 def test_every_environment_variable_is_documented() -> None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from importlib.metadata import version
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from fixtures.command import FloeProject
+from fixtures.command import CommandResult, FloeProject
 from fixtures.iceberg import customers
 
 
-def db_destination(project: FloeProject) -> dict[str, object]:
+def db_destination(project: FloeProject) -> dict[str, Any]:
     return {
         "name": "ops_db",
         "sink_type": "sql_database",
@@ -122,3 +124,97 @@ def test_an_unknown_log_level_is_a_usage_error(project: FloeProject) -> None:
     message = result.assert_clean_error(2)
     assert "FLOE_SINK_LOG_LEVEL" in message
     assert "chatty" in message
+
+
+# -- --output json: one JSON document, also when the command fails ------------------------------
+
+
+def error_document(result: CommandResult) -> dict[str, Any]:
+    """The ``{"error": ...}`` document of a failed ``--output json`` command."""
+    assert "Traceback" not in result.stderr, result.stderr
+    document = result.json()  # stdout is one JSON document and nothing else
+    assert set(document) == {"error"}
+    error: dict[str, Any] = document["error"]
+    assert set(error) == {"kind", "message", "problems"}
+    assert isinstance(error["message"], str)
+    assert error["problems"]
+    assert all(isinstance(problem, str) for problem in error["problems"])
+    return error
+
+
+@pytest.mark.parametrize("command", ["run", "dry-run"])
+def test_a_configuration_error_is_one_json_object_on_stdout(
+    project: FloeProject, command: str
+) -> None:
+    project.write_floe(
+        [
+            {**db_destination(project), "name": "bad name", "batch_size": 0},
+        ]
+    )
+    args = ["--dry-run"] if command == "dry-run" else []
+    result = project.run_job(*args, "--output", "json")
+    assert result.code == 2
+    error = error_document(result)
+    assert error["kind"] == "configuration"
+    assert len(error["problems"]) == 2
+    assert any("destinations[0].name" in problem for problem in error["problems"])
+    assert any("destinations[0].batch_size" in problem for problem in error["problems"])
+    # the human message stays on stderr
+    assert "floe-sink: error:" in result.stderr
+    assert "batch_size" in result.stderr
+
+
+def test_secret_problems_of_every_destination_are_in_the_json_error(
+    project: FloeProject,
+) -> None:
+    project.write_floe(
+        [
+            {**db_destination(project), "name": "a", "connection_secret_ref": "missing-a"},
+            {**db_destination(project), "name": "b", "connection_secret_ref": "missing-b"},
+        ]
+    )
+    result = project.run_job("--output", "json")
+    assert result.code == 2
+    error = error_document(result)
+    assert error["kind"] == "configuration"
+    assert error["message"] == "2 configuration problems"
+    assert [("missing-a" in p, "missing-b" in p) for p in error["problems"]] == [
+        (True, False),
+        (False, True),
+    ]
+
+
+def test_a_usage_error_is_one_json_object_on_stdout(project: FloeProject) -> None:
+    result = project.run("run", "no-such-floe.yaml", "--output", "json")
+    assert result.code == 2
+    error = error_document(result)
+    assert error["kind"] == "usage"
+    assert "no-such-floe.yaml" in error["message"]
+    assert "no-such-floe.yaml" in result.stderr
+
+
+def test_sinks_reports_a_strict_plugin_failure_as_json(
+    floe_project: FloeProject, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    info = site / "broken_sink-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-sink\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[floe_sink]\nbroken = floe_sink_no_such.plugin\n")
+    result = floe_project.run(
+        "sinks",
+        "--output",
+        "json",
+        env={"PYTHONPATH": str(site), "FLOE_SINK_STRICT_PLUGINS": "1"},
+    )
+    assert result.code == 1
+    error = error_document(result)
+    assert "broken-sink" in error["message"]
+    assert "floe-sink: error:" in result.stderr
+
+
+def test_without_json_output_an_error_leaves_stdout_empty(project: FloeProject) -> None:
+    project.write_floe([{**db_destination(project), "batch_size": 0}])
+    result = project.run_job()
+    result.assert_clean_error(2)
+    assert result.stdout == ""
