@@ -248,26 +248,41 @@ def configure(job: Job, manager: Any, *, secrets_dir: Path | None, state_dir: Pa
         catalog = {}
     configured: list[ConfiguredDestination] = []
     for dest in job.destinations:
+        # Each check runs even when an earlier one failed, so that one run lists every
+        # problem of every destination: an unknown sink type does not hide a missing secret.
+        found: list[str] = []
+        owned = True
         try:
             manager.owner_of(dest.sink_type)
-            if not dest.source_table:
-                raise SinkConfigurationError(
-                    f"destination {dest.name!r} has no source_table: name the Iceberg table "
-                    "to read (namespace.table) in floe.yaml"
-                )
+        except (SinkConfigurationError, PluginConflictError) as exc:
+            found.extend(_problems_of(exc))
+            owned = False
+        if not dest.source_table:
+            found.append(
+                f"destination {dest.name!r} has no source_table: name the Iceberg table "
+                "to read (namespace.table) in floe.yaml"
+            )
+        sink_config = sink = None
+        try:
             secret: dict[str, Secret] = dict(
                 config.resolve_secret(dest.connection_secret_ref, secrets_dir)
             )
             secret_values.extend(value.reveal() for value in secret.values())
             sink_config = _sink_config(dest, secret, state_dir=state_dir)
-            sink = manager.create_sink(sink_config)
-            if sink_config.sync == "mirror" and not manager.supports_deletes(dest.sink_type, sink):
-                raise SinkConfigurationError(
-                    f"destination {dest.name!r}: sync: mirror deletes rows at the destination, "
-                    f"and sink type {dest.sink_type!r} cannot delete; use sync: changes"
-                )
+            if owned:
+                sink = manager.create_sink(sink_config)
+                if sink_config.sync == "mirror" and not manager.supports_deletes(
+                    dest.sink_type, sink
+                ):
+                    raise SinkConfigurationError(
+                        f"destination {dest.name!r}: sync: mirror deletes rows at the "
+                        f"destination, and sink type {dest.sink_type!r} cannot delete; "
+                        "use sync: changes"
+                    )
         except (SinkConfigurationError, PluginConflictError) as exc:
-            problems.extend(_prefixed(dest.name, _problems_of(exc)))
+            found.extend(_problems_of(exc))
+        if found or sink_config is None:
+            problems.extend(_prefixed(dest.name, found))
             continue
         configured.append(
             ConfiguredDestination(
