@@ -481,7 +481,7 @@ def _run(
 ) -> int:
     from opentelemetry import trace
 
-    from floe_sink.job import JobConfigurationError, configure, deliver, prepare
+    from floe_sink.job import JobConfigurationError, configure, deliver, dry_run_failure, prepare
     from floe_sink.job import dry_run as rehearse
     from floe_sink.manager import get_plugin_manager
     from floe_sink.progress import track
@@ -522,10 +522,17 @@ def _run(
             dry_run=dry,
         )
         if dry:
+            reports, refused = [], list(prepared.failed)
             with track(enabled=bar) as reporter:
-                reports = [rehearse(p, reporter) for p in prepared.ready]
-            _print_dry_run(reports, prepared.failed, output)
-            return EXIT_FAILED if prepared.failed else EXIT_OK
+                for ready in prepared.ready:
+                    try:  # the sample rows as its sink (created, never written to) sends them
+                        reports.append(rehearse(ready, reporter))
+                    except Exception as exc:  # this destination's failure, not the run's
+                        refused.append(dry_run_failure(ready, exc))
+            _print_dry_run(reports, refused, output)
+            if any(outcome.configuration_error for outcome in refused):
+                return EXIT_CONFIG
+            return EXIT_FAILED if refused else EXIT_OK
         outcomes = list(prepared.failed)
         with track(enabled=bar) as reporter:
             for ready in prepared.ready:

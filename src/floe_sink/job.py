@@ -63,6 +63,7 @@ __all__ = [
     "deliver",
     "delivery_plan",
     "dry_run",
+    "dry_run_failure",
     "load_job",
     "prepare",
     "result_record",
@@ -904,8 +905,11 @@ def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
 
     ``batches`` counts the batches of ``batch_size`` rows that would be sent; it is ``None``
     when the destination sets no ``batch_size`` (the sink's default applies, unknown here).
+    ``sample`` shows the first rows as the destination's sink (created by :func:`configure`,
+    never written to) will send them: see :func:`floe_sink.preview.preview_rows`.
     """
     from floe_sink.mapping import apply_field_mapping, mapped_schema
+    from floe_sink.preview import preview_rows
 
     mapping = prepared.sink_config.field_mapping
     schema = mapped_schema(prepared.scan.schema, mapping)
@@ -925,9 +929,10 @@ def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
             sample_rows += piece.num_rows
     batch_size = prepared.sink_config.batch_size
     batches = math.ceil(rows / batch_size) if batch_size else None
-    sample_rows_list: list[dict[str, Any]] = (
-        pa.Table.from_batches(sample, schema=schema).to_pylist() if sample else []
-    )
+    sample_rows_list: list[dict[str, Any]] = []
+    if sample:
+        (rows_batch,) = pa.Table.from_batches(sample, schema=schema).combine_chunks().to_batches()
+        sample_rows_list = preview_rows(prepared.sink, rows_batch)
     return DryRunReport(
         destination=prepared.name,
         sink_type=prepared.sink_type,
@@ -942,6 +947,13 @@ def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
         ],
         sample=sample_rows_list,
     )
+
+
+def dry_run_failure(prepared: PreparedDestination, exc: BaseException) -> DestinationOutcome:
+    """The outcome of a dry run that failed: reading the source, or the sink's preview."""
+    log.error("destination_failed", destination=prepared.name, error=str(exc))
+    configuration = isinstance(exc, SinkConfigurationError)
+    return _failure(prepared.destination, exc, configuration=configuration)
 
 
 def result_record(outcome: DestinationOutcome) -> dict[str, Any]:
