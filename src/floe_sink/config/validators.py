@@ -155,14 +155,15 @@ def check_row_filter(_instance: Any, attribute: attrs.Attribute[Any], value: str
     """A pyiceberg row filter expression such as ``status == 'active'``."""
     if not value.strip():
         _fail(attribute, "must not be empty; omit row_filter to deliver every row")
-    from pyiceberg.expressions.parser import parse  # pyiceberg is heavy: only when used
+    from floe_sink.source import parse_row_filter, quote_identifiers  # heavy: only when used
 
     try:
-        parse(value)
+        parse_row_filter(value)
     except Exception as exc:  # pyparsing's errors are the only way to tell
         # pyparsing's own message spells out its whole grammar: the position is what helps.
         column = getattr(exc, "col", None)
-        where = f" at character {column}" if isinstance(column, int) else ""
+        exact = quote_identifiers(value) == value  # else the position moved
+        where = f" at character {column}" if isinstance(column, int) and exact else ""
         _fail(
             attribute,
             f"is not a valid row filter expression (cannot parse it{where}); "
