@@ -1,4 +1,4 @@
-"""The ``floe-sink`` command: ``run``, ``validate``, ``sinks`` and ``schema``.
+"""The ``floe-sink`` command: ``run``, ``validate``, ``sinks``, ``schema`` and ``init``.
 
 Exit codes (ARCHITECTURE.md): 0 success, 1 a delivery failed, 2 bad configuration or usage.
 A configuration problem is one clear message on stderr naming the file or destination and the
@@ -393,6 +393,49 @@ def schema(ctx: click.Context, kind: str) -> int:
         _echo_json({"floe.yaml": schemas["floe"](), "manifest.yaml": schemas["manifest"]()})
     else:
         _echo_json(schemas[kind]())
+    return EXIT_OK
+
+
+# -- init -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument(
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    metavar="[DIR]",
+)
+@click.option(
+    "--sink-type",
+    type=click.Choice(["rest_api", "sql_database"]),
+    default="sql_database",
+    show_default=True,
+    help="The sink type of the example destination.",
+)
+@click.option("--force", is_flag=True, help="Overwrite files that exist already.")
+@_common_options
+@click.pass_context
+def init(ctx: click.Context, directory: Path, sink_type: str, force: bool) -> int:
+    """Write a commented floe.yaml, manifest.yaml and secrets/ layout into DIR (default: .)."""
+    from floe_sink import scaffold
+
+    _apply_logging(ctx)
+
+    existing = scaffold.existing_files(directory, sink_type)
+    if existing and not force:
+        verb = "exists" if len(existing) == 1 else "exist"
+        _fail(
+            f"{directory}: {', '.join(existing)} {verb} already; nothing was written. "
+            "Use another directory, or --force to overwrite."
+        )
+    written = scaffold.write_project(directory, sink_type)
+    click.echo(f"{directory}: wrote {', '.join(written)}")
+    floe_yaml = directory / "floe.yaml"
+    click.echo("next:")
+    click.echo(f"  edit {floe_yaml} (source_table, config) and the placeholder under secrets/")
+    click.echo(f"  floe-sink validate {floe_yaml}")
+    click.echo(f"  floe-sink run {floe_yaml} --secrets-dir {directory / 'secrets'} --dry-run")
     return EXIT_OK
 
 
