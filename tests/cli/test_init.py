@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
 from fixtures.command import FloeProject
-from fixtures.iceberg import customers
-from floe_sink.source import load_catalog
-from floe_sink_dlt.source import source_config
+from fixtures.iceberg import customers, seed_embedded_catalog
 
 SINK_TYPES = ["rest_api", "sql_database"]
 SECRET = {"rest_api": "secrets/crm-api/token", "sql_database": "secrets/ops-db/url"}
-
-
-def seed_embedded_catalog(project_dir: Path) -> None:
-    """``gold.customers`` in the embedded catalog under ``project_dir/.floe``."""
-    catalog = load_catalog(
-        source_config({"table": "gold.customers", "state_dir": str(project_dir / ".floe")})
-    )
-    catalog.create_namespace_if_not_exists("gold")
-    catalog.create_table("gold.customers", schema=customers(1).schema).append(customers(50))
 
 
 @pytest.mark.parametrize("sink_type", SINK_TYPES)
@@ -53,7 +40,7 @@ def test_an_initialised_project_dry_runs_once_its_table_exists(
     floe_project: FloeProject, sink_type: str
 ) -> None:
     assert floe_project.run("init", "--sink-type", sink_type, "--force").code == 0
-    seed_embedded_catalog(floe_project.root)
+    seed_embedded_catalog(floe_project.root / ".floe", "gold.customers", customers(50))
     result = floe_project.run(
         "run", "floe.yaml", "--secrets-dir", "secrets", "--dry-run", "--output", "json"
     )
