@@ -434,7 +434,7 @@ def init(ctx: click.Context, directory: Path, sink_type: str, force: bool) -> in
     floe_yaml = directory / "floe.yaml"
     click.echo("next:")
     click.echo(f"  edit {floe_yaml} (source_table, config) and the placeholder under secrets/")
-    click.echo(f"  floe-sink validate {floe_yaml}")
+    click.echo(f"  floe-sink validate {floe_yaml} --secrets-dir {directory / 'secrets'}")
     click.echo(f"  floe-sink run {floe_yaml} --secrets-dir {directory / 'secrets'} --dry-run")
     return EXIT_OK
 

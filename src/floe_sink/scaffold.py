@@ -3,7 +3,8 @@
 :func:`project_files` gives the files (``floe.yaml``, ``manifest.yaml`` and a ``secrets/``
 folder laid out as a mounted Kubernetes Secret, with a placeholder value and no credential);
 :func:`write_project` writes them, refusing to overwrite a file unless asked to. What is
-written is valid as it stands: ``floe-sink validate floe.yaml`` accepts it.
+written is valid as it stands: ``floe-sink validate floe.yaml --secrets-dir secrets``
+accepts it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ SINK_TYPES = ("rest_api", "sql_database")
 _FLOE_HEADER = """\
 # floe.yaml: the data team's file. Which Gold tables go where.
 #
-#   floe-sink validate floe.yaml                                    # check this file
+#   floe-sink validate floe.yaml --secrets-dir secrets              # check everything
 #   floe-sink run floe.yaml --secrets-dir secrets --dry-run         # what would be sent
 #   floe-sink run floe.yaml --secrets-dir secrets                   # send it
 #

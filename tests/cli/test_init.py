@@ -30,7 +30,7 @@ def test_init_writes_a_project_that_validate_accepts(
     readme = (new / "secrets" / "README.md").read_text()
     assert f"`{SECRET[sink_type].removeprefix('secrets/')}`" in readme  # the placeholder, told
 
-    validated = floe_project.run("validate", "new/floe.yaml")
+    validated = floe_project.run("validate", "new/floe.yaml", "--secrets-dir", "new/secrets")
     assert validated.code == 0, validated.stderr
     assert "valid with new/manifest.yaml (1 destination(s))" in validated.stdout
 
@@ -65,7 +65,7 @@ def test_init_refuses_to_overwrite_and_writes_nothing(floe_project: FloeProject)
     forced = floe_project.run("init", "new", "--sink-type", "rest_api", "--force")
     assert forced.code == 0, forced.stderr
     assert "sink_type: rest_api" in mine.read_text()
-    assert floe_project.run("validate", "new/floe.yaml").code == 0
+    assert floe_project.run("validate", "new/floe.yaml", "--secrets-dir", "new/secrets").code == 0
 
 
 def test_init_in_the_current_directory_by_default(floe_project: FloeProject) -> None:
@@ -76,4 +76,4 @@ def test_init_in_the_current_directory_by_default(floe_project: FloeProject) -> 
     result = floe_project.run("init")
     assert result.code == 0, result.stderr
     assert "sink_type: sql_database" in floe_project.floe_yaml.read_text()
-    assert floe_project.run("validate", "floe.yaml").code == 0
+    assert floe_project.run("validate", "floe.yaml", "--secrets-dir", "secrets").code == 0

@@ -245,7 +245,7 @@ def test_row_filter_accepts_non_ascii_column_names_as_written(
     floe_project: FloeProject, row_filter: str, expected: list[int]
 ) -> None:
     project = _unicode_project(floe_project, row_filter)
-    validated = project.run("validate", "floe.yaml")
+    validated = project.run("validate", "floe.yaml", "--secrets-dir", "secrets")
     assert validated.code == 0, validated.stderr
     result = project.run_job("--output", "json")
     assert result.code == 0, result.stderr
