@@ -184,6 +184,18 @@ def test_secret_problems_of_every_destination_are_in_the_json_error(
     ]
 
 
+@pytest.mark.parametrize("command", ["plan", "status"])
+def test_plan_and_status_report_a_configuration_error_as_json(
+    project: FloeProject, command: str
+) -> None:
+    project.write_floe([{**db_destination(project), "batch_size": 0}])
+    result = project.run(command, "floe.yaml", "--secrets-dir", "secrets", "--output", "json")
+    assert result.code == 2, result.stderr
+    error = error_document(result)
+    assert error["kind"] == "configuration"
+    assert any("batch_size" in problem for problem in error["problems"])
+
+
 def test_a_usage_error_is_one_json_object_on_stdout(project: FloeProject) -> None:
     result = project.run("run", "no-such-floe.yaml", "--output", "json")
     assert result.code == 2
