@@ -263,7 +263,10 @@ class HttpFaultProxy(_FaultPlan):
             server.daemon_threads = True
             self._server = server
             self._thread = threading.Thread(
-                target=server.serve_forever, name="floe-fault-proxy", daemon=True
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},  # stop() returns within 50 ms
+                name="floe-fault-proxy",
+                daemon=True,
             )
             self._thread.start()
         return self

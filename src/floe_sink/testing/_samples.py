@@ -114,6 +114,8 @@ def sample_array(sample: Any) -> Any:
     if pa.types.is_dictionary(type_):
         plain = sample_array(type_.value_type)
         return plain.dictionary_encode().cast(type_)
+    if pa.types.is_null(type_):
+        return pa.nulls(5)
     values = _values(type_)
     if isinstance(values, list):
         return pa.array([*values, None], type_)
@@ -220,7 +222,9 @@ def coerce_table(table: Any, schema: Any) -> Any:
     columns = []
     for field in plain:
         column = _plain_column(table.column(field.name))
-        if not column.type.equals(field.type):
+        if pa.types.is_null(field.type) and column.null_count == len(column):
+            column = pa.nulls(len(column))  # stored in some column type, and all null
+        elif not column.type.equals(field.type):
             try:
                 if pa.types.is_time(field.type) and pa.types.is_string(column.type):
                     column = _time_from_text(column, field.type)

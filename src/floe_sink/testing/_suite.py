@@ -9,14 +9,13 @@ from typing import Any, ClassVar
 import pytest
 
 from floe_sink.testing import _checks as checks
-from floe_sink.testing._samples import plain_type
 from floe_sink.testing._subject import BadConfig, Capabilities, SinkTarget, SinkUnderTest
 
 __all__ = ["SinkConformance"]
 
 
 def _sample_id(sample: Any) -> str:
-    return str(plain_type(getattr(sample, "type", sample)) if sample is not None else "none")
+    return str(getattr(sample, "type", sample))
 
 
 class SinkConformance:
