@@ -253,6 +253,14 @@ class ResendsOnResume(MemoryPlugin):
         return super().write(sink, data, forgetful)
 
 
+class IgnoresDelivery(MemoryPlugin):
+    """Declared as resuming exactly, but delivers with a journal of its own."""
+
+    @floe_sink.hookimpl
+    def write(self, sink: Any, data: Any, delivery: floe_sink.Delivery | None) -> EgressResult:
+        return super().write(sink, data, None)
+
+
 class LocalTimestamp(MemoryPlugin):
     """Reports the delivery time without a time zone."""
 

@@ -143,6 +143,12 @@ BROKEN: list[tuple[object, Callable[[SinkUnderTest], None], str, str]] = [
         "batches [0, 1] were acknowledged before the interruption and sent again",
     ),
     (
+        sinks.IgnoresDelivery(),
+        floe_sink.testing.check_batch_size,
+        Property.BATCH_SIZE,
+        "acknowledged no batch in the delivery's journal",
+    ),
+    (
         sinks.LocalTimestamp(),
         floe_sink.testing.check_egress_result,
         Property.RESULT,

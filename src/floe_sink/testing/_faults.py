@@ -289,7 +289,8 @@ class HttpFaultProxy(_FaultPlan):
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
-        headers = {name.lower(): value for name, value in handler.headers.items()}
+        sent = dict(handler.headers.items())  # forwarded with the client's spelling
+        headers = {name.lower(): value for name, value in sent.items()}
         fault = self._take()
         with self._lock:
             self.requests.append(
@@ -312,7 +313,7 @@ class HttpFaultProxy(_FaultPlan):
         if fault is Fault.PERMANENT:
             _answer(handler, self.permanent_status, b'{"error": "injected permanent fault"}', {})
             return
-        status, reply_headers, reply = self._forward(handler.command, handler.path, headers, body)
+        status, reply_headers, reply = self._forward(handler.command, handler.path, sent, body)
         _answer(handler, status, reply, reply_headers)
 
     def _forward(
@@ -328,7 +329,9 @@ class HttpFaultProxy(_FaultPlan):
         assert self._parts.hostname is not None
         connection = connection_class(self._parts.hostname, self._parts.port, timeout=self.timeout)
         try:
-            forwarded = {name: value for name, value in headers.items() if name not in _HOP_BY_HOP}
+            forwarded = {
+                name: value for name, value in headers.items() if name.lower() not in _HOP_BY_HOP
+            }
             connection.request(method, path, body=body, headers=forwarded)
             response = connection.getresponse()
             reply = response.read()
