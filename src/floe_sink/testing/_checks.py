@@ -33,7 +33,7 @@ from floe_sink.testing._subject import (
     Property,
     SinkTarget,
     SinkUnderTest,
-    fail,
+    broken,
 )
 
 __all__ = [
@@ -76,9 +76,9 @@ def _write_ok(sut: SinkUnderTest, property: str, data: Any, **kwargs: Any) -> Eg
     try:
         result = sut.write(data, **kwargs)
     except SinkError as exc:
-        raise fail(property, f"the write failed: {type(exc).__name__}: {exc}") from exc
+        raise broken(property, f"the write failed: {type(exc).__name__}: {exc}") from exc
     if not result.success:
-        raise fail(property, f"the write reported a failure: {result.errors}")
+        raise broken(property, f"the write reported a failure: {result.errors}")
     assert isinstance(result, EgressResult)
     return result
 
@@ -86,7 +86,7 @@ def _write_ok(sut: SinkUnderTest, property: str, data: Any, **kwargs: Any) -> Eg
 def _expect_holds(sut: SinkUnderTest, property: str, expected: Any, when: str = "") -> None:
     difference = describe_difference(expected, sut.read_back(expected.schema, property))
     if difference is not None:
-        raise fail(property, f"{when}{difference}")
+        raise broken(property, f"{when}{difference}")
 
 
 @attrs.frozen
@@ -117,47 +117,47 @@ def _check_result(
 ) -> None:
     """A successful result is complete and says what happened."""
     if result.errors:
-        raise fail(Property.RESULT, f"{when}errors must be empty on success: {result.errors}")
+        raise broken(Property.RESULT, f"{when}errors must be empty on success: {result.errors}")
     if result.rows_delivered != rows:
-        raise fail(
+        raise broken(
             Property.RESULT, f"{when}rows_delivered is {result.rows_delivered}, expected {rows}"
         )
     if not isinstance(result.bytes_transmitted, int) or result.bytes_transmitted < 0:
-        raise fail(
+        raise broken(
             Property.RESULT,
             f"{when}bytes_transmitted must be an integer >= 0: {result.bytes_transmitted!r}",
         )
     if rows and result.bytes_transmitted == 0:
-        raise fail(
+        raise broken(
             Property.RESULT,
             f"{when}bytes_transmitted is 0 for {rows} rows delivered: report the bytes sent "
             "or written (BatchReceipt.bytes)",
         )
     slack = 1.0
     if not 0 <= result.duration_seconds <= window.seconds + slack:
-        raise fail(
+        raise broken(
             Property.RESULT,
             f"{when}duration_seconds is {result.duration_seconds!r}, the write took "
             f"{window.seconds:.3f} s",
         )
     if rows and result.duration_seconds == 0:
-        raise fail(Property.RESULT, f"{when}duration_seconds is 0: measure the write")
+        raise broken(Property.RESULT, f"{when}duration_seconds is 0: measure the write")
     _check_timestamp(result.delivery_timestamp, window, when)
     if result.checksum != checksum:
-        raise fail(
+        raise broken(
             Property.CHECKSUM,
             f"{when}the result says {result.checksum!r}, but floe_sink.Checksum of the "
             f"delivered (mapped) data is {checksum!r}: hash every mapped batch, skipped ones "
             "included (floe_sink.deliver_batches(..., checksum=floe_sink.Checksum()))",
         )
     if not isinstance(result.idempotency_key, str) or not result.idempotency_key:
-        raise fail(
+        raise broken(
             Property.RESULT,
             f"{when}idempotency_key is empty: give the delivery's key "
             "(floe_sink.idempotency_key(destination, checksum))",
         )
     if result.resumed_batches != resumed:
-        raise fail(
+        raise broken(
             Property.RESULT,
             f"{when}resumed_batches is {result.resumed_batches}, expected {resumed}",
         )
@@ -167,20 +167,20 @@ def _check_timestamp(text: str, window: _Window, when: str) -> None:
     try:
         stamp = datetime.fromisoformat(text)
     except (TypeError, ValueError):
-        raise fail(
+        raise broken(
             Property.RESULT,
             f"{when}delivery_timestamp {text!r} is not ISO-8601 "
             "(datetime.now(UTC).isoformat(timespec='milliseconds'))",
         ) from None
     offset = stamp.utcoffset()
     if offset is None or offset != timedelta(0):
-        raise fail(
+        raise broken(
             Property.RESULT,
             f"{when}delivery_timestamp {text!r} is not in UTC (it needs a +00:00 or Z offset)",
         )
     slack = timedelta(seconds=1)
     if not window.started - slack <= stamp <= window.finished + slack:
-        raise fail(
+        raise broken(
             Property.RESULT,
             f"{when}delivery_timestamp {text!r} is not the time of the write "
             f"({window.started.isoformat()} to {window.finished.isoformat()})",
@@ -196,7 +196,7 @@ def _acknowledged_rows(delivery: JournalDelivery, property: str) -> list[int]:
     """The rows of each batch the journal acknowledges, for a write that delivered some."""
     rows = _journal_rows(delivery)
     if not rows:
-        raise fail(
+        raise broken(
             property,
             "the sink declares Capabilities(exact_resume=True) but acknowledged no batch in "
             "the delivery's journal: hand write()'s `delivery` to floe_sink.deliver_batches",
@@ -214,7 +214,7 @@ def _require_faults(sut: SinkUnderTest) -> FaultInjector:
 
 
 def _never_hit(property: str) -> ConformanceError:
-    return fail(
+    return broken(
         Property.KIT_SETUP,
         f"while checking {property}, the injected fault was never hit: the target's fault "
         "injector does not sit between the sink and the destination (point the config at it)",
@@ -234,7 +234,7 @@ def check_empty_table(sut: SinkUnderTest) -> None:
         result, rows=0, checksum=_checksum(empty), window=window[0], when="for an empty table: "
     )
     if delivery.sent:
-        raise fail(
+        raise broken(
             Property.EMPTY_INPUT,
             f"{len(delivery.sent)} batches acknowledged for a table without rows",
         )
@@ -256,7 +256,7 @@ def check_empty_stream(sut: SinkUnderTest) -> None:
         when="for a stream of no batches: ",
     )
     if delivery.sent:
-        raise fail(
+        raise broken(
             Property.EMPTY_INPUT, f"{len(delivery.sent)} batches acknowledged for no batches"
         )
     _expect_holds(sut, Property.EMPTY_INPUT, standard_table(0))
@@ -267,24 +267,24 @@ def check_arrow_type(sut: SinkUnderTest, sample: Any) -> None:
     try:
         table = type_table(sample)
     except TypeError as exc:
-        raise fail(Property.KIT_SETUP, str(exc)) from None
+        raise broken(Property.KIT_SETUP, str(exc)) from None
     label = str(table.schema.field("v").type)
     what = f"{label}: "
     try:
         result = sut.write(table, delivery=sut.delivery())
     except SinkError as exc:
-        raise fail(
+        raise broken(
             Property.ARROW_TYPE, f"{what}the write failed: {type(exc).__name__}: {exc}"
         ) from exc
     if not result.success:
-        raise fail(Property.ARROW_TYPE, f"{what}the write reported a failure: {result.errors}")
+        raise broken(Property.ARROW_TYPE, f"{what}the write reported a failure: {result.errors}")
     if result.rows_delivered != table.num_rows:
-        raise fail(
+        raise broken(
             Property.ARROW_TYPE,
             f"{what}rows_delivered is {result.rows_delivered}, expected {table.num_rows}",
         )
     if result.checksum != _checksum(table):
-        raise fail(Property.CHECKSUM, f"{what}the checksum is not that of the data sent")
+        raise broken(Property.CHECKSUM, f"{what}the checksum is not that of the data sent")
     _expect_holds(sut, Property.ARROW_TYPE, table, when=f"{label} does not round-trip: ")
 
 
@@ -299,13 +299,13 @@ def check_batch_size(sut: SinkUnderTest) -> None:
         rows = _acknowledged_rows(delivery, Property.BATCH_SIZE)
         journal = delivery.journal()
         if sorted(journal) != list(range(len(journal))):
-            raise fail(
+            raise broken(
                 Property.BATCH_SIZE,
                 f"the journal holds batch positions {sorted(journal)}: a delivery's batches "
                 "are numbered 0, 1, 2, ... in source order",
             )
         if rows != expected:
-            raise fail(
+            raise broken(
                 Property.BATCH_SIZE,
                 f"8 rows with batch_size=3 go as batches of {expected} rows; the journal "
                 f"acknowledged batches of {rows}",
@@ -314,7 +314,7 @@ def check_batch_size(sut: SinkUnderTest) -> None:
     if sut.target.batch_rows is not None:
         received = list(sut.target.batch_rows())
         if sum(received) != 8 or any(size > 3 for size in received):
-            raise fail(
+            raise broken(
                 Property.BATCH_SIZE,
                 f"8 rows with batch_size=3: the destination received batches of {received} "
                 "rows (none may exceed batch_size)",
@@ -348,7 +348,7 @@ def check_egress_result(sut: SinkUnderTest) -> None:
     if sut.capabilities.exact_resume:
         acknowledged = sum(_acknowledged_rows(delivery, Property.RESULT))
         if acknowledged != 7:
-            raise fail(
+            raise broken(
                 Property.RESULT, f"the journal acknowledges {acknowledged} rows, 7 were delivered"
             )
 
@@ -361,7 +361,7 @@ def check_idempotency_keys(sut: SinkUnderTest) -> None:
     wire_before = len(sut.target.sent_keys()) if sut.target.sent_keys is not None else 0
     two = _write_ok(sut, Property.IDEMPOTENCY_KEY, data, delivery=second, batch_size=2)
     if one.idempotency_key != two.idempotency_key:
-        raise fail(
+        raise broken(
             Property.IDEMPOTENCY_KEY,
             f"EgressResult.idempotency_key is {one.idempotency_key!r} for one delivery and "
             f"{two.idempotency_key!r} for the next delivery of the same data",
@@ -372,14 +372,14 @@ def check_idempotency_keys(sut: SinkUnderTest) -> None:
         before, after = first.journal(), second.journal()
         journal_keys = [before[position].key for position in sorted(before)]
         if len(set(journal_keys)) != len(journal_keys):
-            raise fail(
+            raise broken(
                 Property.IDEMPOTENCY_KEY,
                 f"batches of one delivery share a key: {journal_keys}",
             )
         for position in sorted(before):
             if position not in after or after[position].key != before[position].key:
                 again = after[position].key if position in after else None
-                raise fail(
+                raise broken(
                     Property.IDEMPOTENCY_KEY,
                     f"batch {position} of the same data carried key {before[position].key!r} "
                     f"and then {again!r}: a re-sent batch must carry the same key "
@@ -390,15 +390,15 @@ def check_idempotency_keys(sut: SinkUnderTest) -> None:
         wire = list(sut.target.sent_keys())
         once, again_keys = wire[:wire_before], wire[wire_before:]
         if not once:
-            raise fail(Property.IDEMPOTENCY_KEY, "the destination received no idempotency key")
+            raise broken(Property.IDEMPOTENCY_KEY, "the destination received no idempotency key")
         if sorted(once) != sorted(again_keys):
-            raise fail(
+            raise broken(
                 Property.IDEMPOTENCY_KEY,
                 f"the destination received keys {once} for one delivery and {again_keys} for "
                 "the next delivery of the same data",
             )
         if journal_keys and set(once) != set(journal_keys):
-            raise fail(
+            raise broken(
                 Property.IDEMPOTENCY_KEY,
                 f"the destination received keys {once}, the journal acknowledged {journal_keys}: "
                 "send each batch under the key deliver_batches hands to send()",
@@ -426,11 +426,11 @@ def check_exact_resume(sut: SinkUnderTest) -> None:
     except DeliveryInterrupted:
         pass
     except SinkError as exc:
-        raise fail(
+        raise broken(
             prop, f"the interrupted write failed instead of stopping: {type(exc).__name__}: {exc}"
         ) from exc
     else:
-        raise fail(
+        raise broken(
             prop,
             f"a stop requested after 2 batches was ignored ({len(first.sent)} acknowledged): "
             "send through floe_sink.deliver_batches, or call delivery.check_stop() before "
@@ -438,11 +438,11 @@ def check_exact_resume(sut: SinkUnderTest) -> None:
         )
     journal = first.journal()
     if not journal:
-        raise fail(prop, "no batch was acknowledged in the journal before the stop")
+        raise broken(prop, "no batch was acknowledged in the journal before the stop")
     held = sut.read_back(data.schema, prop).num_rows
     acknowledged = sum(record.rows for record in journal.values())
     if acknowledged > held:
-        raise fail(
+        raise broken(
             prop,
             f"the journal acknowledges {acknowledged} rows, the destination holds {held}: "
             "acknowledge a batch only once the destination has it",
@@ -451,31 +451,31 @@ def check_exact_resume(sut: SinkUnderTest) -> None:
     result = _write_ok(sut, prop, data, delivery=second, batch_size=3)
     resent = sorted(record.position for record in second.sent if record.position in journal)
     if resent:
-        raise fail(
+        raise broken(
             prop,
             f"batches {resent} were acknowledged before the interruption and sent again: "
             "skip the batches delivery.acknowledged(position) holds",
         )
     final = second.journal()
     if sorted(final) != [0, 1, 2, 3]:
-        raise fail(prop, f"after the resume the journal holds batches {sorted(final)}")
+        raise broken(prop, f"after the resume the journal holds batches {sorted(final)}")
     for position, record in journal.items():
         if final[position].key != record.key:
-            raise fail(Property.IDEMPOTENCY_KEY, f"batch {position} changed its key on resume")
+            raise broken(Property.IDEMPOTENCY_KEY, f"batch {position} changed its key on resume")
     if result.resumed_batches != len(journal):
-        raise fail(
+        raise broken(
             prop,
             f"EgressResult.resumed_batches is {result.resumed_batches}; {len(journal)} batches "
             "were skipped",
         )
     if result.rows_delivered != data.num_rows:
-        raise fail(
+        raise broken(
             prop,
             f"EgressResult.rows_delivered is {result.rows_delivered}: it counts the whole "
             f"delivery ({data.num_rows} rows), resumed batches included",
         )
     if result.checksum != _checksum(data):
-        raise fail(
+        raise broken(
             Property.CHECKSUM,
             "after a resume, the checksum must cover the whole delivery, skipped batches included",
         )
@@ -494,7 +494,7 @@ def check_transient_failure(sut: SinkUnderTest) -> None:
         except SinkError as exc:
             if faults.injected == 0:
                 raise _never_hit(prop) from exc
-            raise fail(
+            raise broken(
                 prop,
                 "the write failed on one transient fault instead of retrying it: "
                 f"{type(exc).__name__}: {exc}",
@@ -503,13 +503,15 @@ def check_transient_failure(sut: SinkUnderTest) -> None:
     if hits == 0:
         raise _never_hit(prop)
     if not result.success:
-        raise fail(prop, f"the write reported a failure after one transient fault: {result.errors}")
+        raise broken(
+            prop, f"the write reported a failure after one transient fault: {result.errors}"
+        )
     if result.rows_delivered != data.num_rows:
-        raise fail(prop, f"rows_delivered is {result.rows_delivered}, expected {data.num_rows}")
+        raise broken(prop, f"rows_delivered is {result.rows_delivered}, expected {data.num_rows}")
     if sut.capabilities.exact_resume:
         acknowledged = _acknowledged_rows(delivery, prop)
         if sum(acknowledged) != data.num_rows:
-            raise fail(prop, f"the journal acknowledges batches of {acknowledged} rows")
+            raise broken(prop, f"the journal acknowledges batches of {acknowledged} rows")
     _expect_holds(sut, prop, data, when="after a retried transient fault, ")
 
 
@@ -525,19 +527,19 @@ def check_permanent_failure(sut: SinkUnderTest) -> None:
             result = sut.write(data, delivery=delivery, batch_size=2)
         except SinkError as exc:
             if faults.injected and exc.category is ErrorCategory.TRANSIENT:
-                raise fail(
+                raise broken(
                     prop,
                     f"a permanent failure was raised as a transient {type(exc).__name__} (a "
                     f"caller would retry it): {exc}",
                 ) from exc
             if faults.injected and isinstance(exc, SinkConfigurationError):
-                raise fail(
+                raise broken(
                     prop,
                     "a refusal by the destination was raised as a configuration error "
                     f"(SinkConfigurationError): {exc}",
                 ) from exc
         except Exception as exc:
-            raise fail(
+            raise broken(
                 prop,
                 f"the failure escaped as {type(exc).__name__}, not a floe_sink.SinkError "
                 f"(wrap the client's errors, with a category): {exc}",
@@ -547,27 +549,27 @@ def check_permanent_failure(sut: SinkUnderTest) -> None:
         raise _never_hit(prop)
     if result is not None:
         if result.success:
-            raise fail(
+            raise broken(
                 prop,
                 "the write reported success although the destination refused every batch "
                 "(an error was swallowed)",
             )
         if not result.errors:
-            raise fail(prop, "the result says success=False but its errors are empty")
+            raise broken(prop, "the result says success=False but its errors are empty")
     if hits > 1:
-        raise fail(
+        raise broken(
             prop,
             f"a permanent failure was tried {hits} times: it must fail at once "
             "(ErrorCategory.PERMANENT is not retried)",
         )
     held = sut.read_back(data.schema, prop).num_rows
     if result is not None and result.rows_delivered > held:
-        raise fail(
+        raise broken(
             prop,
             f"rows_delivered is {result.rows_delivered}, the destination holds {held} rows",
         )
     if sut.capabilities.exact_resume and sum(_journal_rows(delivery)) > held:
-        raise fail(
+        raise broken(
             prop,
             f"the journal acknowledges {sum(_journal_rows(delivery))} rows, the destination "
             f"holds {held}: acknowledge a batch only once the destination has it",
@@ -586,19 +588,19 @@ def check_bad_configs(sut: SinkUnderTest, bad_configs: Iterable[BadConfig]) -> N
         except SinkConfigurationError as exc:
             message = str(exc)
             if item.key not in message:
-                raise fail(
+                raise broken(
                     Property.CONFIGURATION_ERROR,
                     f"{label}: the SinkConfigurationError does not name {item.key!r}: {message}",
                 ) from None
             _no_secret(sut, Property.SECRET_IN_ERRORS, f"the error for {label}", message)
         except Exception as exc:
-            raise fail(
+            raise broken(
                 Property.CONFIGURATION_ERROR,
                 f"{label}: create_sink raised {type(exc).__name__}, not a "
                 f"floe_sink.SinkConfigurationError: {exc}",
             ) from exc
         else:
-            raise fail(Property.CONFIGURATION_ERROR, f"{label}: create_sink accepted it")
+            raise broken(Property.CONFIGURATION_ERROR, f"{label}: create_sink accepted it")
 
 
 def _config_values(value: Any) -> Iterator[str]:
@@ -621,7 +623,7 @@ def _declared_secrets(sut: SinkUnderTest) -> tuple[str, ...]:
     values = list(_config_values(sut.target.config.connection_config))
     for number, secret in enumerate(secrets, 1):
         if not secret or not any(secret in value for value in values):
-            raise fail(
+            raise broken(
                 Property.KIT_SETUP,
                 f"declared secret #{number} is not a value of the config's connection_config",
             )
@@ -636,7 +638,7 @@ def _no_secret(sut: SinkUnderTest, property: str, where: str, text: str) -> None
             for other, value in enumerate(sut.target.secrets, 1):
                 if value:
                     excerpt = excerpt.replace(value, f"<secret #{other}>")
-            raise fail(property, f"{where} shows declared secret #{number}: ...{excerpt}...")
+            raise broken(property, f"{where} shows declared secret #{number}: ...{excerpt}...")
 
 
 def check_secrets_not_in_repr(sut: SinkUnderTest) -> None:
@@ -652,21 +654,23 @@ def check_secrets_not_in_repr(sut: SinkUnderTest) -> None:
 
 
 def _exercise(sut: SinkUnderTest) -> list[tuple[str, str]]:
-    """Create a sink and write (then fail a write, when faults can be injected); return the
-    messages the sink produced: results' errors and exceptions."""
+    """Create a sink and write (then fail a write, when faults can be injected); return what
+    the sink said back: the results and the errors raised."""
     said: list[tuple[str, str]] = []
     data = standard_table(4)
-    result = sut.write(data, delivery=sut.delivery(), batch_size=2)
-    said.append(("the result", repr(result)))
-    faults = sut.target.faults
-    if faults is not None:
-        with injected(faults, Fault.PERMANENT, times=100):
-            try:
-                failed = sut.write(data, delivery=sut.delivery(), batch_size=2)
-            except Exception as exc:
-                said.append(("the error of a failed write", f"{type(exc).__name__}: {exc}"))
-            else:
-                said.append(("the result of a failed write", repr(failed)))
+
+    def attempt(what: str) -> None:
+        try:
+            result = sut.write(data, delivery=sut.delivery(), batch_size=2)
+        except Exception as exc:
+            said.append((f"the error of {what}", f"{type(exc).__name__}: {exc}"))
+        else:
+            said.append((f"the result of {what}", repr(result)))
+
+    attempt("a write")
+    if sut.target.faults is not None:
+        with injected(sut.target.faults, Fault.PERMANENT, times=100):
+            attempt("a failed write")
     return said
 
 
@@ -678,7 +682,7 @@ def check_secrets_not_in_logs(sut: SinkUnderTest) -> None:
     with captured_logs() as logs:
         said = _exercise(sut)
     if not logs:
-        raise fail(Property.KIT_SETUP, "no log event was captured (the manager logs writes)")
+        raise broken(Property.KIT_SETUP, "no log event was captured (the manager logs writes)")
     for text in logs:
         _no_secret(sut, Property.SECRET_IN_LOGS, "a log event", text)
     for where, text in said:
@@ -693,7 +697,7 @@ def check_secrets_not_in_spans(sut: SinkUnderTest) -> None:
     with captured_spans() as spans:
         _exercise(sut)
     if not spans:
-        raise fail(Property.KIT_SETUP, "no span was captured (the manager traces writes)")
+        raise broken(Property.KIT_SETUP, "no span was captured (the manager traces writes)")
     for text in spans:
         _no_secret(sut, Property.SECRET_IN_SPANS, "a span", text)
 
@@ -706,12 +710,12 @@ def check_record_ids(sut: SinkUnderTest) -> None:
     result = _write_ok(sut, Property.RECORD_IDS, data, delivery=sut.delivery(), batch_size=2)
     ids = list(result.destination_record_ids)
     if len(ids) != data.num_rows:
-        raise fail(
+        raise broken(
             Property.RECORD_IDS,
             f"{len(ids)} destination_record_ids for {data.num_rows} rows delivered: {ids}",
         )
     if not all(isinstance(value, str) and value for value in ids) or len(set(ids)) != len(ids):
-        raise fail(Property.RECORD_IDS, f"IDs must be distinct, non-empty strings: {ids}")
+        raise broken(Property.RECORD_IDS, f"IDs must be distinct, non-empty strings: {ids}")
 
 
 def _not_yet(flag: str, what: str) -> Callable[[SinkUnderTest], None]:

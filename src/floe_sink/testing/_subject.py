@@ -35,7 +35,7 @@ __all__ = [
     "Property",
     "SinkTarget",
     "SinkUnderTest",
-    "fail",
+    "broken",
 ]
 
 
@@ -76,7 +76,8 @@ class ConformanceError(AssertionError):
         super().__init__(f"{property}: {detail}")
 
 
-def fail(property: str, detail: str) -> ConformanceError:
+def broken(property: str, detail: str) -> ConformanceError:
+    """The error to raise when ``property`` does not hold."""
     return ConformanceError(property, detail)
 
 
@@ -88,8 +89,9 @@ class Capabilities:
     class written today keeps working when the kit learns more.
 
     Attributes:
-        arrow_types: The Arrow types the sink delivers faithfully: ``pyarrow.DataType``\\ s,
-            or ``pyarrow.Array``\\ s of sample values for types the kit has no samples of.
+        arrow_types: The Arrow types the sink delivers faithfully, as ``pyarrow.DataType``
+            objects, or as ``pyarrow.Array`` objects of sample values for types the kit has
+            no samples of.
             Each round-trips in its own test (with an ``id: int64`` column next to it).
         exact_resume: The sink honours ``write``'s ``delivery`` (it sends through
             :func:`floe_sink.deliver_batches`, or uses the delivery's journal the same way),
@@ -289,14 +291,14 @@ class SinkUnderTest:
         try:
             table = self.target.read_back(schema)
         except Exception as exc:
-            raise fail(
+            raise broken(
                 Property.KIT_SETUP,
                 f"read_back failed while checking {property}: {type(exc).__name__}: {exc}",
             ) from exc
         try:
             return coerce_table(table, schema)
         except ValueError as exc:
-            raise fail(property, f"reading the destination back: {exc}") from None
+            raise broken(property, f"reading the destination back: {exc}") from None
 
     def close(self) -> None:
         """Close the journal."""
