@@ -100,6 +100,30 @@ def json_rows(rows: list[Any], schema: pa.Schema) -> pa.Table:
     return pa.table(columns)
 
 
+def rest_target(http_server: RecordingServer, proxy: HttpFaultProxy, **options: Any) -> SinkTarget:
+    """rest_api through ``proxy`` to the recording server; ``options`` go to the config."""
+    config = SinkConfig(
+        sink_type="rest_api",
+        connection_config={
+            "url": proxy.url,
+            "token": TOKEN,
+            "record_ids_path": "ids",
+            "api_key": Secret(MOUNTED),
+            **options,
+        },
+        retry_config=FAST_RETRIES,
+        destination="crm-contacts",
+    )
+    return SinkTarget(
+        config=config,
+        read_back=lambda schema: json_rows(http_server.applied, schema),
+        secrets=[TOKEN, MOUNTED],
+        faults=proxy,
+        sent_keys=lambda: [request.key or "" for request in http_server.requests],
+        batch_rows=lambda: [len(request.json) for request in http_server.requests],
+    )
+
+
 class TestRestApiConformance(SinkConformance):
     plugin = dlt_plugin
     capabilities = Capabilities(arrow_types=REST_TYPES, exact_resume=True, record_ids=True)
@@ -108,26 +132,7 @@ class TestRestApiConformance(SinkConformance):
     def sink_target(
         self, http_server: RecordingServer, http_fault_proxy: Callable[..., HttpFaultProxy]
     ) -> SinkTarget:
-        proxy = http_fault_proxy(http_server.url_for("/contacts"))
-        config = SinkConfig(
-            sink_type="rest_api",
-            connection_config={
-                "url": proxy.url,
-                "token": TOKEN,
-                "record_ids_path": "ids",
-                "api_key": Secret(MOUNTED),
-            },
-            retry_config=FAST_RETRIES,
-            destination="crm-contacts",
-        )
-        return SinkTarget(
-            config=config,
-            read_back=lambda schema: json_rows(http_server.applied, schema),
-            secrets=[TOKEN, MOUNTED],
-            faults=proxy,
-            sent_keys=lambda: [request.key or "" for request in http_server.requests],
-            batch_rows=lambda: [len(request.json) for request in http_server.requests],
-        )
+        return rest_target(http_server, http_fault_proxy(http_server.url_for("/contacts")))
 
     def bad_configs(self, target: SinkTarget) -> Iterable[BadConfig]:
         config = target.config
@@ -143,6 +148,20 @@ class TestRestApiConformance(SinkConformance):
             BadConfig(config=_evolve(config, write_disposition="merge"), key="write_disposition"),
             BadConfig(config=_evolve(config, retry_config={"attempts": 3}), key="attempts"),
         ]
+
+
+class TestRestApiConcurrentConformance(TestRestApiConformance):
+    """Four batches in flight at once: the journal, resumes and retries must hold as well."""
+
+    capabilities = Capabilities(arrow_types=[pa.int64()], exact_resume=True, record_ids=True)
+
+    @pytest.fixture
+    def sink_target(
+        self, http_server: RecordingServer, http_fault_proxy: Callable[..., HttpFaultProxy]
+    ) -> SinkTarget:
+        http_server.delay = 0.01  # so that batches really overlap
+        proxy = http_fault_proxy(http_server.url_for("/contacts"))
+        return rest_target(http_server, proxy, max_concurrency=4)
 
 
 def _evolve(config: SinkConfig, **changes: Any) -> SinkConfig:

@@ -412,14 +412,15 @@ def check_idempotency_keys(sut: SinkUnderTest) -> None:
 
 
 def check_exact_resume(sut: SinkUnderTest) -> None:
-    """Interrupted after 2 of 4 batches, the resumed delivery sends only the other 2."""
+    """Stopped after 2 of its 10 batches, a delivery resumes sending only the others."""
     if not sut.capabilities.exact_resume:
         pytest.skip(
             "the sink does not declare Capabilities(exact_resume=True): the command "
             "re-sends such a sink's interrupted deliveries in full (at least once)"
         )
     prop = Property.EXACT_RESUME
-    data = standard_table(10, chunks=[4, 6])
+    # 10 batches: a sink with up to 8 batches in flight still has some left to not send
+    data = standard_table(30, chunks=[11, 19])
     first = sut.delivery(stop_after=2)
     try:
         sut.write(data, delivery=first, batch_size=3)
@@ -432,9 +433,9 @@ def check_exact_resume(sut: SinkUnderTest) -> None:
     else:
         raise broken(
             prop,
-            f"a stop requested after 2 batches was ignored ({len(first.sent)} acknowledged): "
-            "send through floe_sink.deliver_batches, or call delivery.check_stop() before "
-            "each batch",
+            f"a stop requested after 2 of 10 batches was ignored ({len(first.sent)} "
+            "acknowledged): send through floe_sink.deliver_batches, or call "
+            "delivery.check_stop() before sending each batch",
         )
     journal = first.journal()
     if not journal:
@@ -457,7 +458,7 @@ def check_exact_resume(sut: SinkUnderTest) -> None:
             "skip the batches delivery.acknowledged(position) holds",
         )
     final = second.journal()
-    if sorted(final) != [0, 1, 2, 3]:
+    if sorted(final) != list(range(10)):
         raise broken(prop, f"after the resume the journal holds batches {sorted(final)}")
     for position, record in journal.items():
         if final[position].key != record.key:
@@ -519,12 +520,14 @@ def check_permanent_failure(sut: SinkUnderTest) -> None:
     """An injected permanent failure is reported (raised or in the result), and not retried."""
     faults = _require_faults(sut)
     prop = Property.PERMANENT_FAILURE
-    data = standard_table(6)
+    # one batch: each fault hit is then an attempt at the same batch, however many batches a
+    # sink keeps in flight
+    data = standard_table(4)
     delivery = sut.delivery()
     result: EgressResult | None = None
     with injected(faults, Fault.PERMANENT, times=100):
         try:
-            result = sut.write(data, delivery=delivery, batch_size=2)
+            result = sut.write(data, delivery=delivery, batch_size=4)
         except SinkError as exc:
             if faults.injected and exc.category is ErrorCategory.TRANSIENT:
                 raise broken(
