@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 import pyarrow as pa
+import pyarrow.compute as pc
 
 import floe_sink
 from floe_sink import (
@@ -27,6 +28,7 @@ from floe_sink import (
 from floe_sink.delivery import DeliveryTotals
 from floe_sink.logs import get_logger
 from floe_sink.secrets import reveal
+from floe_sink.sync import DELETE_POSITIONS
 from floe_sink.testing import BadConfig, CallFaults, SinkTarget
 
 TOKEN = "mem-t0ken-5ecret"
@@ -42,6 +44,13 @@ class MemoryDestination:
     def receive(self, batch: pa.RecordBatch, key: str) -> None:
         self.batches.append(batch)
         self.keys.append(key)
+
+    def remove(self, keys: pa.RecordBatch) -> None:
+        gone = keys.column("id")
+        self.batches = [
+            batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=gone)))
+            for batch in self.batches
+        ]
 
     def table(self, schema: pa.Schema) -> pa.Table:
         if not self.batches:
@@ -109,6 +118,27 @@ class MemoryPlugin:
             checksum=checksum,
         )
         return self.result(delivery, totals, checksum, started)
+
+    @floe_sink.hookimpl
+    def delete(self, sink: Any, keys: Any, delivery: floe_sink.Delivery | None) -> EgressResult:
+        started = time.perf_counter()
+        delivery = delivery or floe_sink.Delivery("memory")
+        checksum = floe_sink.Checksum()
+        totals = floe_sink.deliver_batches(
+            keys,
+            delivery=delivery,
+            batch_size=self.batch_size(sink),
+            send=lambda batch, key: self.remove(sink, batch),
+            checksum=checksum,
+            first_position=self.first_delete_position,
+        )
+        return self.result(delivery, totals, checksum, started)
+
+    first_delete_position = DELETE_POSITIONS
+
+    def remove(self, sink: Any, batch: pa.RecordBatch) -> floe_sink.BatchReceipt:
+        sink.destination.remove(batch)
+        return floe_sink.BatchReceipt(rows=batch.num_rows, bytes=batch.nbytes)
 
     def result(
         self, delivery: floe_sink.Delivery, totals: Any, checksum: Any, started: float
@@ -259,6 +289,19 @@ class IgnoresDelivery(MemoryPlugin):
     @floe_sink.hookimpl
     def write(self, sink: Any, data: Any, delivery: floe_sink.Delivery | None) -> EgressResult:
         return super().write(sink, data, None)
+
+
+class DeletesNothing(MemoryPlugin):
+    """Acknowledges deletes without deleting."""
+
+    def remove(self, sink: Any, batch: pa.RecordBatch) -> floe_sink.BatchReceipt:
+        return floe_sink.BatchReceipt(rows=batch.num_rows, bytes=batch.nbytes)
+
+
+class DeletesAmongTheWrites(MemoryPlugin):
+    """Journals its deletes from position 0, where the write's batches are."""
+
+    first_delete_position = 0
 
 
 class LocalTimestamp(MemoryPlugin):

@@ -48,7 +48,7 @@ TYPES = [
     pa.struct([("a", pa.int64()), ("b", pa.string())]),
     pa.dictionary(pa.int32(), pa.string()),
 ]
-CAPABILITIES = Capabilities(arrow_types=TYPES, exact_resume=True)
+CAPABILITIES = Capabilities(arrow_types=TYPES, exact_resume=True, deletes=True)
 
 
 def under_test(plugin: object, tmp_path: Path, **target: Any) -> SinkUnderTest:
@@ -70,7 +70,6 @@ def test_a_sink_that_keeps_the_contract_passes_every_check(tmp_path: Path) -> No
     )
     assert [line.split(":")[0] for line in skipped] == [
         "check_record_ids",
-        "check_deletes",
         "check_record_results",
     ]
 
@@ -141,6 +140,18 @@ BROKEN: list[tuple[object, Callable[[SinkUnderTest], None], str, str]] = [
         floe_sink.testing.check_exact_resume,
         Property.EXACT_RESUME,
         "batches [0, 1] were acknowledged before the interruption and sent again",
+    ),
+    (
+        sinks.DeletesNothing(),
+        floe_sink.testing.check_deletes,
+        Property.DELETES,
+        "after deleting ids [1, 4, 6], the destination holds 8 rows, expected 5",
+    ),
+    (
+        sinks.DeletesAmongTheWrites(),
+        floe_sink.testing.check_deletes,
+        Property.DELETES,
+        "deleting ids [1, 4, 6] failed",
     ),
     (
         sinks.IgnoresDelivery(),

@@ -285,7 +285,9 @@ def _pg_error(message: str, sqlstate: str) -> Callable[[], BaseException]:
 @pytest.mark.postgres
 class TestPostgresConformance(_SqlConformance):
     dialect = "postgresql"
-    capabilities = Capabilities(arrow_types=[*SQL_TYPES, pa.decimal256(50, 5)], exact_resume=True)
+    capabilities = Capabilities(
+        arrow_types=[*SQL_TYPES, pa.decimal256(50, 5)], exact_resume=True, deletes=True
+    )
     faults = (
         PostgresDialect,
         _pg_error("server closed the connection unexpectedly", "08006"),
@@ -305,6 +307,7 @@ class TestSqliteConformance(_SqlConformance):
             pa.decimal256(50, 5),
         ],
         exact_resume=True,
+        deletes=True,
     )
     faults = (
         SqliteDialect,
@@ -315,7 +318,9 @@ class TestSqliteConformance(_SqlConformance):
 
 class TestDuckDbConformance(_SqlConformance):
     dialect = "duckdb"
-    capabilities = Capabilities(arrow_types=[*SQL_TYPES, pa.date64()], exact_resume=True)
+    capabilities = Capabilities(
+        arrow_types=[*SQL_TYPES, pa.date64()], exact_resume=True, deletes=True
+    )
     faults = (
         DuckDbDialect,
         lambda: duckdb.TransactionException("TransactionContext Error: Conflict on update"),

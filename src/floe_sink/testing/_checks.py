@@ -721,19 +721,63 @@ def check_record_ids(sut: SinkUnderTest) -> None:
         raise broken(Property.RECORD_IDS, f"IDs must be distinct, non-empty strings: {ids}")
 
 
-def _not_yet(flag: str, what: str) -> Callable[[SinkUnderTest], None]:
-    def check(sut: SinkUnderTest) -> None:
-        if not getattr(sut.capabilities, flag):
-            pytest.skip(f"the sink does not declare Capabilities({flag}=True)")
-        pytest.skip(f"floe-sink has no {what} contract yet; this check arrives with it")
+def check_deletes(sut: SinkUnderTest) -> None:
+    """Deleting keys removes exactly those rows, journaled apart from the write's batches;
+    deleting them again (a new delivery) changes nothing and is not an error."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    check.__name__ = f"check_{flag}"
-    check.__doc__ = f"Reserved for the {what} contract."
-    return check
+    from floe_sink.sync import DELETE_POSITIONS
+
+    if not sut.capabilities.deletes:
+        pytest.skip("the sink does not declare Capabilities(deletes=True)")
+    prop = Property.DELETES
+    data = standard_table(8)
+    delivery = sut.delivery()
+    _write_ok(sut, prop, data, delivery=delivery, batch_size=3)
+    written = delivery.journal()
+    gone = pa.array([1, 4, 6], pa.int64())
+    keys = pa.table({"id": gone})
+    expected = data.filter(pc.invert(pc.is_in(data.column("id"), value_set=gone)))
+    for when, deleting in (("", delivery), ("deleting them again: ", sut.delivery())):
+        sink = sut.create_sink(batch_size=2)
+        try:
+            result = sut.manager.delete(
+                sink,
+                keys,
+                destination=sut.destination,
+                sink_type=sut.sink_type,
+                delivery=deleting,
+            )
+        except SinkError as exc:
+            raise broken(
+                prop, f"{when}deleting ids [1, 4, 6] failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not result.success:
+            raise broken(prop, f"{when}deleting ids [1, 4, 6] failed: {result.errors}")
+        _expect_holds(sut, prop, expected, when=f"{when}after deleting ids [1, 4, 6], ")
+    if result.rows_delivered != 3:
+        raise broken(prop, f"rows_delivered is {result.rows_delivered} for 3 keys deleted")
+    if sut.capabilities.exact_resume:
+        journal = delivery.journal()
+        added = sorted(set(journal) - set(written))
+        kept = all(journal.get(position) == record for position, record in written.items())
+        if not added or not kept or any(position < DELETE_POSITIONS for position in added):
+            raise broken(
+                prop,
+                f"the delete journaled batches at positions {added} (the write's: "
+                f"{sorted(written)}){'' if kept else ', replacing the write batches'}: "
+                "deliver keys with floe_sink.deliver_batches(..., "
+                "first_position=floe_sink.sync.DELETE_POSITIONS), so that a resumed delivery "
+                "repeats no acknowledged delete",
+            )
 
 
-check_deletes = _not_yet("deletes", "delete")
-check_record_results = _not_yet("record_results", "per-record result")
+def check_record_results(sut: SinkUnderTest) -> None:
+    """Reserved for per-record results (records the destination refuses one by one)."""
+    if not sut.capabilities.record_results:
+        pytest.skip("the sink does not declare Capabilities(record_results=True)")
+    pytest.skip("the kit does not check per-record results (BatchReceipt.rejected) yet")
 
 
 # -- all of it --------------------------------------------------------------------------------

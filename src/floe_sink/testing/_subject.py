@@ -58,6 +58,7 @@ class Property:
     SECRET_IN_SPANS = "secret in spans"  # noqa: S105 - a property name
     SECRET_IN_ERRORS = "secret in errors"  # noqa: S105 - a property name
     RECORD_IDS = "record ids"
+    DELETES = "deletes"
     KIT_SETUP = "kit set-up"
     """Not the sink's fault: the test class or its target is set up wrongly."""
 
@@ -97,9 +98,10 @@ class Capabilities:
             :func:`floe_sink.deliver_batches`, or uses the delivery's journal the same way),
             so an interrupted delivery resumes without re-sending acknowledged batches.
         record_ids: ``EgressResult.destination_record_ids`` holds one ID per row delivered.
-        deletes: Reserved: floe-sink has no delete contract yet; its checks come with it.
-        record_results: Reserved: per-record results (Census-style "each record explicitly
-            succeeded or failed") are not part of the contract yet; their checks come with it.
+        deletes: The plugin implements the ``delete`` hook (``sync: mirror``): rows whose
+            keys it is given are gone from the destination.
+        record_results: Reserved: the kit does not check per-record results (records the
+            destination refuses one by one, ``BatchReceipt.rejected``) yet.
     """
 
     arrow_types: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
@@ -191,8 +193,8 @@ class JournalDelivery(Delivery):
         """The batches acknowledged through this object, in order."""
         self._sent_lock = threading.Lock()
 
-    def acknowledge(self, position: int, key: str, receipt: BatchReceipt) -> None:
-        super().acknowledge(position, key, receipt)
+    def acknowledge(self, position: int, key: str, receipt: BatchReceipt, *args: Any) -> None:
+        super().acknowledge(position, key, receipt, *args)  # and the batch, where given
         record = BatchRecord(position=position, key=key, rows=receipt.rows, bytes=receipt.bytes)
         with self._sent_lock:
             self.sent.append(record)
@@ -284,7 +286,9 @@ class SinkUnderTest:
         """Create a sink (``changes`` as in :meth:`config`) and write ``data`` through the
         plugin manager, as the command does; return the :class:`floe_sink.EgressResult`."""
         sink = self.create_sink(**changes)
-        return self.manager.write(sink, data, destination=self.destination, delivery=delivery)
+        return self.manager.write(
+            sink, data, destination=self.destination, sink_type=self.sink_type, delivery=delivery
+        )
 
     def read_back(self, schema: Any, property: str) -> Any:
         """What the destination holds, as a table of ``schema`` (for ``property``'s check)."""
