@@ -103,10 +103,11 @@ class SinkPluginManager(pluggy.PluginManager):
         self.add_hookspecs(SinkConnectorSpec)
         self.load_failures: list[PluginFailure] = []
         self.plugin_info: dict[str, PluginInfo] = {}
-        self._sinks: weakref.WeakKeyDictionary[Any, tuple[str, str]] = weakref.WeakKeyDictionary()
-        # Sinks that cannot be weakly referenced (dicts, tuples) are kept by id, with the
-        # object itself so that the id cannot be reused while the entry lives.
-        self._sinks_by_id: dict[int, tuple[Any, str, str]] = {}
+        # Sinks are known by identity, never by equality: two equal sinks (attrs records
+        # compare by value) are two sinks. A sink that can be weakly referenced is forgotten
+        # when it is collected; one that cannot (a dict, a tuple) is kept with the entry, so
+        # that its id is not reused while the entry lives.
+        self._sinks: dict[int, tuple[Any, str, str]] = {}
 
     # -- registration -----------------------------------------------------------------------
 
@@ -317,22 +318,20 @@ class SinkPluginManager(pluggy.PluginManager):
         return sink
 
     def _remember(self, sink: Any, owner: str, sink_type: str) -> None:
+        key = id(sink)
         try:
-            self._sinks[sink] = (owner, sink_type)
+            held: Any = weakref.ref(sink, lambda _ref: self._sinks.pop(key, None))
         except TypeError:
-            self._sinks_by_id[id(sink)] = (sink, owner, sink_type)
+            held = sink
+        self._sinks[key] = (held, owner, sink_type)
 
     def _owner_of_sink(self, sink: Any) -> tuple[str, str] | None:
-        try:
-            found = self._sinks.get(sink)
-        except TypeError:
-            found = None
-        if found is not None:
-            return found
-        entry = self._sinks_by_id.get(id(sink))
-        if entry is not None and entry[0] is sink:
-            return entry[1], entry[2]
-        return None
+        entry = self._sinks.get(id(sink))
+        if entry is None:
+            return None
+        held, owner, sink_type = entry
+        alive = held() if isinstance(held, weakref.ref) else held
+        return (owner, sink_type) if alive is sink else None
 
     def _route(self, sink: Any, sink_type: str | None) -> tuple[str, str]:
         """The plugin (and sink type) a sink belongs to: the one that created it, else the
