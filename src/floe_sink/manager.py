@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -31,7 +33,7 @@ from floe_sink.errors import (
     SinkConfigurationError,
     SinkNotFoundError,
 )
-from floe_sink.hookspecs import PROJECT_NAME, SinkConnectorSpec
+from floe_sink.hookspecs import PROJECT_NAME, SinkConnectorSpec, StateStoreSpec
 from floe_sink.logs import get_logger
 from floe_sink.models import EgressResult, SinkConfig
 from floe_sink.tracing import egress_span, record_egress_result
@@ -101,6 +103,7 @@ class SinkPluginManager(pluggy.PluginManager):
     def __init__(self) -> None:
         super().__init__(PROJECT_NAME)
         self.add_hookspecs(SinkConnectorSpec)
+        self.add_hookspecs(StateStoreSpec)
         self.load_failures: list[PluginFailure] = []
         self.plugin_info: dict[str, PluginInfo] = {}
         # Sinks are known by identity, never by equality: two equal sinks (attrs records
@@ -444,6 +447,25 @@ class SinkPluginManager(pluggy.PluginManager):
                 sink_type=sink_type,
             )
         return dict(result)
+
+    def get_state_store(
+        self, state_config: dict[str, Any], secrets: Mapping[str, Any], state_dir: Path
+    ) -> Any:
+        """The state store of the first plugin that answers ``get_state_store``; floe-sink's
+        own backends (``local``, ``sql``) answer last, also when they were not loaded.
+
+        Returns:
+            A :class:`floe_sink.state.StateStore`, or ``None`` when no plugin provides the
+            backend.
+        """
+        from floe_sink import state_backends
+
+        store = self.hook.get_state_store(
+            state_config=state_config, secrets=secrets, state_dir=state_dir
+        )
+        if store is None and not self.is_registered(state_backends):
+            store = state_backends.get_state_store(state_config, secrets, state_dir)
+        return store
 
 
 def get_plugin_manager(
