@@ -378,9 +378,14 @@ class SqlStateStore:
         self.state_dir = Path(state_dir)
         self._mutex = threading.RLock()
         self._conn: _Connection | None = None
+        self._schema_ready = False
         self._temp: Path | None = None
         self._seq = 0
-        self._transaction(self._create_schema)
+        if url.dialect != "duckdb":
+            # fail now on an unreachable or refusing database; a DuckDB file is opened at its
+            # first use, so that a run finding the destination locked says so, rather than
+            # that the file is in use (DuckDB lets one process at a time open it)
+            self._call(lambda _conn: None)
 
     def __repr__(self) -> str:
         return f"SqlStateStore({self.url.dialect}, {self.url.where!r})"
@@ -399,6 +404,25 @@ class SqlStateStore:
             return _SQLite(url.path)
         except Exception as exc:
             raise self._error(exc, "cannot open") from None
+
+    def _open(self) -> _Connection:
+        """A session with the tables created (once per store)."""
+        conn = self._connect()
+        if not self._schema_ready:
+            try:
+                conn.begin()
+                try:
+                    self._create_schema(conn)
+                    conn.commit()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        conn.rollback()
+                    raise
+            except Exception as exc:
+                conn.close()
+                raise self._error(exc, "cannot create the tables in") from None
+            self._schema_ready = True
+        return conn
 
     def _error(self, exc: BaseException, doing: str = "failed on") -> StateStoreError:
         message = self.url.scrub(f"{type(exc).__name__}: {exc}".strip())
@@ -419,7 +443,7 @@ class SqlStateStore:
         with self._mutex:
             for attempt in (1, 2):
                 if self._conn is None:
-                    self._conn = self._connect()
+                    self._conn = self._open()
                 conn = self._conn
                 try:
                     return work(conn)
