@@ -380,6 +380,7 @@ class SqlStateStore:
         self._conn: _Connection | None = None
         self._schema_ready = False
         self._temp: Path | None = None
+        self._copies: dict[str, tuple[str, Path, tuple[int, int, int] | None]] = {}
         self._seq = 0
         if url.dialect != "duckdb":
             # fail now on an unreachable or refusing database; a DuckDB file is opened at its
@@ -731,6 +732,12 @@ class SqlStateStore:
             return self._temp
 
     def load_sync_state(self, destination: str) -> Path:
+        """A local copy of the destination's sync state (see :class:`StateStore`).
+
+        A copy this store downloaded or uploaded is handed out again while the database
+        holds the same version and the file was not changed since; otherwise the state is
+        downloaded to a new file.
+        """
         path = self._temp_dir() / f"{escape_name(destination)}-{uuid.uuid4().hex[:8]}.parquet"
         for _attempt in range(5):
             found = self._query(
@@ -739,10 +746,14 @@ class SqlStateStore:
                 (destination,),
             )
             if not found:
-                path.unlink(missing_ok=True)
+                self._copies.pop(destination, None)
                 return path  # no state yet: the path does not exist
             version, last, _saved = found[0]
+            cached = self._copies.get(destination)
+            if cached is not None and cached[0] == version and _stamp(cached[1]) == cached[2]:
+                return cached[1]
             if self._download(destination, str(version), int(last), path):
+                self._copies[destination] = (str(version), path, _stamp(path))
                 return path
             # a concurrent save replaced that version while it was read: read the new one
         raise StateStoreError(
@@ -787,6 +798,7 @@ class SqlStateStore:
             return size
 
         size = self._transaction(work)
+        self._copies[destination] = (version, Path(path), _stamp(Path(path)))
         log.info("sync_state_uploaded", destination=destination, store=repr(self), bytes=size)
 
     def forget(self, destination: str) -> None:
@@ -801,6 +813,7 @@ class SqlStateStore:
             conn.execute("DELETE FROM floe_deliveries WHERE destination = ?", (destination,))
 
         self._transaction(work)
+        self._copies.pop(destination, None)
 
     def close(self) -> None:
         with self._mutex:
@@ -808,6 +821,15 @@ class SqlStateStore:
             temp, self._temp = self._temp, None
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells a file from the one it replaced (``None``: no file)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def _remove_stale(root: Path) -> None:

@@ -174,6 +174,39 @@ def test_sync_states_are_kept_per_destination_and_forgotten_one_at_a_time(
     assert store.load_sync_state("crm_contacts").read_bytes() == contents["crm_contacts"]
 
 
+def test_a_copy_is_downloaded_once_while_nothing_changes(
+    sql_store: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run reads the state twice (is its delivery folded? then the diff): one download."""
+    store = sql_store()
+    path = store.load_sync_state("crm")
+    state_file(path, 100)
+    store.save_sync_state("crm", path)
+    assert store.load_sync_state("crm") == path  # what it uploaded is what the database has
+    downloads: list[str] = []
+    real = SqlStateStore._download
+
+    def counted(self: SqlStateStore, destination: str, *args: Any) -> bool:
+        downloads.append(destination)
+        return real(self, destination, *args)
+
+    monkeypatch.setattr(SqlStateStore, "_download", counted)
+    other = sql_store()
+    first = other.load_sync_state("crm")
+    assert other.load_sync_state("crm") == first
+    assert downloads == ["crm"]
+    newer = state_file(path, 200, seed=1)  # another runner saves a new state
+    store.save_sync_state("crm", path)
+    again = other.load_sync_state("crm")
+    assert again != first
+    assert again.read_bytes() == newer
+    state_file(again, 5, seed=2)  # written by the diff, not saved (the upload failed)
+    assert other.load_sync_state("crm").read_bytes() == newer
+    assert downloads == ["crm", "crm", "crm"]
+    other.forget("crm")
+    assert not other.load_sync_state("crm").exists()
+
+
 def test_a_failed_upload_keeps_the_old_state(
     sql_store: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
