@@ -3,12 +3,15 @@
 A backend is one entry of :data:`BACKENDS`: a name and a function ``(request, tmp_path)``
 returning an *opener*, a function of no arguments that opens a store on the same backing
 storage every time it is called (tests open a store twice to see what a second process, or
-the next run, sees). A backend needing a fixture asks ``request`` for it, e.g. a ``sql`` store
-on the test PostgreSQL::
+the next run, sees). A backend needing a fixture asks ``request`` for it, e.g. the ``sql``
+store on the test PostgreSQL::
 
     "sql-postgresql": lambda request, tmp_path: partial(
-        SqlStateStore, request.getfixturevalue("postgres_url"), tmp_path
+        _sql, request.getfixturevalue("postgres_url"), tmp_path
     ),
+
+The sync state is reached only through ``load_sync_state`` / ``save_sync_state``: a store
+may keep it anywhere (the ``sql`` store keeps it in its database and hands out local copies).
 
 A plugin that brings its own store can also subclass :class:`StateStoreContract` and override
 the ``open_store`` fixture. Each test names the property it proves; the lock takeover forks a
@@ -30,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from floe_sink.sqlstate import SqlStateStore, StateUrl
 from floe_sink.state import (
     ABANDONED,
     DONE,
@@ -47,13 +51,30 @@ pytestmark = pytest.mark.requirement("4G-FR-008")
 
 Opener = Callable[[], StateStore]
 
+
+def _sql(url: str, tmp_path: Path) -> StateStore:
+    return SqlStateStore(StateUrl.parse(url), state_dir=tmp_path / "work")
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Opener]] = {
     "local": lambda request, tmp_path: partial(LocalStateStore, tmp_path / "state"),
+    "sql-sqlite": lambda request, tmp_path: partial(_sql, f"sqlite:///{tmp_path}/s.db", tmp_path),
+    "sql-duckdb": lambda request, tmp_path: partial(
+        _sql, f"duckdb:///{tmp_path}/s.duckdb", tmp_path
+    ),
+    "sql-postgresql": lambda request, tmp_path: partial(
+        _sql, request.getfixturevalue("postgres_url"), tmp_path
+    ),
 }
 """Every state store the contract runs on: adding a backend is one line here."""
 
 
-@pytest.fixture(params=list(BACKENDS))
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=[pytest.mark.postgres] if "postgresql" in name else [])
+        for name in BACKENDS
+    ]
+)
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens a store of the backend under test (the same backing storage on every call);
     every store opened is closed after the test."""
@@ -295,40 +316,51 @@ class StateStoreContract:
         kept = store.create_delivery("other", "plan", 1)
         store.acknowledge(kept, batch(0))
         store.start_run(run_record("crm", "r1", "2026-01-01T00:00:00.000+00:00"))
-        state = store.sync_state_path("crm")
-        state.parent.mkdir(parents=True, exist_ok=True)
-        state.write_bytes(b"keys and fingerprints")
-        other_state = store.sync_state_path("other")
-        other_state.write_bytes(b"other")
+        for name, content in (("crm", b"keys and fingerprints"), ("other", b"other")):
+            state = store.load_sync_state(name)
+            state.parent.mkdir(parents=True, exist_ok=True)
+            state.write_bytes(content)
+            store.save_sync_state(name, state)
 
         store.forget("crm")
         assert store.latest_unfinished("crm") is None
         assert all(store.batches(delivery_id) == {} for delivery_id in ids)
-        assert not state.exists()
+        assert not store.load_sync_state("crm").exists()
+        assert not open_store().load_sync_state("crm").exists()
         # another destination keeps everything; the history of runs is kept
         found = store.latest_unfinished("other")
         assert found is not None
         assert found.delivery_id == kept
         assert store.batches(kept) == {0: batch(0)}
-        assert other_state.read_bytes() == b"other"
+        assert open_store().load_sync_state("other").read_bytes() == b"other"
         assert [run.run_id for run in store.runs("crm")] == ["r1"]
         store.forget("crm")  # nothing left to forget: no error
         store.forget("never-ran")
 
-    # -- sync state path --------------------------------------------------------------------
+    # -- sync state ---------------------------------------------------------------------
 
-    def test_sync_state_paths_are_distinct_and_stable(self, open_store: Opener) -> None:
+    def test_sync_states_are_kept_per_destination_and_outlive_the_store(
+        self, open_store: Opener, tmp_path: Path
+    ) -> None:
+        """The sync engine gets a local file, writes the new state there, hands it back."""
         store = open_store()
         names = ["crm-contacts", "crm_contacts", "CRM-contacts", "crm.contacts", "c/r m", "é"]
-        paths = [store.sync_state_path(name) for name in names]
-        assert len({str(path).lower() for path in paths}) == len(names)  # case-insensitive FS
-        assert all(path.name for path in paths)
+        for index, name in enumerate(names):
+            path = store.load_sync_state(name)
+            assert not path.exists()  # no state yet
+            path.parent.mkdir(parents=True, exist_ok=True)  # a writer can create it
+            path.write_bytes(f"state {index}".encode())
+            store.save_sync_state(name, path)
+        store.close()
         again = open_store()
-        assert [again.sync_state_path(name) for name in names] == paths
-        # a writer can create it (the parent may not exist yet)
-        paths[4].parent.mkdir(parents=True, exist_ok=True)
-        paths[4].write_bytes(b"x")
-        assert paths[4].read_bytes() == b"x"
+        expected = [f"state {index}".encode() for index in range(len(names))]
+        assert [again.load_sync_state(name).read_bytes() for name in names] == expected
+        # a new state replaces the old one whole, also when written to another file
+        newer = tmp_path / "elsewhere.parquet"
+        newer.write_bytes(b"replaced")
+        again.save_sync_state(names[0], newer)
+        assert open_store().load_sync_state(names[0]).read_bytes() == b"replaced"
+        assert open_store().load_sync_state(names[1]).read_bytes() == expected[1]
 
     # -- locks ------------------------------------------------------------------------------
 
@@ -392,3 +424,14 @@ class StateStoreContract:
 
 class TestStateStoreContract(StateStoreContract):
     """The contract on every backend of :data:`BACKENDS`."""
+
+
+def test_local_sync_state_files_are_distinct_on_case_insensitive_file_systems(
+    tmp_path: Path,
+) -> None:
+    store = LocalStateStore(tmp_path / "state")
+    names = ["crm-contacts", "crm_contacts", "CRM-contacts", "crm.contacts", "c/r m", "é"]
+    paths = [store.load_sync_state(name) for name in names]
+    assert len({str(path).lower() for path in paths}) == len(names)
+    assert all(path.parent == tmp_path / "state" / "sync" for path in paths)
+    store.close()
