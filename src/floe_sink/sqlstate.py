@@ -787,7 +787,8 @@ class SqlStateStore:
                         break
                     conn.execute(
                         "INSERT INTO floe_sync_state (destination, version, chunk, data, "
-                        "saved_at) VALUES (?, ?, ?, ?, ?)",
+                        "saved_at) VALUES (?, ?, ?, ?, ?) "
+                        "ON CONFLICT (destination, version, chunk) DO NOTHING",
                         (destination, version, chunk, data, at),
                     )
                     size += len(data)
