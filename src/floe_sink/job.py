@@ -64,6 +64,7 @@ __all__ = [
     "deliver",
     "delivery_plan",
     "dry_run",
+    "dry_run_failure",
     "load_job",
     "prepare",
     "result_record",
@@ -249,26 +250,41 @@ def configure(job: Job, manager: Any, *, secrets_dir: Path | None, state_dir: Pa
         catalog = {}
     configured: list[ConfiguredDestination] = []
     for dest in job.destinations:
+        # Each check runs even when an earlier one failed, so that one run lists every
+        # problem of every destination: an unknown sink type does not hide a missing secret.
+        found: list[str] = []
+        owned = True
         try:
             manager.owner_of(dest.sink_type)
-            if not dest.source_table:
-                raise SinkConfigurationError(
-                    f"destination {dest.name!r} has no source_table: name the Iceberg table "
-                    "to read (namespace.table) in floe.yaml"
-                )
+        except (SinkConfigurationError, PluginConflictError) as exc:
+            found.extend(_problems_of(exc))
+            owned = False
+        if not dest.source_table:
+            found.append(
+                f"destination {dest.name!r} has no source_table: name the Iceberg table "
+                "to read (namespace.table) in floe.yaml"
+            )
+        sink_config = sink = None
+        try:
             secret: dict[str, Secret] = dict(
                 config.resolve_secret(dest.connection_secret_ref, secrets_dir)
             )
             secret_values.extend(value.reveal() for value in secret.values())
             sink_config = _sink_config(dest, secret, state_dir=state_dir)
-            sink = manager.create_sink(sink_config)
-            if sink_config.sync == "mirror" and not manager.supports_deletes(dest.sink_type, sink):
-                raise SinkConfigurationError(
-                    f"destination {dest.name!r}: sync: mirror deletes rows at the destination, "
-                    f"and sink type {dest.sink_type!r} cannot delete; use sync: changes"
-                )
+            if owned:
+                sink = manager.create_sink(sink_config)
+                if sink_config.sync == "mirror" and not manager.supports_deletes(
+                    dest.sink_type, sink
+                ):
+                    raise SinkConfigurationError(
+                        f"destination {dest.name!r}: sync: mirror deletes rows at the "
+                        f"destination, and sink type {dest.sink_type!r} cannot delete; "
+                        "use sync: changes"
+                    )
         except (SinkConfigurationError, PluginConflictError) as exc:
-            problems.extend(_prefixed(dest.name, _problems_of(exc)))
+            found.extend(_problems_of(exc))
+        if found or sink_config is None:
+            problems.extend(_prefixed(dest.name, found))
             continue
         configured.append(
             ConfiguredDestination(
@@ -691,7 +707,7 @@ def _deliver_changes(
     delivery = prepared.delivery
     assert delivery is not None
     config = prepared.sink_config
-    path = store.sync_state_path(prepared.name)
+    path = store.load_sync_state(prepared.name)
     info = read_state_info(path)
     if delivery.resumed and info is not None and info.delivery_id == delivery.delivery_id:
         # the killed run had folded this delivery into the state: it is done
@@ -732,10 +748,10 @@ def _deliver_changes(
                     delivery=delivery,
                 )
         except DeliveryInterrupted:
-            _fold_acknowledged(diff, delivery, complete=False)
+            _fold_acknowledged(diff, delivery, store, complete=False)
             raise
         complete = result.success and (deleted is None or deleted.success)
-        _fold_acknowledged(diff, delivery, complete=complete, deletes=deleted is not None)
+        _fold_acknowledged(diff, delivery, store, complete=complete, deletes=deleted is not None)
         errors = [*result.errors, *(deleted.errors if deleted is not None else [])]
         counts["rows_deleted"] = deleted.rows_delivered if deleted is not None else 0
         final: EgressResult = attrs.evolve(
@@ -754,9 +770,9 @@ def _deliver_changes(
 
 
 def _fold_acknowledged(
-    diff: Any, delivery: Delivery, *, complete: bool, deletes: bool = False
+    diff: Any, delivery: Delivery, store: StateStore, *, complete: bool, deletes: bool = False
 ) -> None:
-    """Save the sync state with exactly what the destination acknowledged."""
+    """Save the sync state with exactly what the destination acknowledged, in the store."""
     from floe_sink.sync import DELETE_POSITIONS
 
     refused = [(p, i) for p, i in delivery.rejections if p < DELETE_POSITIONS]
@@ -774,21 +790,23 @@ def _fold_acknowledged(
             rejected=refused,
             rejected_deletes=refused_deletes,
         )
-        return
-    diff.save_state(
-        delivery_id=delivery.delivery_id,
-        sent_batches=delivery.acknowledged_positions(0, DELETE_POSITIONS),
-        batch_size=delivery.batch_sizes.get(0),
-        deleted_batches=[
-            position - DELETE_POSITIONS
-            for position in delivery.acknowledged_positions(DELETE_POSITIONS)
-        ]
-        if deletes
-        else [],
-        delete_batch_size=delivery.batch_sizes.get(DELETE_POSITIONS),
-        rejected=refused,
-        rejected_deletes=refused_deletes,
-    )
+    else:
+        diff.save_state(
+            delivery_id=delivery.delivery_id,
+            sent_batches=delivery.acknowledged_positions(0, DELETE_POSITIONS),
+            batch_size=delivery.batch_sizes.get(0),
+            deleted_batches=[
+                position - DELETE_POSITIONS
+                for position in delivery.acknowledged_positions(DELETE_POSITIONS)
+            ]
+            if deletes
+            else [],
+            delete_batch_size=delivery.batch_sizes.get(DELETE_POSITIONS),
+            rejected=refused,
+            rejected_deletes=refused_deletes,
+        )
+    if not diff.skipped_read:  # an unchanged snapshot leaves the state as it is
+        store.save_sync_state(delivery.destination, diff.state_path)
 
 
 def deliver(
@@ -940,8 +958,11 @@ def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
 
     ``batches`` counts the batches of ``batch_size`` rows that would be sent; it is ``None``
     when the destination sets no ``batch_size`` (the sink's default applies, unknown here).
+    ``sample`` shows the first rows as the destination's sink (created by :func:`configure`,
+    never written to) will send them: see :func:`floe_sink.preview.preview_rows`.
     """
     from floe_sink.mapping import apply_field_mapping, mapped_schema
+    from floe_sink.preview import preview_rows
 
     mapping = prepared.sink_config.field_mapping
     schema = mapped_schema(prepared.scan.schema, mapping)
@@ -978,9 +999,10 @@ def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
         first_request = preview_request(first_batch)
     batch_size = prepared.sink_config.batch_size
     batches = math.ceil(rows / batch_size) if batch_size else None
-    sample_rows_list: list[dict[str, Any]] = (
-        pa.Table.from_batches(sample, schema=schema).to_pylist() if sample else []
-    )
+    sample_rows_list: list[dict[str, Any]] = []
+    if sample:
+        (rows_batch,) = pa.Table.from_batches(sample, schema=schema).combine_chunks().to_batches()
+        sample_rows_list = preview_rows(prepared.sink, rows_batch)
     return DryRunReport(
         destination=prepared.name,
         sink_type=prepared.sink_type,
@@ -996,6 +1018,13 @@ def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
         sample=sample_rows_list,
         first_request=first_request,
     )
+
+
+def dry_run_failure(prepared: PreparedDestination, exc: BaseException) -> DestinationOutcome:
+    """The outcome of a dry run that failed: reading the source, or the sink's preview."""
+    log.error("destination_failed", destination=prepared.name, error=str(exc))
+    configuration = isinstance(exc, SinkConfigurationError)
+    return _failure(prepared.destination, exc, configuration=configuration)
 
 
 def result_record(outcome: DestinationOutcome) -> dict[str, Any]:

@@ -345,6 +345,63 @@ _CATALOG: dict[str, Any] = {
     "then": {"required": ["uri"]},
 }
 
+_STATE: dict[str, Any] = {
+    "type": ["object", "null"],
+    "title": "State",
+    "description": "Where floe-sink keeps delivery state (journal, run history, locks, sync "
+    "state). Omit for backend: local (files under --state-dir).",
+    "additionalProperties": False,
+    "properties": {
+        "backend": {
+            "type": "string",
+            "pattern": r"^[a-z][a-z0-9_-]{0,62}$",
+            "default": "local",
+            "examples": ["local", "sql"],
+            "description": "local (default): files under the state directory; sql: the database "
+            "of connection_secret_ref, for runners whose disk does not survive; another name: a "
+            "backend provided by a plugin's get_state_store hook.",
+        },
+        "connection_secret_ref": {
+            **_SECRET_REF,
+            "type": ["string", "null"],
+            "description": "Kubernetes Secret of the state database: its key url is a "
+            "postgresql://, sqlite:/// or duckdb:/// URL. Required for backend: sql.",
+        },
+        "options": {
+            "type": ["object", "null"],
+            "description": "Settings of a plugin's backend (no credentials); local and sql "
+            "take none.",
+        },
+    },
+    "allOf": [
+        {
+            "if": {"required": ["backend"], "properties": {"backend": {"const": "sql"}}},
+            "then": {
+                "required": ["connection_secret_ref"],
+                "properties": {"connection_secret_ref": {"type": "string"}},
+            },
+        },
+        {
+            "if": {
+                "anyOf": [
+                    {"not": {"required": ["backend"]}},
+                    {"properties": {"backend": {"enum": ["local", "sql"]}}},
+                ]
+            },
+            "then": {"properties": {"options": {"maxProperties": 0}}},
+        },
+        {
+            "if": {
+                "anyOf": [
+                    {"not": {"required": ["backend"]}},
+                    {"properties": {"backend": {"const": "local"}}},
+                ]
+            },
+            "then": {"properties": {"connection_secret_ref": {"type": "null"}}},
+        },
+    ],
+}
+
 _MANIFEST: dict[str, Any] = {
     "$schema": _DRAFT,
     "title": "manifest.yaml (the governance fields floe-sink owns)",
@@ -364,10 +421,11 @@ _MANIFEST: dict[str, Any] = {
             "description": "Sink types data teams may use: null or absent allows all, [] none.",
         },
         "catalog": {"$ref": "#/$defs/Catalog"},
+        "state": {"$ref": "#/$defs/State"},
     },
     "if": {"not": {"required": ["scope"], "properties": {"scope": {"const": "enterprise"}}}},
     "then": {"properties": {"approved_sinks": {"type": "null"}}},
-    "$defs": {"Catalog": _CATALOG},
+    "$defs": {"Catalog": _CATALOG, "State": _STATE},
 }
 
 
@@ -381,7 +439,7 @@ def floe_yaml_json_schema() -> dict[str, Any]:
 
 
 def manifest_json_schema() -> dict[str, Any]:
-    """The JSON Schema of manifest.yaml's ``scope``, ``approved_sinks`` and ``catalog``.
+    """The JSON Schema of manifest.yaml's ``scope``, ``approved_sinks``, ``catalog``, ``state``.
 
     Returns:
         A fresh, JSON-serialisable dict (callers may change it).
