@@ -13,7 +13,8 @@ compares a snapshot with that state:
   the journal holds.
 * The state is replaced only after delivery (:meth:`SyncDiff.save_state`), with exactly the
   rows of the batches the destination acknowledged, and it names the delivery that made it
-  (a resume finding its own delivery's state knows that delivery is done).
+  (a delivery the state names is over, even when a kill kept the journal from saying so: the
+  next run starts a new delivery instead of resuming it).
 
 The diff runs in DuckDB (vectorised hash joins, spilling to disk past its memory limit): the
 process holds the keys and fingerprints, never the table. An unchanged snapshot (the state was

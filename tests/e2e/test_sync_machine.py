@@ -638,3 +638,33 @@ SyncMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestSyncMachine = SyncMachine.TestCase
+
+
+# -- what the machine found, replayed step by step ---------------------------------------------
+
+
+@contextlib.contextmanager
+def machine(destination: tuple[str, str], batch_size: int, rows: list[Content]) -> Iterator[Any]:
+    """A :class:`SyncMachine` driven by hand (its rules as methods); converges at the end."""
+    driven = SyncMachine()
+    try:
+        driven.start(destination=destination, batch_size=batch_size, rows=rows)
+        yield driven
+    finally:
+        driven.teardown()
+
+
+def test_a_failed_delivery_folded_before_a_kill_is_not_taken_as_done() -> None:
+    """A run whose batch is refused saves the acknowledged rows in the sync state, then is
+    killed before the journal abandons the delivery: the next run must send the rest, not
+    resume the delivery, find its state and call it done."""
+    with machine(("sqlite", "mirror"), 2, [("a", 1)] * 6) as driven:
+        driven.run(fault=None)
+        driven.model = dict.fromkeys(driven.model, ("b", 2))
+        driven.table().overwrite(arrow_rows(driven.model))
+        driven.committed()
+        driven.destination.refuse({3})  # the second batch: rows 2 and 3
+        driven.run(fault=("kill-at-close", "upsert", 1))
+        assert driven.fault_hit
+        driven.destination.accept_all()
+        driven.run(fault=None)  # succeeds, and the destination is the source
