@@ -727,7 +727,7 @@ def _deliver_changes(
             _fold_acknowledged(diff, delivery, complete=False)
             raise
         complete = result.success and (deleted is None or deleted.success)
-        _fold_acknowledged(diff, delivery, complete=complete, deletes=deleted is not None)
+        _fold_acknowledged(diff, delivery, complete=complete)
         errors = [*result.errors, *(deleted.errors if deleted is not None else [])]
         counts["rows_deleted"] = deleted.rows_delivered if deleted is not None else 0
         final: EgressResult = attrs.evolve(
@@ -743,10 +743,15 @@ def _deliver_changes(
         diff.close()
 
 
-def _fold_acknowledged(
-    diff: Any, delivery: Delivery, *, complete: bool, deletes: bool = False
-) -> None:
-    """Save the sync state with exactly what the destination acknowledged."""
+def _fold_acknowledged(diff: Any, delivery: Delivery, *, complete: bool) -> None:
+    """Save the sync state with exactly what the destination acknowledged.
+
+    Acknowledged deletes are folded whatever stopped the delivery (a failure, an interrupt,
+    a resumed run failing before its own delete phase): a key deleted at the destination but
+    kept in the state would count as delivered, and never be sent again when it comes back
+    unchanged. Their batch size is the one this run used, else the upserts' (the same
+    ``batch_size`` for a :class:`floe_sink_dlt.base.BatchSink`).
+    """
     from floe_sink.sync import DELETE_POSITIONS
 
     if complete:
@@ -765,10 +770,8 @@ def _fold_acknowledged(
         deleted_batches=[
             position - DELETE_POSITIONS
             for position in delivery.acknowledged_positions(DELETE_POSITIONS)
-        ]
-        if deletes
-        else [],
-        delete_batch_size=delivery.batch_sizes.get(DELETE_POSITIONS),
+        ],
+        delete_batch_size=delivery.batch_sizes.get(DELETE_POSITIONS, delivery.batch_sizes.get(0)),
     )
 
 

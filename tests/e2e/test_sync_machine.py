@@ -668,3 +668,53 @@ def test_a_failed_delivery_folded_before_a_kill_is_not_taken_as_done() -> None:
         assert driven.fault_hit
         driven.destination.accept_all()
         driven.run(fault=None)  # succeeds, and the destination is the source
+
+
+def delete_from_source(driven: SyncMachine, keys: list[int]) -> None:
+    from pyiceberg.expressions import In
+
+    driven.table().delete(In("id", keys))
+    for key in keys:
+        driven.gone[key] = driven.model.pop(key)
+    driven.committed()
+
+
+def test_deletes_of_an_interrupted_mirror_run_are_saved_in_the_sync_state() -> None:
+    """SIGTERM during the delete phase: the deletes the destination acknowledged leave the
+    sync state, so keys coming back unchanged are sent again (not taken as still there)."""
+    with machine(("sqlite", "mirror"), 1, [("a", 1)] * 6) as driven:
+        driven.run(fault=None)
+        delete_from_source(driven, [0, 1, 2, 3])
+        driven.run(fault=("sigterm", "delete", 2))  # keys 0 and 1 deleted, then it stops
+        assert driven.fault_hit
+        assert sorted(driven.destination.rows()) == [2, 3, 4, 5]
+        driven.append_rows(contents=[], revive=2)  # 0 and 1 come back, unchanged
+        driven.run(fault=None)  # the destination is the source: 0 and 1 are there again
+
+
+def test_deletes_acknowledged_before_a_kill_are_saved_when_the_resumed_run_fails() -> None:
+    """Killed during the delete phase, then the resumed run fails before it deletes
+    anything (the database cannot be reached): the deletes of the killed run are saved in the
+    sync state all the same (the batch size of the deletes is the upserts')."""
+    from floe_sink.errors import SinkConnectionError
+    from floe_sink_dlt.sql import SqlDatabaseSink
+
+    with machine(("sqlite", "mirror"), 1, [("a", 1)] * 6) as driven:
+        driven.run(fault=None)
+        driven.table().overwrite(arrow_rows({**driven.model, 5: ("b", 2)}))
+        driven.model[5] = ("b", 2)
+        driven.committed()
+        delete_from_source(driven, [0, 1, 2])
+        driven.run(fault=("kill-before", "delete", 2))  # key 0 deleted, then killed
+        assert driven.fault_hit
+        assert 0 not in driven.destination.rows()
+
+        def unreachable(sink: Any, schema: pa.Schema) -> None:
+            raise SinkConnectionError("cannot connect to sqlite: unreachable")
+
+        with mock.patch.object(SqlDatabaseSink, "prepare", unreachable):
+            code, _, err = driven.command("run", *driven.options())
+        assert code == 1, err
+        driven.exact_state = None
+        driven.append_rows(contents=[], revive=1)  # 0 comes back, unchanged
+        driven.run(fault=None)
