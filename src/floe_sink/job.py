@@ -701,6 +701,7 @@ def _deliver_changes(
         }
         if violations and not ignore_guards:
             return EgressResult(success=False, errors=violations, **counts)
+        diff.mark_pending(delivery.delivery_id)
         reader = reporter.track(prepared.name, diff.rows(), diff.to_send)
         stop = delivery.stop
         rows = pa.RecordBatchReader.from_batches(reader.schema, _stoppable(reader, stop))

@@ -718,3 +718,50 @@ def test_deletes_acknowledged_before_a_kill_are_saved_when_the_resumed_run_fails
         driven.exact_state = None
         driven.append_rows(contents=[], revive=1)  # 0 comes back, unchanged
         driven.run(fault=None)
+
+
+def test_keys_deleted_by_a_killed_delivery_come_back_after_it_is_abandoned() -> None:
+    """Killed in its delete phase, then abandoned (a new batch_size is a new plan): a key it
+    deleted that comes back unchanged is sent again (the state did not keep it as there)."""
+    with machine(("sqlite", "mirror"), 1, [("a", 1)] * 6) as driven:
+        driven.run(fault=None)
+        delete_from_source(driven, [0, 1, 2])
+        driven.run(fault=("kill-before", "delete", 2))  # key 0 deleted, then killed
+        assert driven.fault_hit
+        driven.reconfigure(batch_size=2)
+        driven.append_rows(contents=[], revive=1)  # 0 comes back, unchanged
+        driven.run(fault=None)
+
+
+def test_keys_inserted_by_a_killed_delivery_are_deleted_after_it_is_abandoned() -> None:
+    """Killed after inserting a key, which then leaves the source; the killed delivery's
+    snapshot expires, so it is abandoned: mirror still deletes the key it had inserted."""
+    with machine(("sqlite", "mirror"), 1, [("a", 1)] * 2) as driven:
+        driven.run(fault=None)
+        driven.append_rows(contents=[("n", 1), ("m", 1)], revive=0)  # keys 2 and 3
+        driven.run(fault=("kill-before", "upsert", 2))  # key 2 inserted, then killed
+        assert driven.fault_hit
+        delete_from_source(driven, [2])
+        driven.expire_snapshots()
+        driven.run(fault=None)
+
+
+@pytest.mark.parametrize("fault", ["kill-before", "kill-after"])
+def test_updates_of_a_killed_delivery_are_undone_when_the_source_is_rolled_back(
+    fault: str,
+) -> None:
+    """A killed delivery had updated a key (acknowledged, or only sent: in flight at the kill);
+    the source is rolled back to before the update and the killed delivery's snapshot
+    expires: the key is sent again with its old content."""
+    with machine(("sqlite", "changes"), 1, [("a", 1)] * 3) as driven:
+        driven.run(fault=None)
+        before = driven.current_snapshot()
+        driven.table().overwrite(arrow_rows(dict.fromkeys(driven.model, ("b", 2))))
+        driven.model = dict.fromkeys(driven.model, ("b", 2))
+        driven.committed()
+        driven.run(fault=(fault, "upsert", 2))  # key 0 (kill-after: and 1) updated
+        assert driven.fault_hit
+        driven.table().manage_snapshots().rollback_to_snapshot(before).commit()
+        driven.model = dict(driven.history[before])
+        driven.expire_snapshots()
+        driven.run(fault=None)
