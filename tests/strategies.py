@@ -638,7 +638,7 @@ sync_destinations = st.sampled_from(
 )
 """``(destination kind, sync mode)`` of one machine run (``rest_api`` cannot delete)."""
 
-sync_batch_sizes = st.integers(1, 4)
+sync_batch_sizes = st.integers(1, 3)
 """Rows per batch: small, so a handful of rows makes several batches to fail or crash in."""
 
 sync_faults = st.sampled_from(
