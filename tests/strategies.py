@@ -616,3 +616,36 @@ def request_templates(draw: st.DrawFn, schema: pa.Schema, *, max_depth: int = 2)
         envelope = draw(st.dictionaries(st.text(max_size=5), _json_values, max_size=3))
         spec["envelope"] = {key: value for key, value in envelope.items() if key != path[0]}
     return spec
+
+
+# =============================================================================================
+# Change-aware syncs: the source rows, faults and destinations of the sync state machine
+# (tests/e2e/test_sync_machine.py)
+# =============================================================================================
+
+sync_labels = st.text(alphabet="abz é'", max_size=4)
+"""The ``label`` of a source row (sent as ``name``): a small alphabet, so that an update to the
+same content (which is no change) happens often."""
+
+sync_scores = st.none() | st.integers(-2, 2)
+"""The ``score`` of a source row (nullable: a change from or to NULL is a change)."""
+
+sync_contents = st.tuples(sync_labels, sync_scores)
+"""What a source row delivers besides its key: ``(label, score)``."""
+
+sync_destinations = st.sampled_from(
+    [("sqlite", "mirror"), ("sqlite", "changes"), ("duckdb", "mirror"), ("rest", "changes")]
+)
+"""``(destination kind, sync mode)`` of one machine run (``rest_api`` cannot delete)."""
+
+sync_batch_sizes = st.integers(1, 3)
+"""Rows per batch: small, so a handful of rows makes several batches to fail or crash in."""
+
+sync_faults = st.sampled_from(
+    ["kill-before", "kill-after", "sigterm", "refuse", "transient", "kill-at-fold", "kill-at-close"]
+)
+"""What happens to the next run at a chosen send: killed before the batch is sent, killed after
+the destination has it but before the journal does, SIGTERM, the destination refusing the batch
+(4xx / constraint), failing it transiently after every retry, or a kill once every batch was
+sent: before the sync state is saved (``fold``) or before the journal closes the delivery
+(``close``)."""

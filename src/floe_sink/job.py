@@ -440,7 +440,8 @@ def _open_delivery(
     snapshot, and it was interrupted (killed, stopped, a transient failure) or, after a
     permanent failure, when it is an ``append`` (exactly once: the failed batch is retried,
     the acknowledged ones not repeated) or the table has no newer snapshot. Otherwise it is
-    abandoned (logged) and a new delivery of the current snapshot starts.
+    abandoned (logged) and a new delivery of the current snapshot starts. A change-aware
+    delivery already folded into the sync state is over (:func:`_unless_folded`).
     """
     from floe_sink.delivery import Delivery
     from floe_sink.state import ABANDONED, OPEN
@@ -449,6 +450,8 @@ def _open_delivery(
     current_id = None if current is None else int(current.snapshot_id)
     plan = delivery_plan(configured.destination, configured.sink_config)
     previous = store.latest_unfinished(configured.name)
+    if previous is not None and configured.sink_config.sync != "full":
+        previous = _unless_folded(store, configured.name, previous)
     if previous is not None:
         available = previous.snapshot_id is None or (
             table.snapshot_by_id(previous.snapshot_id) is not None
@@ -492,6 +495,32 @@ def _open_delivery(
         store.set_status(previous.delivery_id, ABANDONED)
     delivery_id = store.create_delivery(configured.name, plan, current_id)
     return Delivery(configured.name, delivery_id=delivery_id, store=store, stop=stop), current_id
+
+
+def _unless_folded(store: StateStore, name: str, previous: Any) -> Any:
+    """``previous``, unless a killed run had already folded it into the sync state.
+
+    A change-aware delivery is folded (the acknowledged rows saved in the sync state, which
+    then names the delivery) before the journal closes it: a kill in between leaves it open.
+    It is over either way: complete (done), or failed or interrupted, when the state holds
+    only what the destination acknowledged and a new delivery must diff afresh. Resuming it
+    would diff against a state it changed itself, and skip batches it never delivered.
+    """
+    from floe_sink.state import ABANDONED, DONE
+    from floe_sink.sync import read_state_info
+
+    info = read_state_info(store.load_sync_state(name))
+    if info is None or info.delivery_id != previous.delivery_id:
+        return previous
+    complete = info.source_rows is not None
+    log.warning(
+        "delivery_already_folded",
+        destination=name,
+        delivery_id=previous.delivery_id,
+        complete=complete,
+    )
+    store.set_status(previous.delivery_id, DONE if complete else ABANDONED)
+    return None
 
 
 def prepare(
@@ -690,16 +719,12 @@ def _deliver_changes(
     """Deliver what changed (``changes``/``mirror``) and fold the acknowledged part into the
     sync state; see :mod:`floe_sink.sync`."""
     from floe_sink.delivery import DeliveryInterrupted
-    from floe_sink.sync import read_state_info
 
     delivery = prepared.delivery
     assert delivery is not None
     config = prepared.sink_config
     path = store.load_sync_state(prepared.name)
-    info = read_state_info(path)
-    if delivery.resumed and info is not None and info.delivery_id == delivery.delivery_id:
-        # the killed run had folded this delivery into the state: it is done
-        return EgressResult(success=True, sync=config.sync, rows_unchanged=info.rows)
+    # a delivery the sync state names is never resumed (_unless_folded)
     work_dir = Path(config.state_dir or DEFAULT_STATE_DIR) / "tmp"
     diff = diff_of(prepared, path, work_dir)
     try:
@@ -713,6 +738,7 @@ def _deliver_changes(
         }
         if violations and not ignore_guards:
             return EgressResult(success=False, errors=violations, **counts)
+        diff.mark_pending(delivery.delivery_id)
         reader = reporter.track(prepared.name, diff.rows(), diff.to_send)
         stop = delivery.stop
         rows = pa.RecordBatchReader.from_batches(reader.schema, _stoppable(reader, stop))
@@ -739,7 +765,7 @@ def _deliver_changes(
             _fold_acknowledged(diff, delivery, store, complete=False)
             raise
         complete = result.success and (deleted is None or deleted.success)
-        _fold_acknowledged(diff, delivery, store, complete=complete, deletes=deleted is not None)
+        _fold_acknowledged(diff, delivery, store, complete=complete)
         errors = [*result.errors, *(deleted.errors if deleted is not None else [])]
         counts["rows_deleted"] = deleted.rows_delivered if deleted is not None else 0
         final: EgressResult = attrs.evolve(
@@ -755,10 +781,16 @@ def _deliver_changes(
         diff.close()
 
 
-def _fold_acknowledged(
-    diff: Any, delivery: Delivery, store: StateStore, *, complete: bool, deletes: bool = False
-) -> None:
-    """Save the sync state with exactly what the destination acknowledged, in the store."""
+def _fold_acknowledged(diff: Any, delivery: Delivery, store: StateStore, *, complete: bool) -> None:
+    """Save the sync state with exactly what the destination acknowledged, in the store.
+
+    Acknowledged deletes are folded whatever stopped the delivery (a failure, an interrupt,
+    a resumed run failing before its own delete phase): a key deleted at the destination but
+    kept in the state would count as delivered, and never be sent again when it comes back
+    unchanged. Their batch size is the one this run used, else the upserts' (the same
+    ``batch_size`` for a :class:`floe_sink_dlt.base.BatchSink`). Records the destination
+    refused stay out of the state, so the next run sends them again.
+    """
     from floe_sink.sync import DELETE_POSITIONS
 
     refused = [(p, i) for p, i in delivery.rejections if p < DELETE_POSITIONS]
@@ -779,10 +811,10 @@ def _fold_acknowledged(
             deleted_batches=[
                 position - DELETE_POSITIONS
                 for position in delivery.acknowledged_positions(DELETE_POSITIONS)
-            ]
-            if deletes
-            else [],
-            delete_batch_size=delivery.batch_sizes.get(DELETE_POSITIONS),
+            ],
+            delete_batch_size=delivery.batch_sizes.get(
+                DELETE_POSITIONS, delivery.batch_sizes.get(0)
+            ),
             rejected=refused,
         )
     if not diff.skipped_read:  # an unchanged snapshot leaves the state as it is
