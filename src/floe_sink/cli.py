@@ -1,6 +1,6 @@
 """The ``floe-sink`` command: ``run``, ``validate``, ``sinks`` and ``schema``.
 
-Exit codes (ARCHITECTURE.md): 0 success, 1 a delivery failed, 2 bad configuration or usage.
+Exit codes (docs/cli.md): 0 success, 1 a delivery failed, 2 bad configuration or usage.
 A configuration problem is one clear message on stderr naming the file or destination and the
 field, never a traceback. Results go to stdout (``--output json``: one JSON document and nothing
 else); logs, the progress bar and console spans go to stderr.
@@ -35,6 +35,7 @@ from floe_sink.errors import FloeSinkError, PluginConflictError, SinkConfigurati
 from floe_sink.interrupts import EXIT_CODES, StopRequest, stop_on_signals
 from floe_sink.logs import configure_logging, get_logger
 from floe_sink.secrets import scrub_text
+from floe_sink.state import DEFAULT_STATE_DIR
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "cli", "main"]
 
@@ -253,7 +254,7 @@ _state_dir_option = click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="FLOE_STATE_DIR",
-    default=Path(".floe"),
+    default=DEFAULT_STATE_DIR,
     show_default=True,
     help="Where the delivery journal (state.db, locks/) and the embedded Iceberg catalog "
     "live [env: FLOE_STATE_DIR].",

@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from floe_sink.state import StateStore
 
 __all__ = [
-    "DEFAULT_STATE_DIR",
     "Configured",
     "ConfiguredDestination",
     "DestinationOutcome",
