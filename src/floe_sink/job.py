@@ -505,7 +505,7 @@ def prepare(
         JobConfigurationError: Listing every configuration problem of every destination
             (a source table or column that does not exist, a bad row filter).
     """
-    from floe_sink.source import open_table, plan_scan
+    from floe_sink.source import open_table, plan_scan, source_config
     from floe_sink.state import DestinationLockedError
     from floe_sink.tracing import egress_span
 
@@ -517,12 +517,15 @@ def prepare(
     for item in configured.destinations:
         dest = item.destination
         try:
-            source_config = manager.get_source_config(
-                {**configured.catalog, "table": dest.source_table, "state_dir": str(state_dir)},
+            # the core reads the source; a plugin may adjust the read config, or not answer
+            read_config = manager.get_source_config(
+                source_config(
+                    {**configured.catalog, "table": dest.source_table, "state_dir": state_dir}
+                ),
                 sink_type=dest.sink_type,
             )
             with egress_span(dest.sink_type, dest.name, name="floe_sink.source.plan") as span:
-                table = open_table(source_config)
+                table = open_table(read_config)
                 scan = plan_scan(
                     table,
                     row_filter=getattr(dest, "row_filter", None),
@@ -538,13 +541,13 @@ def prepare(
         except (SinkError, OSError) as exc:
             failed.append(_failure(dest, exc))
             continue
-        planned.append((item, source_config, table, scan))
+        planned.append((item, read_config, table, scan))
     if problems:
         raise JobConfigurationError(problems)
     # 2. each destination's lock, and its delivery: resumed (its own snapshot) or new
     ready: list[PreparedDestination] = []
     stop = stop or StopRequest()
-    for item, source_config, table, scan in planned:
+    for item, read_config, table, scan in planned:
         dest = item.destination
         delivery = None
         try:
@@ -569,7 +572,7 @@ def prepare(
                 destination=dest,
                 sink_config=item.sink_config,
                 sink=item.sink,
-                source_config=source_config,
+                source_config=read_config,
                 scan=scan,
                 delivery=delivery,
             )

@@ -17,6 +17,7 @@ Environment switches, read when entry points are loaded:
 
 from __future__ import annotations
 
+import copy
 import os
 import weakref
 from typing import Any
@@ -94,8 +95,9 @@ def _truthy(variable: str) -> bool:
 class SinkPluginManager(pluggy.PluginManager):
     """A :class:`pluggy.PluginManager` for sink plugins, with one typed method per hook.
 
-    ``create_sink``, ``write`` and ``get_source_config`` are routed to the single plugin that
-    lists the sink type; ``write`` runs inside an OpenTelemetry egress span.
+    ``create_sink``, ``write``, ``delete`` and ``get_source_config`` are routed to the single
+    plugin that lists the sink type; ``write`` runs inside an OpenTelemetry egress span. A
+    plugin without ``get_source_config`` gets the core's read config unchanged.
     """
 
     def __init__(self) -> None:
@@ -118,6 +120,8 @@ class SinkPluginManager(pluggy.PluginManager):
             and name in HOOK_NAMES
             and isinstance(plugin, SinkConnector)
             and not isinstance(plugin, type)
+            # the inherited default of an optional hook is no implementation of it
+            and getattr(type(plugin), name, None) is not getattr(SinkConnector, name, None)
         ):
             return {
                 "wrapper": False,
@@ -432,22 +436,27 @@ class SinkPluginManager(pluggy.PluginManager):
     def get_source_config(
         self, catalog_config: dict[str, Any], *, sink_type: str | None = None
     ) -> dict[str, Any]:
-        """Return the Iceberg read config, from the plugin of ``sink_type`` or the first answer.
+        """Return the Iceberg read config, as the plugin of ``sink_type`` (or the first plugin
+        that answers) returns it.
 
-        Raises:
-            SinkConfigurationError: When no plugin answers.
+        Args:
+            catalog_config: The complete read config the core built
+                (:func:`floe_sink.source.source_config`); the plugin receives a copy.
+            sink_type: Ask only the plugin that provides it.
+
+        Returns:
+            The plugin's answer, or ``catalog_config`` unchanged when the plugin does not
+            implement the hook or answers ``None``: the core's own behaviour.
         """
+        offered = copy.deepcopy(dict(catalog_config))
         if sink_type is not None:
             result = self._call_owner(
-                "get_source_config", self.owner_of(sink_type), catalog_config=catalog_config
+                "get_source_config", self.owner_of(sink_type), catalog_config=offered
             )
         else:
-            result = self.hook.get_source_config(catalog_config=catalog_config)
+            result = self.hook.get_source_config(catalog_config=offered)
         if result is None:
-            raise SinkConfigurationError(
-                "No plugin returned a source config for this catalog configuration",
-                sink_type=sink_type,
-            )
+            return dict(catalog_config)
         return dict(result)
 
 

@@ -1,10 +1,17 @@
 """The lakehouse source: an Iceberg table read through pyiceberg as a stream of Arrow batches.
 
-:func:`open_table` takes the read config a plugin's ``get_source_config`` returns
-(``catalog_name``, ``catalog_properties``, ``table``) and loads the table;
-:func:`plan_scan` applies an optional row filter (pyiceberg expression syntax, e.g.
-``"country = 'FR' and lifetime_value > 100"``) and column projection and plans the files;
-:meth:`SourceScan.reader` streams the result as a ``pyarrow.RecordBatchReader``.
+The source belongs to the core, not to the plugins. :func:`source_config` turns the
+``catalog:`` section of manifest.yaml (pyiceberg catalog properties) and a destination's
+``source_table`` into a complete read config (``catalog_name``, ``catalog_properties``,
+``table``); without a catalog, the embedded default is a pyiceberg SQL catalog on SQLite under
+the state directory (``./.floe``), so a laptop needs no server, and ``type: rest`` is how a
+Polaris catalog is reached. A plugin's ``get_source_config`` hook receives that config and may
+return it unchanged, change it, or not be implemented at all.
+
+:func:`open_table` loads the table a read config names; :func:`plan_scan` applies an optional
+row filter (pyiceberg expression syntax, e.g. ``"country = 'FR' and lifetime_value > 100"``)
+and column projection and plans the files; :meth:`SourceScan.reader` streams the result as a
+``pyarrow.RecordBatchReader``.
 
 Memory stays bounded by a few record batches, not by the table: the files of the scan are read
 one after the other, each as a stream of batches. (pyiceberg's own ``to_arrow_batch_reader``
@@ -27,14 +34,18 @@ import pyarrow as pa
 
 from floe_sink.errors import ErrorCategory, SinkConfigurationError, SinkConnectionError, SinkError
 from floe_sink.logs import get_logger
+from floe_sink.state import DEFAULT_STATE_DIR
 
 __all__ = [
+    "DEFAULT_CATALOG_NAME",
     "SourceNotFoundError",
     "SourceReadError",
     "SourceScan",
+    "embedded_catalog_properties",
     "load_catalog",
     "open_table",
     "plan_scan",
+    "source_config",
 ]
 
 log = get_logger(__name__)
@@ -65,6 +76,92 @@ class SourceReadError(SinkError):
             "table back to a snapshot without it) and run again",
             category=ErrorCategory.TRANSIENT if unreachable else ErrorCategory.PERMANENT,
         )
+
+
+DEFAULT_CATALOG_NAME = "floe"
+"""The name of the embedded default catalog (and of a manifest catalog without ``name``)."""
+
+# Keys of source_config's input that are ours, not pyiceberg catalog properties.
+_CONTROL_KEYS = frozenset({"name", "table", "state_dir"})
+_CATALOG_TYPES = ("sql", "rest")
+
+
+def embedded_catalog_properties(state_dir: str | Path = DEFAULT_STATE_DIR) -> dict[str, str]:
+    """The properties of the embedded default catalog: SQLite + local files under ``state_dir``.
+
+    Paths are made absolute, so the catalog stays the same whatever the working directory of
+    a later reader is.
+    """
+    root = Path(state_dir).expanduser().resolve()
+    return {
+        "type": "sql",
+        "uri": f"sqlite:///{root / 'catalog.db'}",
+        "warehouse": (root / "warehouse").as_uri(),
+    }
+
+
+def source_config(catalog_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the complete Iceberg read config for a catalog and a table.
+
+    This is what the command hands to a plugin's ``get_source_config`` (which may return it
+    unchanged) and then to :func:`open_table`.
+
+    Args:
+        catalog_config: The manifest's ``catalog:`` properties (``name``, ``type``, ``uri``,
+            ``warehouse``, ``credential``, ...; all optional) plus ``table`` (the Iceberg
+            identifier ``namespace.table`` to read) and optionally ``state_dir`` (where the
+            embedded catalog lives; default ``./.floe``).
+
+    Returns:
+        ``{"catalog_name": str, "catalog_properties": dict, "table": str}``, plus
+        ``"create_catalog": True`` when the uri is the embedded default's (the catalog is
+        created on first use). The properties are handed to
+        ``pyiceberg.catalog.load_catalog`` as they are.
+
+    Raises:
+        SinkConfigurationError: ``table`` is missing or not ``namespace.table``, the catalog
+            type is not ``sql`` or ``rest``, or a ``rest`` catalog has no ``uri``.
+    """
+    table = catalog_config.get("table")
+    if not isinstance(table, str) or not table.strip():
+        raise SinkConfigurationError(
+            "The source config needs 'table' (the Iceberg table to read, as namespace.table); "
+            "set source_table on the destination in floe.yaml"
+        )
+    table = table.strip()
+    namespace, _, name = table.rpartition(".")
+    if not namespace or not name:
+        raise SinkConfigurationError(
+            f"source_table {table!r} is not an Iceberg identifier: write it as namespace.table"
+        )
+    catalog_name = str(catalog_config.get("name") or DEFAULT_CATALOG_NAME)
+    properties = {
+        str(key): value
+        for key, value in catalog_config.items()
+        if key not in _CONTROL_KEYS and value is not None  # an unset manifest field
+    }
+    catalog_type = str(properties.get("type") or "sql")
+    if catalog_type not in _CATALOG_TYPES:
+        raise SinkConfigurationError(
+            f"catalog.type {catalog_type!r} in manifest.yaml is not supported; use "
+            f"{' or '.join(map(repr, _CATALOG_TYPES))} (rest reaches Polaris)"
+        )
+    properties["type"] = catalog_type
+    config: dict[str, Any] = {"catalog_name": catalog_name, "catalog_properties": properties}
+    if catalog_type == "sql":
+        embedded = embedded_catalog_properties(catalog_config.get("state_dir") or DEFAULT_STATE_DIR)
+        if "uri" not in properties:
+            # only the embedded catalog is created on first use; a uri from the manifest
+            # must name an existing catalog (a misspelt path is an error, not a new catalog)
+            properties["uri"] = embedded["uri"]
+            config["create_catalog"] = True
+        properties.setdefault("warehouse", embedded["warehouse"])
+    elif not properties.get("uri"):
+        raise SinkConfigurationError(
+            "catalog.uri in manifest.yaml is required for a rest catalog "
+            "(the Polaris or Iceberg REST endpoint, e.g. https://polaris.example.com/api/catalog)"
+        )
+    return {**config, "table": table}
 
 
 _SQLITE_URI = re.compile(r"sqlite(?:\+\w+)?:///(?P<path>[^?]*)(?:\?.*)?")
@@ -105,7 +202,8 @@ def load_catalog(source_config: Mapping[str, Any]) -> Any:
 
     Args:
         source_config: ``{"catalog_name": ..., "catalog_properties": {...}, ...}``, as
-            returned by ``get_source_config``. ``"create_catalog": True`` (the embedded
+            returned by :func:`source_config` (and a plugin's ``get_source_config``).
+            ``"create_catalog": True`` (the embedded
             default catalog) lets a missing SQLite catalog file be created.
 
     Raises:
@@ -118,8 +216,9 @@ def load_catalog(source_config: Mapping[str, Any]) -> Any:
     properties = source_config.get("catalog_properties")
     if not isinstance(properties, Mapping):
         raise SinkConfigurationError(
-            "The source config has no catalog_properties; the plugin's get_source_config "
-            "must return catalog_name, catalog_properties and table"
+            "The source config has no catalog_properties; a plugin's get_source_config "
+            "must return the config it received (catalog_name, catalog_properties, table), "
+            "changed or not"
         )
     name = str(source_config.get("catalog_name") or "floe")
     _ensure_local_dirs(properties, create_catalog=source_config.get("create_catalog") is True)

@@ -17,8 +17,8 @@ from floe_sink.source import (
     load_catalog,
     open_table,
     plan_scan,
+    source_config,
 )
-from floe_sink_dlt.source import source_config
 
 
 @pytest.mark.requirement("4G-FR-009")
@@ -104,14 +104,20 @@ def test_the_embedded_catalog_is_created_on_first_use(tmp_path: Path) -> None:
     assert (tmp_path / "state" / "warehouse").is_dir()
 
 
-def test_the_plugin_hook_answers_through_the_manager(tmp_path: Path) -> None:
+def test_the_reference_plugin_reads_the_source_the_core_configured(tmp_path: Path) -> None:
     from floe_sink import get_plugin_manager
 
     manager = get_plugin_manager()
-    config = manager.get_source_config(
-        {"table": "gold.c", "state_dir": str(tmp_path)}, sink_type="sql_database"
-    )
-    assert config["table"] == "gold.c"
+    built = source_config({"table": "gold.c", "state_dir": str(tmp_path)})
+    assert manager.get_source_config(built, sink_type="sql_database") == built
+    assert manager.get_source_config(built, sink_type="rest_api") == built
+
+
+def test_the_old_import_path_still_works() -> None:
+    import floe_sink.source
+    import floe_sink_dlt.source
+
+    assert floe_sink_dlt.source.source_config is floe_sink.source.source_config
 
 
 def _config(warehouse: IcebergWarehouse, table: str) -> dict[str, object]:

@@ -139,6 +139,51 @@ def test_hook_get_source_config(sink_plugin_manager: SinkPluginManager) -> None:
     assert sink_plugin_manager.get_source_config({"table": "t"})["catalog_name"] == "marked"
 
 
+class Sourceless(SinkConnector):
+    """A connector that leaves the source to the core (no get_source_config)."""
+
+    def list_available_sinks(self) -> list[str]:
+        return ["sourceless"]
+
+    def create_sink(self, config: SinkConfig) -> Any:
+        return types.SimpleNamespace(sink_type=config.sink_type)
+
+    def write(self, sink: Any, data: Any) -> EgressResult:
+        return EgressResult(success=True)
+
+
+def test_a_plugin_without_get_source_config_gets_the_core_read_config(
+    sink_plugin_manager: SinkPluginManager,
+) -> None:
+    from floe_sink.source import source_config
+
+    sink_plugin_manager.register(Sourceless(), name="sourceless")
+    # the inherited default is not an implementation of the hook
+    assert sink_plugin_manager.hook.get_source_config.get_hookimpls() == []
+    built = source_config({"table": "gold.t", "state_dir": "/tmp/state"})
+    answer = sink_plugin_manager.get_source_config(built, sink_type="sourceless")
+    assert answer == built
+    assert answer["create_catalog"] is True  # the embedded default, marked by the core
+
+
+def test_a_plugin_may_change_the_read_config_without_touching_the_core_copy(
+    sink_plugin_manager: SinkPluginManager,
+) -> None:
+    class Tweaking(Sourceless):
+        def list_available_sinks(self) -> list[str]:
+            return ["tweaking"]
+
+        def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any]:
+            catalog_config["catalog_properties"]["s3.region"] = "eu-west-1"  # in place
+            return catalog_config
+
+    sink_plugin_manager.register(Tweaking(), name="tweaking")
+    built = {"catalog_name": "c", "catalog_properties": {"type": "sql"}, "table": "gold.t"}
+    answer = sink_plugin_manager.get_source_config(built, sink_type="tweaking")
+    assert answer["catalog_properties"] == {"type": "sql", "s3.region": "eu-west-1"}
+    assert built["catalog_properties"] == {"type": "sql"}
+
+
 # -- the acceptance case: a connector class from a test file ------------------------------------
 
 

@@ -104,16 +104,6 @@ def write(sink: Any, data: Any) -> EgressResult | None:
     )
 
 
-@floe_sink.hookimpl
-def get_source_config(catalog_config: dict[str, Any]) -> dict[str, Any]:
-    properties = dict(catalog_config)
-    table = properties.pop("table", None)
-    if not table:
-        raise SinkConfigurationError("catalog_config.table is required", sink_type=SINK_TYPE)
-    name = properties.pop("name", "default")
-    return {"catalog_name": name, "catalog_properties": properties, "table": table}
-
-
 def _post(client: httpx.Client, url: str, body: bytes, headers: dict[str, str]) -> None:
     try:
         response = client.post(url, content=body, headers=headers)
