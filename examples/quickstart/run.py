@@ -9,7 +9,11 @@ Run it from anywhere (the README runs it from the repository root):
 2. ``floe-sink run floe.yaml --manifest manifest.yaml --secrets-dir secrets --output json``
    sends the active customers to ``quickstart.sqlite`` (a merge on ``customer_id``, so running
    it again changes nothing);
-3. the result is printed, and the SQLite table is queried to show the data landed.
+3. the result is printed (rows, checksum, idempotency key), and the SQLite table is queried
+   to show the data landed.
+
+floe-sink's log lines go to stderr, warnings and errors only by default (``-v`` for more), so
+what this script prints is the report alone.
 
 Nothing to start, no network. Exit code: floe-sink's (0 success).
 """
@@ -84,6 +88,8 @@ def show(results: list[dict[str, object]]) -> None:
             f"delivered in {float(str(result['duration_seconds'])):.2f} s"
         )
         print(f"      checksum sha256:{result['checksum']}")
+        if result.get("idempotency_key"):
+            print(f"      idempotency key {result['idempotency_key']}")
         for error in result.get("errors") or []:  # type: ignore[attr-defined]
             print(f"      error: {error}")
     if not DATABASE.exists():

@@ -1,4 +1,4 @@
-"""The ``floe-sink`` command: ``run``, ``validate``, ``sinks`` and ``schema``.
+"""The ``floe-sink`` command: ``run``, ``validate``, ``sinks``, ``schema`` and ``init``.
 
 Exit codes (docs/cli.md): 0 success, 1 a delivery failed, 2 bad configuration or usage.
 A configuration problem is one clear message on stderr naming the file or destination and the
@@ -50,12 +50,32 @@ log = get_logger("floe_sink.cli")
 
 
 class ConfigurationFailed(click.ClickException):
-    """Bad configuration: exit 2 with one message on stderr."""
+    """Bad configuration: exit 2 with one message on stderr.
+
+    Attributes:
+        summary: One line: the problem, or how many there are.
+        problems: Every problem found, one line each.
+    """
 
     exit_code = EXIT_CONFIG
 
+    def __init__(self, message: str, *, summary: str, problems: Sequence[str]) -> None:
+        super().__init__(message)
+        self.summary = summary
+        self.problems = list(problems)
+
     def show(self, file: Any = None) -> None:
         click.echo(f"floe-sink: error: {self.format_message()}", err=True)
+
+
+class _Invocation:
+    """What :func:`main` must know of the command being run to report an error."""
+
+    json_errors = False
+    """``--output json`` was given: an error is also one JSON document on stdout."""
+
+
+_invocation = _Invocation()
 
 
 class _Scrubber:
@@ -81,12 +101,18 @@ class _Scrubber:
 _scrub = _Scrubber()
 
 
-def _setup_logging(*, verbosity: int, quiet: bool, log_format: str) -> None:
-    level = logging.INFO
-    if quiet:
-        level = logging.WARNING
-    elif verbosity > 0:
-        level = logging.DEBUG
+LOG_LEVEL_ENV = "FLOE_SINK_LOG_LEVEL"
+"""The log level when neither ``-v`` nor ``-q`` is given (default ``warning``)."""
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _setup_logging(*, level: int, log_format: str) -> None:
     as_json = {"auto": None, "json": True, "console": False}[log_format]
     configure_logging(level=level, json=as_json, stream=sys.stderr)
     import structlog
@@ -100,8 +126,30 @@ def _echo_json(data: Any) -> None:
     click.echo(_scrub(json.dumps(data, indent=2, default=str, ensure_ascii=False)))
 
 
-def _fail(message: str) -> NoReturn:
-    raise ConfigurationFailed(_scrub(message))
+def _fail(message: str, problems: Sequence[str] | None = None) -> NoReturn:
+    """Exit 2 with ``message`` on stderr (``--output json``: also ``problems`` on stdout)."""
+    listed = [_scrub(problem) for problem in problems] if problems else [_scrub(message)]
+    summary = listed[0] if len(listed) == 1 else f"{len(listed)} configuration problems"
+    raise ConfigurationFailed(_scrub(message), summary=summary, problems=listed)
+
+
+def _remember_output(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    # Eager, so that a usage error in any later parameter is reported as JSON too.
+    if value == "json":
+        _invocation.json_errors = True
+    return value
+
+
+def _output_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--output",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        is_eager=True,
+        callback=_remember_output,
+        help=help_text,
+    )
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -116,7 +164,8 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
-def _logging_options(function: Callable[..., Any]) -> Callable[..., Any]:
+def _common_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of every command, accepted before and after the command name."""
     options = [
         click.option(
             "-v",
@@ -124,7 +173,7 @@ def _logging_options(function: Callable[..., Any]) -> Callable[..., Any]:
             count=True,
             expose_value=False,
             callback=_remember,
-            help="More log lines (debug).",
+            help="More log lines: -v info, -vv debug.",
         ),
         click.option(
             "-q",
@@ -132,7 +181,7 @@ def _logging_options(function: Callable[..., Any]) -> Callable[..., Any]:
             is_flag=True,
             expose_value=False,
             callback=_remember,
-            help="Only warnings and errors in the logs.",
+            help="Only errors in the logs.",
         ),
         click.option(
             "--log-format",
@@ -143,6 +192,7 @@ def _logging_options(function: Callable[..., Any]) -> Callable[..., Any]:
             envvar="FLOE_SINK_LOG_FORMAT",
             help="Log lines on stderr: console on a terminal, JSON lines otherwise (auto).",
         ),
+        click.version_option(package_name="floe-sink", prog_name="floe-sink"),
     ]
     for option in reversed(options):
         function = option(function)
@@ -158,15 +208,31 @@ def _logging_settings(ctx: click.Context) -> dict[str, Any]:
     }
 
 
+def _log_level(settings: dict[str, Any], *, bar: bool) -> int:
+    """-q: errors; -v: info; -vv: debug; else $FLOE_SINK_LOG_LEVEL, else warnings and errors.
+
+    stdout holds the report, stderr what went wrong: routine info events are opt-in.
+    """
+    if settings["quiet"]:
+        return logging.ERROR
+    if settings["verbose"] >= 2:
+        return logging.DEBUG
+    if settings["verbose"] == 1:
+        return logging.INFO
+    name = os.environ.get(LOG_LEVEL_ENV, "").strip().lower() or "warning"
+    if name not in _LEVELS:
+        _fail(f"{LOG_LEVEL_ENV} must be one of {', '.join(_LEVELS)} (got {name!r})")
+    level = _LEVELS[name]
+    return max(level, logging.WARNING) if bar else level  # the bar replaces info lines
+
+
 def _apply_logging(ctx: click.Context, *, bar: bool = False) -> None:
     settings = _logging_settings(ctx)
-    quiet = settings["quiet"] or (bar and not settings["verbose"])  # the bar replaces info lines
-    _setup_logging(verbosity=settings["verbose"], quiet=quiet, log_format=settings["log_format"])
+    _setup_logging(level=_log_level(settings, bar=bar), log_format=settings["log_format"])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="floe-sink", prog_name="floe-sink")
-@_logging_options
+@_common_options
 def cli() -> None:
     """floe-sink: reverse ETL from Iceberg Gold tables to SaaS APIs and databases.
 
@@ -178,14 +244,8 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Plain text, or one JSON object on stdout.",
-)
-@_logging_options
+@_output_option("Plain text, or one JSON object on stdout.")
+@_common_options
 @click.pass_context
 def sinks(ctx: click.Context, output: str) -> int:
     """List the sink types available and the plugin providing each."""
@@ -269,7 +329,7 @@ def _load(floe_yaml: Path, manifest: Path | None, select: Sequence[str] = ()) ->
     try:
         return load_job(floe_yaml, manifest, select=select)
     except JobConfigurationError as exc:
-        _fail(exc.render())
+        _fail(exc.render(), exc.problems)
 
 
 @cli.command()
@@ -277,7 +337,7 @@ def _load(floe_yaml: Path, manifest: Path | None, select: Sequence[str] = ()) ->
 @_manifest_option
 @_secrets_dir_option
 @_state_dir_option
-@_logging_options
+@_common_options
 @click.pass_context
 def validate(
     ctx: click.Context,
@@ -303,7 +363,7 @@ def validate(
     try:
         configured.raise_problems()
     except JobConfigurationError as exc:
-        _fail(exc.render())
+        _fail(exc.render(), exc.problems)
     declared = list(job.spec.destinations or [])
     where = f" with {job.manifest_path}" if job.manifest_path else ""
     click.echo(f"{floe_yaml}: valid{where} ({len(declared)} destination(s))")
@@ -318,7 +378,7 @@ def validate(
 
 @cli.command()
 @click.argument("kind", type=click.Choice(["floe", "manifest", "all"]), default="all")
-@_logging_options
+@_common_options
 @click.pass_context
 def schema(ctx: click.Context, kind: str) -> int:
     """Print the JSON Schema of floe.yaml, of manifest.yaml, or both (default)."""
@@ -334,6 +394,49 @@ def schema(ctx: click.Context, kind: str) -> int:
         _echo_json({"floe.yaml": schemas["floe"](), "manifest.yaml": schemas["manifest"]()})
     else:
         _echo_json(schemas[kind]())
+    return EXIT_OK
+
+
+# -- init -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument(
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    metavar="[DIR]",
+)
+@click.option(
+    "--sink-type",
+    type=click.Choice(["rest_api", "sql_database"]),
+    default="sql_database",
+    show_default=True,
+    help="The sink type of the example destination.",
+)
+@click.option("--force", is_flag=True, help="Overwrite files that exist already.")
+@_common_options
+@click.pass_context
+def init(ctx: click.Context, directory: Path, sink_type: str, force: bool) -> int:
+    """Write a commented floe.yaml, manifest.yaml and secrets/ layout into DIR (default: .)."""
+    from floe_sink import scaffold
+
+    _apply_logging(ctx)
+
+    existing = scaffold.existing_files(directory, sink_type)
+    if existing and not force:
+        verb = "exists" if len(existing) == 1 else "exist"
+        _fail(
+            f"{directory}: {', '.join(existing)} {verb} already; nothing was written. "
+            "Use another directory, or --force to overwrite."
+        )
+    written = scaffold.write_project(directory, sink_type)
+    click.echo(f"{directory}: wrote {', '.join(written)}")
+    floe_yaml = directory / "floe.yaml"
+    click.echo("next:")
+    click.echo(f"  edit {floe_yaml} (source_table, config) and the placeholder under secrets/")
+    click.echo(f"  floe-sink validate {floe_yaml} --secrets-dir {directory / 'secrets'}")
+    click.echo(f"  floe-sink run {floe_yaml} --secrets-dir {directory / 'secrets'} --dry-run")
     return EXIT_OK
 
 
@@ -354,13 +457,7 @@ def schema(ctx: click.Context, kind: str) -> int:
 @click.option("--dry-run", is_flag=True, help="Read and map the data, report, send nothing.")
 @_secrets_dir_option
 @_state_dir_option
-@click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: one JSON array of per-destination results on stdout, nothing else there.",
-)
+@_output_option("json: one JSON array of per-destination results on stdout, nothing else there.")
 @click.option(
     "--progress/--no-progress",
     default=None,
@@ -376,7 +473,7 @@ def schema(ctx: click.Context, kind: str) -> int:
     is_flag=True,
     help="Deliver even when a destination's guards (max_deletes, ...) would stop it.",
 )
-@_logging_options
+@_common_options
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -428,7 +525,7 @@ def _run(
 ) -> int:
     from opentelemetry import trace
 
-    from floe_sink.job import JobConfigurationError, configure, deliver, prepare
+    from floe_sink.job import JobConfigurationError, configure, deliver, dry_run_failure, prepare
     from floe_sink.job import dry_run as rehearse
     from floe_sink.manager import get_plugin_manager
     from floe_sink.progress import track
@@ -461,7 +558,7 @@ def _run(
             )
         except JobConfigurationError as exc:
             span.set_status(trace.Status(trace.StatusCode.ERROR, "configuration"))
-            _fail(exc.render())
+            _fail(exc.render(), exc.problems)
         log.info(
             "run_started",
             floe_yaml=str(floe_yaml),
@@ -469,10 +566,17 @@ def _run(
             dry_run=dry,
         )
         if dry:
+            reports, refused = [], list(prepared.failed)
             with track(enabled=bar) as reporter:
-                reports = [rehearse(p, reporter) for p in prepared.ready]
-            _print_dry_run(reports, prepared.failed, output)
-            return EXIT_FAILED if prepared.failed else EXIT_OK
+                for ready in prepared.ready:
+                    try:  # the sample rows as its sink (created, never written to) sends them
+                        reports.append(rehearse(ready, reporter))
+                    except Exception as exc:  # this destination's failure, not the run's
+                        refused.append(dry_run_failure(ready, exc))
+            _print_dry_run(reports, refused, output)
+            if any(outcome.configuration_error for outcome in refused):
+                return EXIT_CONFIG
+            return EXIT_FAILED if refused else EXIT_OK
         outcomes = list(prepared.failed)
         with track(enabled=bar) as reporter:
             for ready in prepared.ready:
@@ -567,13 +671,6 @@ def _print_dry_run(reports: Sequence[Any], failed: Sequence[Any], output: str) -
 
 # -- plan, status, reset ------------------------------------------------------------------------
 
-_output_option = click.option(
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Plain text, or one JSON array on stdout.",
-)
 _destinations_option = click.option(
     "--destination",
     "-d",
@@ -590,8 +687,8 @@ _destinations_option = click.option(
 @_destinations_option
 @_secrets_dir_option
 @_state_dir_option
-@_output_option
-@_logging_options
+@_output_option("Plain text, or one JSON array on stdout.")
+@_common_options
 @click.pass_context
 def plan(
     ctx: click.Context,
@@ -686,8 +783,8 @@ _STATUS_FIELDS = (
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @_secrets_dir_option
 @_state_dir_option
-@_output_option
-@_logging_options
+@_output_option("Plain text, or one JSON array on stdout.")
+@_common_options
 @click.pass_context
 def status(
     ctx: click.Context,
@@ -747,7 +844,7 @@ def status(
 @click.option("--destination", "-d", "destination", required=True, metavar="NAME")
 @_secrets_dir_option
 @_state_dir_option
-@_logging_options
+@_common_options
 @click.pass_context
 def reset(
     ctx: click.Context,
@@ -782,7 +879,7 @@ def reset(
     show_default=True,
     help="Plain text, one JSON array, or CSV (one row per record) on stdout.",
 )
-@_logging_options
+@_common_options
 @click.pass_context
 def rejects(
     ctx: click.Context,
@@ -840,14 +937,26 @@ def rejects(
 # -- entry point ------------------------------------------------------------------------------
 
 
-def _exit_with_error(message: str, code: int) -> NoReturn:
+def _exit_with_error(
+    message: str, code: int, *, kind: str, problems: Sequence[str] | None = None
+) -> NoReturn:
     click.echo(f"floe-sink: error: {_scrub(message)}", err=True)
+    _print_error_document(kind, message, problems)
     sys.exit(code)
+
+
+def _print_error_document(kind: str, message: str, problems: Sequence[str] | None) -> None:
+    """With ``--output json``: ``{"error": {"kind", "message", "problems"}}`` on stdout."""
+    if not _invocation.json_errors:
+        return
+    listed = list(problems) if problems else [message]
+    _echo_json({"error": {"kind": kind, "message": message, "problems": listed}})
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The console script ``floe-sink``: run the command and exit with its code."""
     command: Callable[..., Any] = cli.main
+    _invocation.json_errors = False
     try:
         code = command(
             args=list(argv) if argv is not None else None,
@@ -861,23 +970,30 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             f"interrupted by {name}: stopped after the batches in flight; "
             "run again to resume where it stopped",
             code,
+            kind="interrupted",
         )
     except click.exceptions.Abort:
-        _exit_with_error("interrupted", 130)
+        _exit_with_error("interrupted", 130, kind="interrupted")
+    except ConfigurationFailed as exc:
+        exc.show()
+        _print_error_document("configuration", exc.summary, exc.problems)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
+        _print_error_document("usage", _scrub(exc.format_message()), None)
         sys.exit(exc.exit_code)
     except (SinkConfigurationError, PluginConflictError) as exc:
-        _exit_with_error(str(exc), EXIT_CONFIG)
+        _exit_with_error(str(exc), EXIT_CONFIG, kind="configuration")
     except FloeSinkError as exc:
-        _exit_with_error(str(exc), EXIT_FAILED)
+        _exit_with_error(str(exc), EXIT_FAILED, kind="error")
     except KeyboardInterrupt:
-        _exit_with_error("interrupted", 130)
+        _exit_with_error("interrupted", 130, kind="interrupted")
     except Exception as exc:
         if os.environ.get(DEBUG_ENV):
             raise
         _exit_with_error(
             f"unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)",
             EXIT_FAILED,
+            kind="unexpected",
         )
     sys.exit(code if isinstance(code, int) else EXIT_OK)

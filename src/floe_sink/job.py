@@ -63,6 +63,7 @@ __all__ = [
     "deliver",
     "delivery_plan",
     "dry_run",
+    "dry_run_failure",
     "load_job",
     "prepare",
     "result_record",
@@ -248,26 +249,41 @@ def configure(job: Job, manager: Any, *, secrets_dir: Path | None, state_dir: Pa
         catalog = {}
     configured: list[ConfiguredDestination] = []
     for dest in job.destinations:
+        # Each check runs even when an earlier one failed, so that one run lists every
+        # problem of every destination: an unknown sink type does not hide a missing secret.
+        found: list[str] = []
+        owned = True
         try:
             manager.owner_of(dest.sink_type)
-            if not dest.source_table:
-                raise SinkConfigurationError(
-                    f"destination {dest.name!r} has no source_table: name the Iceberg table "
-                    "to read (namespace.table) in floe.yaml"
-                )
+        except (SinkConfigurationError, PluginConflictError) as exc:
+            found.extend(_problems_of(exc))
+            owned = False
+        if not dest.source_table:
+            found.append(
+                f"destination {dest.name!r} has no source_table: name the Iceberg table "
+                "to read (namespace.table) in floe.yaml"
+            )
+        sink_config = sink = None
+        try:
             secret: dict[str, Secret] = dict(
                 config.resolve_secret(dest.connection_secret_ref, secrets_dir)
             )
             secret_values.extend(value.reveal() for value in secret.values())
             sink_config = _sink_config(dest, secret, state_dir=state_dir)
-            sink = manager.create_sink(sink_config)
-            if sink_config.sync == "mirror" and not manager.supports_deletes(dest.sink_type, sink):
-                raise SinkConfigurationError(
-                    f"destination {dest.name!r}: sync: mirror deletes rows at the destination, "
-                    f"and sink type {dest.sink_type!r} cannot delete; use sync: changes"
-                )
+            if owned:
+                sink = manager.create_sink(sink_config)
+                if sink_config.sync == "mirror" and not manager.supports_deletes(
+                    dest.sink_type, sink
+                ):
+                    raise SinkConfigurationError(
+                        f"destination {dest.name!r}: sync: mirror deletes rows at the "
+                        f"destination, and sink type {dest.sink_type!r} cannot delete; "
+                        "use sync: changes"
+                    )
         except (SinkConfigurationError, PluginConflictError) as exc:
-            problems.extend(_prefixed(dest.name, _problems_of(exc)))
+            found.extend(_problems_of(exc))
+        if found or sink_config is None:
+            problems.extend(_prefixed(dest.name, found))
             continue
         configured.append(
             ConfiguredDestination(
@@ -919,8 +935,11 @@ def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
 
     ``batches`` counts the batches of ``batch_size`` rows that would be sent; it is ``None``
     when the destination sets no ``batch_size`` (the sink's default applies, unknown here).
+    ``sample`` shows the first rows as the destination's sink (created by :func:`configure`,
+    never written to) will send them: see :func:`floe_sink.preview.preview_rows`.
     """
     from floe_sink.mapping import apply_field_mapping, mapped_schema
+    from floe_sink.preview import preview_rows
 
     mapping = prepared.sink_config.field_mapping
     schema = mapped_schema(prepared.scan.schema, mapping)
@@ -940,9 +959,10 @@ def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
             sample_rows += piece.num_rows
     batch_size = prepared.sink_config.batch_size
     batches = math.ceil(rows / batch_size) if batch_size else None
-    sample_rows_list: list[dict[str, Any]] = (
-        pa.Table.from_batches(sample, schema=schema).to_pylist() if sample else []
-    )
+    sample_rows_list: list[dict[str, Any]] = []
+    if sample:
+        (rows_batch,) = pa.Table.from_batches(sample, schema=schema).combine_chunks().to_batches()
+        sample_rows_list = preview_rows(prepared.sink, rows_batch)
     return DryRunReport(
         destination=prepared.name,
         sink_type=prepared.sink_type,
@@ -957,6 +977,13 @@ def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
         ],
         sample=sample_rows_list,
     )
+
+
+def dry_run_failure(prepared: PreparedDestination, exc: BaseException) -> DestinationOutcome:
+    """The outcome of a dry run that failed: reading the source, or the sink's preview."""
+    log.error("destination_failed", destination=prepared.name, error=str(exc))
+    configuration = isinstance(exc, SinkConfigurationError)
+    return _failure(prepared.destination, exc, configuration=configuration)
 
 
 def result_record(outcome: DestinationOutcome) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -64,21 +65,51 @@ class RetryPolicy:
         """Build a policy from ``SinkConfig.retry_config`` (``None`` gives the defaults).
 
         Raises:
-            SinkConfigurationError: An unknown key or a bad value, naming it.
+            SinkConfigurationError: Naming every unknown key and every bad value.
         """
         if not retry_config:
             return cls()
-        known = {field.name for field in attrs.fields(cls)}
-        unknown = sorted(set(retry_config) - known)
-        if unknown:
+        problems = cls.problems(retry_config)
+        if problems:
             raise SinkConfigurationError(
-                f"retry_config has unknown key(s) {', '.join(unknown)}; "
-                f"allowed: {', '.join(sorted(known))}"
+                "; ".join(
+                    reason if key is None else f"invalid retry_config: {key} {reason}"
+                    for key, reason in problems
+                )
             )
-        try:
-            return cls(**dict(retry_config))
-        except (TypeError, ValueError) as exc:
-            raise SinkConfigurationError(f"invalid retry_config: {exc}") from exc
+        return cls(**dict(retry_config))
+
+    @classmethod
+    def problems(cls, retry_config: Mapping[str, Any]) -> list[tuple[str | None, str]]:
+        """Every problem of ``retry_config``, not only the first.
+
+        Returns:
+            ``(key, reason)`` pairs, e.g. ``("max_attempts", "must be >= 1 (got 0)")``; the
+            unknown keys come first, as one pair whose key is ``None``.
+        """
+        known = attrs.fields_dict(cls)
+        problems: list[tuple[str | None, str]] = []
+        unknown = sorted(str(key) for key in retry_config if key not in known)
+        if unknown:
+            problems.append(
+                (
+                    None,
+                    f"retry_config has unknown key(s) {', '.join(unknown)}; "
+                    f"allowed: {', '.join(sorted(known))}",
+                )
+            )
+        for key, value in retry_config.items():
+            if key not in known:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                problems.append((key, f"expected a number, got {_describe(value)}"))
+                continue
+            setting: dict[str, Any] = {key: value}
+            try:
+                cls(**setting)
+            except (TypeError, ValueError) as exc:
+                problems.append((key, _reason(str(exc), key)))
+        return problems
 
     def wait_for(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based), without jitter."""
@@ -86,6 +117,19 @@ class RetryPolicy:
         if retry_after is not None:
             backoff = max(backoff, retry_after)
         return min(backoff, self.max_wait)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if isinstance(value, str | int | float) or value is None:
+        return text if len(text) <= 40 else text[:40] + "..."
+    return f"a {type(value).__name__}"
+
+
+def _reason(message: str, key: str) -> str:
+    """An attrs or own validator's message as ``must be >= 1 (got 0)``."""
+    reason = message.removeprefix(f"retry_config.{key} ").replace(f"'{key}' must be", "must be")
+    return re.sub(r"^(must be [<>]=? \S+): (.+)$", r"\1 (got \2)", reason)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

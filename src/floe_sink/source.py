@@ -44,7 +44,9 @@ __all__ = [
     "embedded_catalog_properties",
     "load_catalog",
     "open_table",
+    "parse_row_filter",
     "plan_scan",
+    "quote_identifiers",
     "source_config",
 ]
 
@@ -518,15 +520,50 @@ def plan_scan(
     )
 
 
-def _parse_filter(row_filter: str, table_name: str) -> Any:
+_FILTER_TOKEN = re.compile(
+    r"(?P<string>'(?:[^']|'')*')"  # a string literal, '' inside
+    r'|(?P<quoted>"(?:[^"\\]|\\.)*")'  # an identifier already quoted
+    r"|(?P<word>(?:[\w$]|[^\x00-\x7f\s])+)"  # a name, a number or a keyword
+)
+
+
+def quote_identifiers(row_filter: str) -> str:
+    """``row_filter`` with the names pyiceberg's parser cannot read bare double-quoted.
+
+    pyiceberg reads an unquoted name only when it is ASCII (``[A-Za-z_][A-Za-z0-9_$]*``):
+    ``größe > 3`` is refused, ``"größe" > 3`` is not. Every word with a character outside
+    ASCII is quoted here (string literals and quoted names are left as they are), so that a
+    column is written in ``row_filter`` as it is named.
+    """
+
+    def quote(match: re.Match[str]) -> str:
+        word = match.group("word")
+        if word is None or word.isascii():
+            return match.group(0)
+        return f'"{word}"'
+
+    return _FILTER_TOKEN.sub(quote, row_filter)
+
+
+def parse_row_filter(row_filter: str) -> Any:
+    """Parse a ``row_filter`` into a pyiceberg expression, non-ASCII names accepted bare.
+
+    Raises:
+        Exception: pyparsing's ``ParseException`` family, for a filter that does not parse.
+    """
     from pyiceberg.expressions.parser import parse
 
+    return parse(quote_identifiers(row_filter))
+
+
+def _parse_filter(row_filter: str, table_name: str) -> Any:
     try:
-        return parse(row_filter)
+        return parse_row_filter(row_filter)
     except Exception as exc:  # pyparsing raises its own ParseException family
         # pyparsing's message lists its whole grammar; the column is what a user needs.
         column = getattr(exc, "col", None)
-        where = f" near column {column}" if isinstance(column, int) else ""
+        exact = quote_identifiers(row_filter) == row_filter  # else the position moved
+        where = f" near column {column}" if isinstance(column, int) and exact else ""
         raise SinkConfigurationError(
             f"row_filter {row_filter!r} for table {table_name!r} is not a valid pyiceberg "
             f"expression{where}; write e.g. \"status = 'active' and amount > 10\""

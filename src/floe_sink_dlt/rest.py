@@ -234,6 +234,11 @@ class RestApiSink(BatchSink):
         """The destination name, method and URL (without credentials or query)."""
         return f"{self.settings.destination} ({self.options.method} {_safe_url(self.options.url)})"
 
+    def preview(self, batch: pa.RecordBatch) -> list[dict[str, Any]]:
+        """The rows of ``batch`` as they are sent: the JSON of the request body, parsed."""
+        rows: list[dict[str, Any]] = json.loads(encode_batch(batch))
+        return rows
+
     # -- the client, one per write ----------------------------------------------------------
 
     def prepare(self, schema: pa.Schema) -> None:

@@ -252,7 +252,7 @@ def test_progress_bar_when_asked(project: FloeProject) -> None:
 
 
 def test_log_lines_without_a_terminal(project: FloeProject) -> None:
-    result = project.run_job("--dry-run", "-d", "crm_contacts")
+    result = project.run_job("--dry-run", "-d", "crm_contacts", "-v")
     assert result.code == 0, result.stderr
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     read = next(event for event in events if event["event"] == "source_read")

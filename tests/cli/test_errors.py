@@ -67,7 +67,7 @@ def test_unapproved_sink_stops_every_destination(project: FloeProject) -> None:
     message = result.assert_clean_error(2)
     assert "rest_api" in message
     assert "manifest.yaml" in message
-    assert result.stdout == ""
+    assert result.json()["error"]["kind"] == "configuration"  # and nothing else on stdout
     assert_nothing_sent(project)  # the approved destination was not run either
 
 
@@ -236,3 +236,62 @@ def test_secrets_dir_from_the_environment(project: FloeProject, tmp_path: Path) 
     empty.mkdir()
     failed = project.run("run", "floe.yaml", "--dry-run", env={"FLOE_SECRETS_DIR": str(empty)})
     assert "ops-db" in failed.assert_clean_error(2)
+
+
+def test_every_problem_of_the_retry_block_is_listed(project: FloeProject) -> None:
+    project.write_floe(
+        [
+            sqlite_destination(
+                retry={"max_attempts": 0, "multiplier": 0, "jitter": "soon", "backoff": 2}
+            )
+        ]
+    )
+    for result in (project.run("validate", "floe.yaml"), project.run_job()):
+        message = result.assert_clean_error(2)
+        assert "4 problems" in message
+        assert "destinations[0].retry: retry_config has unknown key(s) backoff" in message
+        assert "destinations[0].retry.max_attempts: must be >= 1 (got 0)" in message
+        assert "destinations[0].retry.multiplier: must be > 0 (got 0)" in message
+        assert "destinations[0].retry.jitter: expected a number, got 'soon'" in message
+    assert_nothing_sent(project)
+
+
+def test_secret_problems_of_every_destination_are_listed_together(project: FloeProject) -> None:
+    project.write_floe(
+        [
+            sqlite_destination("a", connection_secret_ref="missing-a"),
+            sqlite_destination("b", connection_secret_ref="missing-b"),
+            sqlite_destination("c", sink_type="fax", connection_secret_ref="missing-c"),
+            sqlite_destination("d", source_table="gold.nope"),  # sound but for its table
+        ]
+    )
+    result = project.run_job("--output", "json")
+    message = result.assert_clean_error(2)
+    assert "5 problems" in message
+    problems = result.json()["error"]["problems"]
+    expected = [
+        ("'a'", "missing-a"),
+        ("'b'", "missing-b"),
+        ("'c'", "fax"),
+        ("'c'", "missing-c"),  # the unknown sink type does not hide the secret problem
+        ("'d'", "gold.nope"),
+    ]
+    assert len(problems) == len(expected), problems
+    for problem, (destination, detail) in zip(problems, expected, strict=True):
+        assert destination in problem, problem
+        assert detail in problem, problem
+    assert_nothing_sent(project)
+
+
+def test_a_catalog_secret_problem_does_not_hide_the_destinations_problems(
+    project: FloeProject,
+) -> None:
+    catalog = {**project.warehouse.catalog_properties, "credential_secret_ref": "lake-creds"}
+    project.write_manifest(catalog=catalog)
+    project.write_floe([sqlite_destination(connection_secret_ref="missing-secret")])
+    message = project.run_job().assert_clean_error(2)
+    assert "2 problems" in message
+    assert "catalog" in message
+    assert "lake-creds" in message
+    assert "missing-secret" in message
+    assert_nothing_sent(project)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -9,6 +10,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pytest
 
+from fixtures.command import FloeProject
 from fixtures.iceberg import IcebergWarehouse, customers
 from floe_sink.errors import ErrorCategory, SinkConfigurationError
 from floe_sink.source import (
@@ -269,3 +271,67 @@ def test_a_corrupt_data_file_is_named_with_its_table(
     assert f"Cannot read data file '{path}' of Iceberg table 'gold.customers': " in message
     assert "Parquet" in message  # pyarrow's reason is kept
     assert error.category is ErrorCategory.PERMANENT
+
+
+# -- row_filter on names outside ASCII, through the command, on a real Iceberg table -----------
+
+
+def _unicode_project(floe_project: FloeProject, row_filter: str) -> FloeProject:
+    floe_project.warehouse.write(
+        "gold.kunden",
+        pa.table(
+            {
+                "kunden_nr": pa.array([1, 2, 3, 4], pa.int64()),
+                "größe": pa.array([150, 172, 181, 199], pa.int32()),
+                "straße": pa.array(["Hauptstraße", "Ringstraße", None, "Bahnhofstraße"]),
+                "ville": pa.array(["Paris", "Zürich", "Köln", "Montréal"]),
+            }
+        ),
+    )
+    floe_project.secret("ops-db", url=f"sqlite:///{floe_project.root / 'ops.sqlite'}")
+    floe_project.write_floe(
+        [
+            {
+                "name": "kunden",
+                "sink_type": "sql_database",
+                "connection_secret_ref": "ops-db",
+                "source_table": "gold.kunden",
+                "row_filter": row_filter,
+                "config": {"table": "kunden"},
+            }
+        ]
+    )
+    return floe_project
+
+
+@pytest.mark.parametrize(
+    ("row_filter", "expected"),
+    [
+        ("größe > 175", [3, 4]),
+        ('"größe" > 175', [3, 4]),  # quoting still works
+        ("größe >= 170 and straße is not null", [2, 4]),
+        ("straße = 'Ringstraße' or ville = 'Köln'", [2, 3]),  # literals are left alone
+        ("ville in ('Zürich', 'Montréal') and not größe < 190", [4]),
+    ],
+)
+def test_row_filter_accepts_non_ascii_column_names_as_written(
+    floe_project: FloeProject, row_filter: str, expected: list[int]
+) -> None:
+    project = _unicode_project(floe_project, row_filter)
+    validated = project.run("validate", "floe.yaml", "--secrets-dir", "secrets")
+    assert validated.code == 0, validated.stderr
+    result = project.run_job("--output", "json")
+    assert result.code == 0, result.stderr
+    assert result.json()[0]["rows_delivered"] == len(expected)
+    with sqlite3.connect(project.root / "ops.sqlite") as db:
+        ids = [row[0] for row in db.execute("SELECT kunden_nr FROM kunden ORDER BY 1")]
+        names = [row[1] for row in db.execute("PRAGMA table_info(kunden)")]
+    assert ids == expected
+    assert {"größe", "straße"} <= set(names)
+
+
+def test_row_filter_on_an_unknown_non_ascii_column_names_it(floe_project: FloeProject) -> None:
+    project = _unicode_project(floe_project, "höhe > 3")
+    message = project.run_job().assert_clean_error(2)
+    assert "höhe" in message
+    assert "größe" in message  # the columns are listed

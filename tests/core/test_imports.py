@@ -73,25 +73,3 @@ def test_lazy_names_load_on_first_use() -> None:
         """
     )
     assert completed.returncode == 0, completed.stderr
-
-
-def test_import_is_fast() -> None:
-    # -X importtime reports the cumulative microseconds of each module; the budget for the
-    # package is 0.3 s of wall time, so its own import must stay well inside it.
-    best = min(_import_microseconds() for _ in range(3))
-    assert best < 300_000, f"import floe_sink took {best / 1000:.0f} ms"
-
-
-def _import_microseconds() -> int:
-    completed = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import floe_sink"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    for line in completed.stderr.splitlines():
-        parts = [part.strip() for part in line.split("|")]
-        if len(parts) == 3 and parts[2] == "floe_sink":
-            return int(parts[1])
-    raise AssertionError(f"floe_sink not in -X importtime output:\n{completed.stderr[-2000:]}")

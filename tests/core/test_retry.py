@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -216,3 +217,21 @@ def test_policy_from_config() -> None:
         RetryPolicy.from_config({"max_wait": -1})
     with pytest.raises(SinkConfigurationError, match="invalid retry_config"):
         RetryPolicy.from_config({"max_attempts": 0})
+
+
+def test_policy_problems_lists_every_problem_not_only_the_first() -> None:
+    config = {"max_attempts": 0, "multiplier": 0, "jitter": "soon", "backoff": 2, "timeout": 5}
+    assert RetryPolicy.problems(config) == [
+        (
+            None,
+            "retry_config has unknown key(s) backoff; allowed: "
+            + ", ".join(sorted(field.name for field in attrs.fields(RetryPolicy))),
+        ),
+        ("max_attempts", "must be >= 1 (got 0)"),
+        ("multiplier", "must be > 0 (got 0)"),
+        ("jitter", "expected a number, got 'soon'"),
+    ]
+    with pytest.raises(SinkConfigurationError) as info:
+        RetryPolicy.from_config(config)
+    for key in ("backoff", "max_attempts", "multiplier", "jitter"):
+        assert key in str(info.value)

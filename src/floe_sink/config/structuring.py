@@ -35,6 +35,7 @@ from floe_sink.models import converter as _shared_converter
 
 __all__ = [
     "ConfigValueError",
+    "ConfigValueErrors",
     "Problem",
     "collect_problems",
     "config_converter",
@@ -67,6 +68,20 @@ class ConfigValueError(ValueError):
         self.at = at
         where = format_path(((field,) if field else ()) + at)
         super().__init__(f"{where}: {reason}" if where else reason)
+
+
+class ConfigValueErrors(ConfigValueError):
+    """Several problems of one value, each with its own path below it (a whole block).
+
+    Args:
+        errors: The problems, in the order to report them.
+    """
+
+    def __init__(self, errors: Iterable[ConfigValueError]) -> None:
+        self.errors = list(errors)
+        ValueError.__init__(self, "; ".join(str(error) for error in self.errors))
+        self.reason = "; ".join(error.reason for error in self.errors)
+        self.at = ()
 
 
 @attrs.frozen
@@ -346,6 +361,9 @@ def collect_problems(exc: BaseException, path: Path = ()) -> Iterator[Problem]:
             yield from collect_problems(sub, (*path, attr_note.name))
         for sub in class_without:
             yield from collect_problems(sub, path)
+    elif isinstance(exc, ConfigValueErrors):
+        for error in exc.errors:
+            yield Problem((*path, *error.at), error.reason)
     elif isinstance(exc, ConfigValueError):
         yield Problem((*path, *exc.at), exc.reason)
     elif isinstance(exc, ForbiddenExtraKeysError):

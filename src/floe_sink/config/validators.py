@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from floe_sink.config.structuring import ConfigValueError, describe_value
+from floe_sink.config.structuring import ConfigValueError, ConfigValueErrors, describe_value
 
 __all__ = [
     "DNS_SUBDOMAIN",
@@ -155,14 +155,15 @@ def check_row_filter(_instance: Any, attribute: attrs.Attribute[Any], value: str
     """A pyiceberg row filter expression such as ``status == 'active'``."""
     if not value.strip():
         _fail(attribute, "must not be empty; omit row_filter to deliver every row")
-    from pyiceberg.expressions.parser import parse  # pyiceberg is heavy: only when used
+    from floe_sink.source import parse_row_filter, quote_identifiers  # heavy: only when used
 
     try:
-        parse(value)
+        parse_row_filter(value)
     except Exception as exc:  # pyparsing's errors are the only way to tell
         # pyparsing's own message spells out its whole grammar: the position is what helps.
         column = getattr(exc, "col", None)
-        where = f" at character {column}" if isinstance(column, int) else ""
+        exact = quote_identifiers(value) == value  # else the position moved
+        where = f" at character {column}" if isinstance(column, int) and exact else ""
         _fail(
             attribute,
             f"is not a valid row filter expression (cannot parse it{where}); "
@@ -171,34 +172,17 @@ def check_row_filter(_instance: Any, attribute: attrs.Attribute[Any], value: str
 
 
 def check_retry(_instance: Any, attribute: attrs.Attribute[Any], value: Mapping[str, Any]) -> None:
-    """Retry settings, as :meth:`floe_sink.retry.RetryPolicy.from_config` accepts them."""
-    from floe_sink.errors import SinkConfigurationError
+    """Retry settings, as :meth:`floe_sink.retry.RetryPolicy.from_config` accepts them.
+
+    Every problem of the block is reported, each at its key (unknown keys at the block).
+    """
     from floe_sink.retry import RetryPolicy
 
-    known = attrs.fields_dict(RetryPolicy)
-    if any(key not in known for key in value):
-        try:
-            RetryPolicy.from_config(value)
-        except SinkConfigurationError as unknown:  # names the unknown keys and the allowed ones
-            _fail(attribute, str(unknown.message))
-    for key, setting in value.items():
-        if isinstance(setting, bool) or not isinstance(setting, int | float):
-            _fail(attribute, f"expected a number, got {describe_value(setting)}", (key,))
-    try:
-        RetryPolicy.from_config(value)
-    except SinkConfigurationError as whole:
-        # RetryPolicy names the setting in its own words; one key at a time gives the path.
-        for key, setting in value.items():
-            try:
-                RetryPolicy.from_config({key: setting})
-            except SinkConfigurationError as exc:
-                if isinstance(key, str) and key in known:
-                    _fail(attribute, _retry_reason(exc.message, key), (key,))
-        _fail(attribute, str(whole.message))
-
-
-def _retry_reason(message: str, key: str) -> str:
-    reason = message.removeprefix("invalid retry_config: ").removeprefix(f"retry_config.{key} ")
-    reason = reason.replace(f"'{key}' must be", "must be")
-    # attrs says "must be >= 1: 0"; the rest of floe-sink says "must be >= 1 (got 0)".
-    return re.sub(r"^(must be [<>]=? \S+): (.+)$", r"\1 (got \2)", reason)
+    problems = RetryPolicy.problems(value)
+    if problems:
+        raise ConfigValueErrors(
+            [
+                ConfigValueError(reason, field=attribute.name, at=() if key is None else (key,))
+                for key, reason in problems
+            ]
+        )
