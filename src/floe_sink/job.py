@@ -37,9 +37,11 @@ if pa.default_memory_pool().backend_name == "jemalloc":
 
 from floe_sink.errors import (
     FloeSinkError,
-    PluginConflictError,
+    PluginContractError,
+    ProblemsError,
     SinkConfigurationError,
     SinkError,
+    problems_of,
 )
 from floe_sink.interrupts import StopRequest
 from floe_sink.logs import get_logger
@@ -74,30 +76,12 @@ log = get_logger(__name__)
 SAMPLE_ROWS = 3
 
 
-class JobConfigurationError(SinkConfigurationError):
+class JobConfigurationError(ProblemsError):
     """Raised when the files, the governance rules or a destination are not usable.
 
     Attributes:
         problems: Every problem found, each naming the file or destination and the field.
     """
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        head = self.problems[0] if len(self.problems) == 1 else f"{len(self.problems)} problems"
-        super().__init__(head)
-
-    def render(self) -> str:
-        """The problems as one message: one line, or a header and one line per problem."""
-        if len(self.problems) == 1:
-            return self.problems[0]
-        return "\n".join([f"{len(self.problems)} problems:", *(f"  - {p}" for p in self.problems)])
-
-
-def _problems_of(exc: BaseException) -> list[str]:
-    problems = getattr(exc, "problems", None)
-    if isinstance(problems, list) and problems:
-        return [str(problem) for problem in problems]
-    return [str(exc)]
 
 
 @attrs.frozen(kw_only=True)
@@ -146,12 +130,12 @@ def load_job(
     try:
         spec = config.load_floe_spec(floe_yaml)
     except FloeSinkError as exc:
-        problems.extend(_problems_of(exc))
+        problems.extend(problems_of(exc))
     if manifest_path is not None:
         try:
             manifest = config.load_manifest(manifest_path)
         except FloeSinkError as exc:
-            problems.extend(_problems_of(exc))
+            problems.extend(problems_of(exc))
     if problems or spec is None:
         raise JobConfigurationError(problems)
     if manifest is None:
@@ -245,7 +229,7 @@ def configure(job: Job, manager: Any, *, secrets_dir: Path | None, state_dir: Pa
         secret_values.extend(catalog_secrets)
     except SinkConfigurationError as exc:
         where = f"{job.manifest_path}: catalog: " if job.manifest_path else "catalog: "
-        problems.extend(f"{where}{p}" for p in _problems_of(exc))
+        problems.extend(f"{where}{p}" for p in problems_of(exc))
         catalog = {}
     configured: list[ConfiguredDestination] = []
     for dest in job.destinations:
@@ -255,8 +239,8 @@ def configure(job: Job, manager: Any, *, secrets_dir: Path | None, state_dir: Pa
         owned = True
         try:
             manager.owner_of(dest.sink_type)
-        except (SinkConfigurationError, PluginConflictError) as exc:
-            found.extend(_problems_of(exc))
+        except SinkConfigurationError as exc:
+            found.extend(problems_of(exc))
             owned = False
         if not dest.source_table:
             found.append(
@@ -280,8 +264,8 @@ def configure(job: Job, manager: Any, *, secrets_dir: Path | None, state_dir: Pa
                         f"destination, and sink type {dest.sink_type!r} cannot delete; "
                         "use sync: changes"
                     )
-        except (SinkConfigurationError, PluginConflictError) as exc:
-            found.extend(_problems_of(exc))
+        except SinkConfigurationError as exc:
+            found.extend(problems_of(exc))
         if found or sink_config is None:
             problems.extend(_prefixed(dest.name, found))
             continue
@@ -551,10 +535,10 @@ def prepare(
                 span.set_attribute("floe.source.files", scan.files)
             _check_columns(dest, scan.schema)
             _check_keys(item, table)
-        except (SinkConfigurationError, PluginConflictError) as exc:
-            problems.extend(_prefixed(dest.name, _problems_of(exc)))
+        except SinkConfigurationError as exc:
+            problems.extend(_prefixed(dest.name, problems_of(exc)))
             continue
-        except (SinkError, OSError) as exc:
+        except (SinkError, PluginContractError, OSError) as exc:
             failed.append(_failure(dest, exc))
             continue
         planned.append((item, read_config, table, scan))

@@ -111,9 +111,11 @@ def _post(client: httpx.Client, url: str, body: bytes, headers: dict[str, str]) 
         raise SinkConnectionError(f"cannot reach {url}: {exc}", sink_type=SINK_TYPE) from exc
     status = response.status_code
     if status == 429 or status >= 500:
-        error = SinkWriteError(f"HTTP {status} from {url}", sink_type=SINK_TYPE)
-        error.retry_after = floe_sink.parse_retry_after(response.headers.get("Retry-After"))
-        raise error
+        raise SinkWriteError(
+            f"HTTP {status} from {url}",
+            sink_type=SINK_TYPE,
+            retry_after=floe_sink.parse_retry_after(response.headers.get("Retry-After")),
+        )
     if status >= 400:
         raise SinkWriteError(
             f"HTTP {status} from {url}: {response.text[:200]}",
