@@ -489,7 +489,7 @@ def run(
     ignore_guards: bool,
 ) -> int:
     """Send the source tables of FLOE_YAML's destinations to their sinks."""
-    from floe_sink.otel import setup_tracing
+    from floe_sink.trace_export import setup_tracing
 
     bar = sys.stderr.isatty() if progress is None else progress
     _apply_logging(ctx, bar=bar)

@@ -31,7 +31,7 @@ from floe_sink.config.governance import (
 from floe_sink.config.loading import load_floe_spec, load_manifest, parse_floe_spec, parse_manifest
 from floe_sink.config.manifest import CatalogConfig, CatalogType, ManifestScope, PlatformManifest
 from floe_sink.config.schema import floe_yaml_json_schema, manifest_json_schema
-from floe_sink.config.secrets import resolve_secret
+from floe_sink.config.secret_mounts import resolve_secret
 from floe_sink.config.structuring import config_converter
 
 __all__ = [

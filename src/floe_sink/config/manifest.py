@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from floe_sink.config.credentials import find_credentials
+from floe_sink.config.credential_scan import find_credentials
 from floe_sink.config.structuring import (
     ConfigValueError,
     config_converter,
