@@ -1,36 +1,42 @@
-"""The quickstart, end to end: seed a Gold table, run floe-sink, show what arrived.
+"""The quickstart, end to end: a change-aware sync from a Gold table to a database.
 
 Run it from anywhere (the README runs it from the repository root):
 
     .venv/bin/python examples/quickstart/run.py
 
 1. ``seed.py`` writes ``gold.customers`` (5,000 customers) to the embedded Iceberg catalog
-   under ``examples/quickstart/.floe`` (skipped when it is there already);
-2. ``floe-sink run floe.yaml --manifest manifest.yaml --secrets-dir secrets --output json``
-   sends the active customers to ``quickstart.sqlite`` (a merge on ``customer_id``, so running
-   it again changes nothing);
-3. the result is printed (rows, checksum, idempotency key), and the SQLite table is queried
-   to show the data landed.
+   under ``examples/quickstart/.floe`` (every run starts afresh: the catalog, floe-sink's
+   state and the SQLite file are recreated);
+2. ``floe-sink run`` sends the active customers to ``quickstart.sqlite`` (``sync: mirror``,
+   merging on ``customer_id``): the first run inserts every row;
+3. the Gold table is rebuilt the way a dbt run would: three customers changed, one left
+   (no longer active);
+4. ``floe-sink plan`` shows what the next run would do, sending nothing;
+5. ``floe-sink run`` again: only the three changed rows are sent, and the one who left is
+   deleted at the destination;
+6. ``floe-sink status`` shows both runs; the SQLite table is queried to show the result.
 
 floe-sink's log lines go to stderr, warnings and errors only by default (``-v`` for more), so
-what this script prints is the report alone.
-
-Nothing to start, no network. Exit code: floe-sink's (0 success).
+what this script prints is the report alone. Nothing to start, no network.
+Exit code: 0 when every step succeeded.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DATABASE = HERE / "quickstart.sqlite"
+STATE = HERE / ".floe"
 TABLE = "customers"
+FILES = ["floe.yaml", "--manifest", "manifest.yaml", "--secrets-dir", "secrets"]
+STEPS = 6
 
 
 def floe_sink_command() -> list[str]:
@@ -44,88 +50,131 @@ def floe_sink_command() -> list[str]:
     return [sys.executable, "-c", "from floe_sink.cli import main; main()"]
 
 
+def step(number: int, text: str) -> None:
+    print(f"[{number}/{STEPS}] {text}")
+
+
+def floe_sink(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``floe-sink ARGS`` in the quickstart folder; stdout captured, stderr shown."""
+    return subprocess.run(
+        [*floe_sink_command(), *args], cwd=HERE, stdout=subprocess.PIPE, text=True, check=False
+    )
+
+
 def seed_table() -> None:
     sys.path.insert(0, str(HERE))
     from seed import TABLE as SOURCE
     from seed import seed
 
-    written, rows = seed(state_dir=HERE / ".floe")
-    state = "seeded" if written else "already seeded"
-    print(f"[1/3] {SOURCE}: {state}, {rows:,} rows in the embedded Iceberg catalog (.floe/)")
+    shutil.rmtree(STATE, ignore_errors=True)  # a fresh start: catalog, journal, sync state
+    DATABASE.unlink(missing_ok=True)
+    _, rows = seed(state_dir=STATE)
+    step(1, f"{SOURCE}: {rows:,} customers seeded in the embedded Iceberg catalog (.floe/)")
 
 
-def run_floe_sink() -> tuple[int, list[dict[str, object]]]:
-    command = [
-        *floe_sink_command(),
-        "run",
-        "floe.yaml",
-        "--manifest",
-        "manifest.yaml",
-        "--secrets-dir",
-        "secrets",
-        "--output",
-        "json",
-    ]
-    print(f"[2/3] {' '.join(['floe-sink', *command[-8:]])}")
-    env = dict(os.environ)
-    env.setdefault("FLOE_SINK_LOG_FORMAT", "console")
-    completed = subprocess.run(
-        command, cwd=HERE, env=env, stdout=subprocess.PIPE, text=True, check=False
-    )
+def run(number: int) -> dict[str, Any] | None:
+    step(number, "floe-sink run " + " ".join(FILES))
+    completed = floe_sink("run", *FILES, "--output", "json")
     try:
-        results = json.loads(completed.stdout) if completed.stdout.strip() else []
-    except json.JSONDecodeError:
+        (result,) = json.loads(completed.stdout)
+    except (ValueError, TypeError):
         print(completed.stdout)
-        results = []
-    return completed.returncode, results
+        return None
+    status = "ok" if result["success"] else "FAILED"
+    print(
+        f"      {status}: {result['destination']} ({result['sync']}): "
+        f"{result['rows_inserted']:,} inserted, {result['rows_updated']:,} updated, "
+        f"{result['rows_deleted']:,} deleted, {result['rows_unchanged']:,} unchanged "
+        f"in {float(result['duration_seconds']):.2f} s"
+    )
+    print(f"      checksum sha256:{result['checksum']}")
+    print(f"      idempotency key {result['idempotency_key']}")
+    for error in result.get("errors") or []:
+        print(f"      error: {error}")
+    return dict(result) if completed.returncode == 0 else None
 
 
-def show(results: list[dict[str, object]]) -> None:
-    for result in results:
-        status = "ok" if result["success"] else "FAILED"
-        print(
-            f"      {status}: {result['destination']}: {result['rows_delivered']:,} rows "
-            f"delivered in {float(str(result['duration_seconds'])):.2f} s"
-        )
-        print(f"      checksum sha256:{result['checksum']}")
-        if result.get("idempotency_key"):
-            print(f"      idempotency key {result['idempotency_key']}")
-        for error in result.get("errors") or []:  # type: ignore[attr-defined]
-            print(f"      error: {error}")
-    if not DATABASE.exists():
-        return
-    print(f"[3/3] where the data went: {DATABASE} (SQLite), table {TABLE}")
+def rebuild_gold_table() -> list[int]:
+    """Three active customers change, one stops being active: a new snapshot, every file new."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    sys.path.insert(0, str(HERE))
+    from seed import TABLE as SOURCE
+    from seed import load_catalog, source_config
+
+    table = load_catalog(source_config({"table": SOURCE, "state_dir": str(STATE)})).load_table(
+        SOURCE
+    )
+    data = table.scan().to_arrow().sort_by("customer_id")
+    active = data.filter(pc.field("is_active")).column("customer_id").to_pylist()
+    changed, leaving = active[:3], active[3]
+    ids = data.column("customer_id")
+    bump = pc.is_in(ids, value_set=pa.array(changed, ids.type))
+    value = data.column("lifetime_value")
+    data = data.set_column(
+        data.schema.get_field_index("lifetime_value"),
+        data.schema.field("lifetime_value"),
+        pc.if_else(bump, pc.add(value, pa.scalar(100.0, value.type)), value),
+    )
+    gone = pc.equal(ids, pa.scalar(leaving, ids.type))
+    data = data.set_column(
+        data.schema.get_field_index("is_active"),
+        data.schema.field("is_active"),
+        pc.if_else(gone, False, data.column("is_active")),
+    )
+    table.overwrite(data)
+    step(
+        3,
+        f"{SOURCE} rebuilt: customers {', '.join(map(str, changed))} changed, "
+        f"customer {leaving} left",
+    )
+    return [*changed, leaving]
+
+
+def show_text(number: int, *args: str) -> bool:
+    step(number, "floe-sink " + " ".join(args[:2]) + " ...")
+    completed = floe_sink(*args)
+    for line in completed.stdout.splitlines():
+        print(f"      {line}")
+    return completed.returncode == 0
+
+
+def show_table() -> None:
     with sqlite3.connect(DATABASE) as db:
         (count,) = db.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()
-        print(f"      {count:,} rows in {TABLE}")
-        print(
-            "      by segment: "
-            + ", ".join(
-                f"{segment} {n:,}"
-                for segment, n in db.execute(
-                    f"SELECT segment, COUNT(*) FROM {TABLE} GROUP BY segment ORDER BY 2 DESC"
-                )
-            )
-        )
+        print(f"      {DATABASE.name}: {count:,} rows in {TABLE}; top customers by value:")
         cursor = db.execute(
-            f"SELECT customer_id, email, country_code, segment, lifetime_value_eur "
+            f"SELECT customer_id, email, segment, lifetime_value_eur "
             f"FROM {TABLE} ORDER BY lifetime_value_eur DESC LIMIT 3"
         )
         names = [column[0] for column in cursor.description]
-        print("      top customers by lifetime value:")
         for row in cursor:
             print("        " + ", ".join(f"{n}={v}" for n, v in zip(names, row, strict=True)))
 
 
 def main() -> int:
     seed_table()
-    code, results = run_floe_sink()
-    show(results)
-    if code == 0:
-        print("quickstart: success. Run it again: the merge leaves exactly the same rows.")
-    else:
-        print(f"quickstart: floe-sink exited with {code}; see the messages above.")
-    return code
+    first = run(2)
+    if first is None:
+        print("quickstart: the first run failed; see the messages above.")
+        return 1
+    rebuild_gold_table()
+    if not show_text(4, "plan", *FILES):
+        print("quickstart: plan failed; see the messages above.")
+        return 1
+    second = run(5)
+    if second is None:
+        print("quickstart: the second run failed; see the messages above.")
+        return 1
+    if not show_text(6, "status", "floe.yaml", "--manifest", "manifest.yaml"):
+        return 1
+    show_table()
+    print(
+        "quickstart: success. The second run sent only the changed rows and deleted the "
+        "customer who left; run it again to start over."
+    )
+    return 0
 
 
 if __name__ == "__main__":

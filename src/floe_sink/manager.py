@@ -377,6 +377,18 @@ class SinkPluginManager(pluggy.PluginManager):
             return entry[1], entry[2]
         return None
 
+    def _route(self, sink: Any, sink_type: str | None) -> tuple[str, str]:
+        """The plugin (and sink type) a sink belongs to: the one that created it, else the
+        one that owns ``sink_type``."""
+        known = self._owner_of_sink(sink)
+        if known is not None:
+            return known
+        if sink_type is not None:
+            return self.owner_of(sink_type), sink_type
+        raise SinkNotFoundError(
+            "This sink was not created by this plugin manager; pass sink_type= to route it"
+        )
+
     def write(
         self,
         sink: Any,
@@ -400,15 +412,7 @@ class SinkPluginManager(pluggy.PluginManager):
             SinkError: Whatever the plugin raises, unchanged.
             PluginContractError: The plugin returned something other than an EgressResult.
         """
-        known = self._owner_of_sink(sink)
-        if known is not None:
-            owner, sink_type = known
-        elif sink_type is not None:
-            owner = self.owner_of(sink_type)
-        else:
-            raise SinkNotFoundError(
-                "This sink was not created by this plugin manager; pass sink_type= to route it"
-            )
+        owner, sink_type = self._route(sink, sink_type)
         log.info("write_started", sink_type=sink_type, destination=destination, plugin=owner)
         with egress_span(sink_type, destination) as span:
             result = self._call_owner("write", owner, sink=sink, data=data, delivery=delivery)
@@ -450,15 +454,7 @@ class SinkPluginManager(pluggy.PluginManager):
             PluginContractError: The plugin returned something other than an EgressResult
                 (the configuration checks refuse ``mirror`` for a plugin without ``delete``).
         """
-        known = self._owner_of_sink(sink)
-        if known is not None:
-            owner, sink_type = known
-        elif sink_type is not None:
-            owner = self.owner_of(sink_type)
-        else:
-            raise SinkNotFoundError(
-                "This sink was not created by this plugin manager; pass sink_type= to route it"
-            )
+        owner, sink_type = self._route(sink, sink_type)
         with egress_span(sink_type, destination, name="floe_sink.delete") as span:
             result = self._call_owner("delete", owner, sink=sink, keys=keys, delivery=delivery)
             if not isinstance(result, EgressResult):

@@ -188,7 +188,7 @@ def test_quickstart_commands_run(tmp_path: Path, floe_project: FloeProject) -> N
 
 @pytest.mark.slow
 def test_quickstart_script_prints_the_documented_report_and_no_log_lines(tmp_path: Path) -> None:
-    """examples/quickstart/run.py, as the README runs it: the three steps, nothing else."""
+    """examples/quickstart/run.py, as the README runs it: the six steps, nothing else."""
     import subprocess
 
     work = tmp_path / "quickstart"
@@ -206,12 +206,25 @@ def test_quickstart_script_prints_the_documented_report_and_no_log_lines(tmp_pat
     )
     assert completed.returncode == 0, (completed.stdout, completed.stderr)
     out = completed.stdout
-    for step in ("[1/3] gold.customers: seeded", "[2/3] floe-sink run", "[3/3] where the data"):
+    steps = (
+        "[1/6] gold.customers: 5,000 customers seeded",
+        "[2/6] floe-sink run",
+        "[3/6] gold.customers rebuilt: customers 1, 2, 3 changed, customer 4 left",
+        "[4/6] floe-sink plan",
+        "[5/6] floe-sink run",
+        "[6/6] floe-sink status",
+    )
+    for step in steps:
         assert step in out
-    # step 2 of docs/quickstart.md: rows delivered, the checksum and the idempotency key
+    # the numbers docs/quickstart.md promises: every row first, then only what changed
     page = (DOCS / "quickstart.md").read_text()
+    assert "4,393 rows inserted" in page
+    assert "3 updates, 1 delete, 4,389" in page
+    assert "4,393 inserted, 0 updated, 0 deleted" in out
+    assert "0 inserts, 3 updates, 1 deletes, 4,389 unchanged" in out
+    assert "0 inserted, 3 updated, 1 deleted, 4,389 unchanged" in out
+    assert "4,392 rows in customers" in out
     assert "the idempotency key" in page
-    assert re.search(r"rows delivered in", out)
     assert re.search(r"checksum sha256:[0-9a-f]{64}", out)
     assert re.search(r"idempotency key floe-[0-9a-f]{64}", out)
     # no structlog event lines anywhere: not on stdout, and none by default on stderr
