@@ -23,17 +23,20 @@ import tenacity
 
 from floe_sink.errors import SinkConfigurationError, SinkError, SinkWriteError
 from floe_sink.logs import get_logger
+from floe_sink.structuring import json_schema
 
 __all__ = ["RetryAfterTooLongError", "RetryPolicy", "parse_retry_after", "retrying"]
 
 log = get_logger(__name__)
 
 
+@json_schema({"exclusiveMinimum": 0})
 def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise ValueError(f"retry_config.{attribute.name} must be > 0 (got {value})")
 
 
+@json_schema({"minimum": 0})
 def _non_negative(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value < 0:
         raise ValueError(f"retry_config.{attribute.name} must be >= 0 (got {value})")

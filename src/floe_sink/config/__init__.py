@@ -32,7 +32,7 @@ from floe_sink.config.loading import load_floe_spec, load_manifest, parse_floe_s
 from floe_sink.config.manifest import CatalogConfig, CatalogType, ManifestScope, PlatformManifest
 from floe_sink.config.schema import floe_yaml_json_schema, manifest_json_schema
 from floe_sink.config.secret_mounts import resolve_secret
-from floe_sink.config.structuring import config_converter
+from floe_sink.structuring import converter as config_converter
 
 __all__ = [
     "CatalogConfig",

@@ -23,14 +23,6 @@ from typing import Any
 import attrs
 
 from floe_sink.config.credential_scan import find_credentials
-from floe_sink.config.structuring import (
-    ConfigValueError,
-    config_converter,
-    describe_value,
-    near_miss,
-    register_checked_class,
-    register_enum,
-)
 from floe_sink.config.validators import (
     check_non_empty_text,
     check_secret_ref,
@@ -38,6 +30,15 @@ from floe_sink.config.validators import (
     optional,
 )
 from floe_sink.secrets import Secret
+from floe_sink.structuring import (
+    ConfigValueError,
+    converter,
+    describe_value,
+    json_schema,
+    near_miss,
+    register_checked_class,
+    register_enum,
+)
 
 __all__ = ["CatalogConfig", "CatalogType", "ManifestScope", "PlatformManifest"]
 
@@ -131,6 +132,12 @@ class CatalogConfig:
 _CATALOG_FIELDS = ("name", "type", "uri", "warehouse", "credential_secret_ref")
 
 
+@json_schema(
+    {
+        "if": {"required": ["type"], "properties": {"type": {"const": "rest"}}},
+        "then": {"required": ["uri"]},
+    }
+)
 def _catalog_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
     problems: list[ConfigValueError] = []
     if values.get("type") == CatalogType.REST and not values.get("uri"):
@@ -188,7 +195,7 @@ def _unstructure_catalog(catalog: CatalogConfig) -> dict[str, Any]:
     return data
 
 
-config_converter.register_unstructure_hook(CatalogConfig, _unstructure_catalog)
+converter.register_unstructure_hook(CatalogConfig, _unstructure_catalog)
 
 
 @attrs.frozen(kw_only=True)
@@ -215,6 +222,12 @@ class PlatformManifest:
             raise ConfigValueError("; ".join(str(problem) for problem in problems))
 
 
+@json_schema(
+    {
+        "if": {"not": {"required": ["scope"], "properties": {"scope": {"const": "enterprise"}}}},
+        "then": {"properties": {"approved_sinks": {"type": "null"}}},
+    }
+)
 def _manifest_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
     scope = values.get("scope", ManifestScope.NONE)
     if values.get("approved_sinks") is not None and scope != ManifestScope.ENTERPRISE:
