@@ -47,6 +47,17 @@ def test_the_plugin_guide_shows_the_example_files_verbatim() -> None:
         assert text == (ROOT / path).read_text(), f"{path} differs from the guide"
 
 
+@pytest.mark.requirement("4G-SC-001")
+def test_the_plugin_guide_documents_every_check_of_the_conformance_kit() -> None:
+    from floe_sink.testing import Property, SinkConformance
+
+    guide = (DOCS / "writing-a-plugin.md").read_text()
+    tests = sorted(name for name in dir(SinkConformance) if name.startswith("test_"))
+    assert [name for name in tests if f"`{name}" not in guide] == []
+    properties = [value for name, value in vars(Property).items() if name.isupper()]
+    assert [value for value in properties if f"`{value}`" not in guide] == []
+
+
 def test_readme_starts_with_the_two_commands() -> None:
     lines = (ROOT / "README.md").read_text().splitlines()
     assert lines[2] == "```bash"

@@ -158,7 +158,9 @@ def test_the_examples_own_tests_pass(installed: Path) -> None:
         timeout=300,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "2 passed" in completed.stdout
+    # the contract, a delivery, and the conformance kit's class (record IDs, deletes and
+    # per-record results skipped: the webhook does not declare them)
+    assert "21 passed, 3 skipped" in completed.stdout
 
 
 @pytest.mark.requirement("4G-FR-009")

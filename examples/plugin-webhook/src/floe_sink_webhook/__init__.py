@@ -4,6 +4,10 @@
 ``Authorization: Bearer ...``; put it in the destination's secret, never in floe.yaml),
 ``headers`` (optional, extra headers). Every request carries an ``Idempotency-Key`` header that
 is the same when the same batch is sent again, so a receiver can apply each batch once.
+
+Batching, keys and the journal come from the core's delivery loop,
+:func:`floe_sink.deliver_batches`: the plugin only says how to send one batch. A run that was
+interrupted is resumed exactly: the batches it delivered are not sent again.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
@@ -26,6 +30,9 @@ from floe_sink import (
     SinkWriteError,
 )
 from floe_sink.secrets import reveal
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SINK_TYPE = "webhook"
 DEFAULT_BATCH_SIZE = 500
@@ -71,36 +78,45 @@ def create_sink(config: SinkConfig) -> WebhookSink | None:
 
 
 @floe_sink.hookimpl
-def write(sink: Any, data: Any) -> EgressResult | None:
+def write(sink: Any, data: Any, delivery: floe_sink.Delivery | None) -> EgressResult | None:
     if not isinstance(sink, WebhookSink):
         return None
     started = time.perf_counter()
+    # The command's delivery holds the journal of this delivery; used from Python directly,
+    # a delivery of our own keeps it in memory for this one write.
+    delivery = delivery or floe_sink.Delivery(sink.url)
     checksum = floe_sink.Checksum()
-    rows = sent = 0
     with httpx.Client(timeout=sink.retry.timeout) as client:
-        for position, chunk in enumerate(floe_sink.iter_chunks(data, sink.batch_size)):
-            batch = floe_sink.apply_field_mapping(chunk, sink.field_mapping)
-            checksum.update(batch)
+
+        def send(batch: pa.RecordBatch, key: str) -> floe_sink.BatchReceipt:
+            """POST one batch (mapped, at most batch_size rows) under its idempotency key."""
             body = json.dumps(batch.to_pylist(), default=str).encode()
-            headers = {
-                **sink.headers,
-                "Content-Type": "application/json",
-                "Idempotency-Key": floe_sink.idempotency_key(sink.url, batch, position),
-            }
-            for attempt in floe_sink.retrying(sink.retry, what="webhook batch", batch=position):
+            headers = {**sink.headers, "Content-Type": "application/json", "Idempotency-Key": key}
+            for attempt in floe_sink.retrying(sink.retry, what="webhook batch", key=key):
                 with attempt:
                     _post(client, sink.url, body, headers)
-            rows += batch.num_rows
-            sent += len(body)
+            return floe_sink.BatchReceipt(rows=batch.num_rows, bytes=len(body))
+
+        # Maps, cuts into batch_size rows, keys each batch, skips the batches the journal
+        # holds, calls send() for the others and records each one once it is delivered.
+        totals = floe_sink.deliver_batches(
+            data,
+            delivery=delivery,
+            batch_size=sink.batch_size,
+            send=send,
+            field_mapping=sink.field_mapping,
+            checksum=checksum,
+        )
     digest = checksum.hexdigest()
     return EgressResult(
         success=True,
-        rows_delivered=rows,
-        bytes_transmitted=sent,
+        rows_delivered=totals.rows,
+        bytes_transmitted=totals.bytes,
         duration_seconds=time.perf_counter() - started,
         checksum=digest,
-        delivery_timestamp=datetime.now(UTC).isoformat(),
-        idempotency_key=floe_sink.idempotency_key(sink.url, digest),
+        delivery_timestamp=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        idempotency_key=floe_sink.idempotency_key(delivery.destination, digest),
+        resumed_batches=totals.resumed_batches,
     )
 
 

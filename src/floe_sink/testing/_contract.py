@@ -1,23 +1,4 @@
-"""pytest helpers for plugin authors: a fresh plugin manager and a contract check.
-
-The module is a pytest plugin, registered through the ``pytest11`` entry point of the
-``floe-sink`` distribution, so installing floe-sink makes its fixture available to every test
-suite. Loading it costs what ``import floe_sink`` costs (pluggy, attrs, cattrs, the
-OpenTelemetry API: well under 0.3 s) and never pyarrow or dlt. Use it in a plugin's own
-tests::
-
-    import floe_sink.testing
-    import my_sink_plugin
-
-
-    def test_contract() -> None:
-        floe_sink.testing.assert_sink_connector(my_sink_plugin, sink_types={"webhook"})
-
-
-    def test_routing(sink_plugin_manager) -> None:
-        sink_plugin_manager.register(my_sink_plugin)
-        assert sink_plugin_manager.list_available_sinks() == ["webhook"]
-"""
+"""The static contract check and a fresh plugin manager (``sink_plugin_manager``)."""
 
 from __future__ import annotations
 
