@@ -166,26 +166,36 @@ class ProblemsError(SinkConfigurationError):
         problems: One line per problem, each naming where (file, destination, field).
         header: What was checked, e.g. ``Invalid configuration in floe.yaml``; ``None``: the
             problem alone, or how many there are.
+        **context: ``sink_type``, ``destination`` and more, as for :class:`SinkError`.
 
     Attributes:
         problems: As given (never empty).
         header: As given.
     """
 
-    def __init__(self, problems: Iterable[str], *, header: str | None = None) -> None:
+    def __init__(
+        self, problems: Iterable[str], *, header: str | None = None, **context: Any
+    ) -> None:
         self.problems: list[str] = [str(problem) for problem in problems] or [
             "invalid configuration"
         ]
         self.header = header
-        super().__init__(self.render())
+        super().__init__("", **context)
+        self.message = self.render()
+        self.args = (self.message,)
 
     def render(self) -> str:
-        """The problems as one message: one line, or a header line and one line per problem."""
+        """The problems as one message: one line, or a header line and one line per problem.
+
+        The context (``[sink_type=..., destination=...]``) ends the first line.
+        """
+        suffix = _context_suffix(getattr(self, "context", {}))
         if len(self.problems) == 1:
-            return f"{self.header}: {self.problems[0]}" if self.header else self.problems[0]
+            line = f"{self.header}: {self.problems[0]}" if self.header else self.problems[0]
+            return line + suffix
         count = f"{len(self.problems)} problems"
         head = f"{self.header} ({count})" if self.header else count
-        return "\n".join([f"{head}:", *(f"  - {problem}" for problem in self.problems)])
+        return "\n".join([f"{head}{suffix}:", *(f"  - {problem}" for problem in self.problems)])
 
 
 def problems_of(exc: BaseException) -> list[str]:

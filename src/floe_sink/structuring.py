@@ -23,7 +23,7 @@ import difflib
 import enum
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
 import cattrs
@@ -37,6 +37,10 @@ from cattrs.errors import (
 from cattrs.gen import mapping_structure_factory
 
 from floe_sink.errors import ProblemsError
+from floe_sink.secrets import Secret
+
+if TYPE_CHECKING:
+    from floe_sink.models import SinkConfig
 
 __all__ = [
     "CheckedClass",
@@ -55,6 +59,7 @@ __all__ = [
     "register_enum",
     "schema_of",
     "structure",
+    "structure_options",
 ]
 
 T = TypeVar("T")
@@ -482,3 +487,35 @@ def structure(data: Any, cls: type[T], *, what: str | None = None) -> T:
         raise ProblemsError(["nested too deeply"], header=header) from exc
     except Exception as exc:  # every failure becomes problems with paths; nothing raw escapes
         raise ProblemsError(problem_lines(collect_problems(exc)), header=header) from exc
+
+
+def structure_options(config: SinkConfig, cls: type[T]) -> T:
+    """Structure a sink's ``connection_config`` into its options model ``cls``.
+
+    For plugins: ``cls`` is an attrs class registered with :func:`register_checked_class`
+    (one field per key the sink reads). A key whose value is a
+    :class:`~floe_sink.secrets.Secret` and that ``cls`` does not name is left out: it came
+    from the destination's mounted Secret, which often holds more keys than one sink uses.
+
+    Raises:
+        ProblemsError: Every unknown key, wrong type and value outside its choices, each as
+            ``invalid 'key': reason`` (a :class:`~floe_sink.errors.SinkConfigurationError`).
+    """
+    known = attrs.fields_dict(cls)  # type: ignore[arg-type]  # an attrs class by contract
+    data = {
+        key: value
+        for key, value in config.connection_config.items()
+        if key in known or not isinstance(value, Secret)
+    }
+    try:
+        return converter.structure(data, cls)
+    except Exception as exc:  # every failure becomes problems with paths; nothing raw escapes
+        problems = [
+            f"invalid {format_path(problem.path)!r}: {problem.reason}"
+            if problem.path
+            else problem.reason
+            for problem in collect_problems(exc)
+        ]
+        raise ProblemsError(
+            problems, sink_type=config.sink_type, destination=config.destination
+        ) from exc

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from floe_sink.errors import ErrorCategory, SinkConnectionError, SinkError, SinkWriteError
 from floe_sink_dlt.sql.evolution import ColumnInfo
-from floe_sink_dlt.sql.target import DatabaseUrl, TableName
+from floe_sink_dlt.sql.target import STAGING_SUFFIX, DatabaseUrl, TableName
 from floe_sink_dlt.sql.types import arrow_to_sql
 
 __all__ = [
@@ -37,9 +37,6 @@ __all__ = [
 
 LEDGER_TABLE = "_floe_sink_batches"
 """The table (next to the target table) recording every batch committed, per delivery."""
-
-STAGING_SUFFIX = "__floe_staging"
-"""Appended to the target table's name for the staging table of ``replace``."""
 
 STAGING_MARK = "staging"
 """The ledger ``batch_key`` that says which delivery the staging table belongs to."""

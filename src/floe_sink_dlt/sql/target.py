@@ -14,7 +14,7 @@ import attrs
 from floe_sink.errors import SinkConfigurationError
 from floe_sink.secrets import Secret, redact_url, reveal, scrub_text
 
-__all__ = ["DIALECTS", "DatabaseUrl", "TableName"]
+__all__ = ["DIALECTS", "STAGING_SUFFIX", "DatabaseUrl", "TableName"]
 
 DIALECTS = {
     "postgresql": "postgresql",
@@ -28,6 +28,9 @@ DIALECTS = {
 """URL schemes accepted, and the dialect each one names."""
 
 _SINK_TYPE = "sql_database"
+
+STAGING_SUFFIX = "__floe_staging"
+"""Appended to the target table's name for the staging table of ``replace``."""
 
 
 @attrs.frozen(kw_only=True)
