@@ -15,7 +15,7 @@ import os
 
 # Arrow's default allocator (mimalloc) keeps the pages it freed: a command that streams a
 # table much larger than its memory should hold gives them back at once instead (jemalloc,
-# decay 0; see floe_sink.job). Set before pyarrow is imported; the variable still wins.
+# decay 0; see floe_sink.source). Set before pyarrow is imported; the variable still wins.
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
 import contextlib
@@ -114,12 +114,8 @@ _LEVELS = {
 
 def _setup_logging(*, level: int, log_format: str) -> None:
     as_json = {"auto": None, "json": True, "console": False}[log_format]
-    configure_logging(level=level, json=as_json, stream=sys.stderr)
-    import structlog
-
-    processors = list(structlog.get_config()["processors"])
-    processors.insert(len(processors) - 1, _scrub.processor)  # just before the renderer
-    structlog.configure(processors=processors)
+    # the scrubbing runs just before the renderer; structlog is imported on the first event
+    configure_logging(level=level, json=as_json, stream=sys.stderr, processors=[_scrub.processor])
 
 
 def _echo_json(data: Any) -> None:
