@@ -14,6 +14,9 @@ The order is what makes a run safe to start:
 4. :func:`deliver` streams each scan to its sink with the delivery's journal, then closes the
    delivery: done, failed, or (interrupted) still open for the next run to resume. One
    destination failing does not stop the others; :func:`dry_run` reads and maps instead.
+
+Steps 1 and 2 import neither pyarrow nor pyiceberg (``floe-sink validate`` stops there); the
+source and the delivery import them when they are reached.
 """
 
 from __future__ import annotations
@@ -28,12 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import pyarrow as pa
-
-if pa.default_memory_pool().backend_name == "jemalloc":
-    # return freed memory to the system at once, so the peak RSS of a long run follows
-    # what is live (a few batches), not what was ever allocated (see floe_sink.cli)
-    pa.jemalloc_set_decay_ms(0)
 
 from floe_sink.errors import (
     FloeSinkError,
@@ -50,6 +47,8 @@ from floe_sink.secrets import Secret
 from floe_sink.state import DEFAULT_STATE_DIR
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from floe_sink.delivery import Delivery
     from floe_sink.state import StateStore
 
@@ -675,6 +674,8 @@ def _deliver_changes(
 ) -> EgressResult:
     """Deliver what changed (``changes``/``mirror``) and fold the acknowledged part into the
     sync state; see :mod:`floe_sink.sync`."""
+    import pyarrow as pa
+
     from floe_sink.delivery import DeliveryInterrupted
     from floe_sink.sync import read_state_info
 
@@ -789,6 +790,8 @@ def deliver(
     Raises:
         DeliveryInterrupted: A stop was requested; the delivery stays open, to be resumed.
     """
+    import pyarrow as pa
+
     from floe_sink.delivery import DeliveryInterrupted
     from floe_sink.state import ABANDONED, DONE, FAILED, RunRecord, now_utc
 
@@ -922,6 +925,8 @@ def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
     ``sample`` shows the first rows as the destination's sink (created by :func:`configure`,
     never written to) will send them: see :func:`floe_sink.preview.preview_rows`.
     """
+    import pyarrow as pa
+
     from floe_sink.mapping import apply_field_mapping, mapped_schema
     from floe_sink.preview import preview_rows
 

@@ -36,6 +36,11 @@ from floe_sink.errors import ErrorCategory, SinkConfigurationError, SinkConnecti
 from floe_sink.logs import get_logger
 from floe_sink.state import DEFAULT_STATE_DIR
 
+if pa.default_memory_pool().backend_name == "jemalloc":
+    # return freed memory to the system at once, so the peak RSS of a long run follows
+    # what is live (a few batches), not what was ever allocated (see floe_sink.cli)
+    pa.jemalloc_set_decay_ms(0)
+
 __all__ = [
     "DEFAULT_CATALOG_NAME",
     "SourceNotFoundError",
