@@ -23,7 +23,9 @@ pyiceberg is imported on first use, so ``import floe_sink`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -255,6 +257,13 @@ def open_table(source_config: Mapping[str, Any]) -> Any:
     table_name = source_config.get("table")
     if not isinstance(table_name, str) or not table_name:
         raise SinkConfigurationError("The source config names no table")
+    properties = source_config.get("catalog_properties")
+    if isinstance(properties, Mapping):
+        _ensure_local_dirs(properties, create_catalog=source_config.get("create_catalog") is True)
+        name = str(source_config.get("catalog_name") or DEFAULT_CATALOG_NAME)
+        table = _from_sqlite_catalog(name, properties, table_name)
+        if table is not None:
+            return table
     catalog = load_catalog(source_config)
     try:
         return catalog.load_table(table_name)
@@ -268,6 +277,68 @@ def open_table(source_config: Mapping[str, Any]) -> Any:
         raise SinkConnectionError(
             f"Cannot read table {table_name!r} from the Iceberg catalog: {exc}"
         ) from exc
+
+
+_JDBC_COLUMNS = frozenset({"catalog_name", "table_namespace", "table_name", "metadata_location"})
+
+
+def _from_sqlite_catalog(name: str, properties: Mapping[str, Any], table_name: str) -> Any:
+    """The table of a SQL catalog on SQLite, read with ``sqlite3``; ``None`` when not that.
+
+    pyiceberg's SQL catalog is built on SQLAlchemy: a third of a second to import and an
+    engine per run, for what a reader needs of it, one row of the ``iceberg_tables`` table
+    the Iceberg JDBC catalog specifies (the metadata file of the table). Anything unexpected
+    (no such file, table or row; another layout) gives ``None``: pyiceberg's own catalog then
+    reads it, and says what is wrong.
+    """
+    if str(properties.get("type") or "sql") != "sql":
+        return None
+    match = _SQLITE_URI.fullmatch(str(properties.get("uri") or ""))
+    database = match.group("path") if match else ""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database)
+    if not path.is_file():
+        return None
+    namespace, _, table = table_name.rpartition(".")
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        ) as db:
+            columns = {str(row[1]) for row in db.execute("PRAGMA table_info(iceberg_tables)")}
+            if not _JDBC_COLUMNS.issubset(columns):
+                return None
+            query = (
+                "SELECT metadata_location FROM iceberg_tables "
+                "WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"
+            )
+            if "iceberg_type" in columns:  # the v1 layout: views are rows too
+                query += " AND (iceberg_type IS NULL OR iceberg_type = 'TABLE')"
+            row = db.execute(query, (name, namespace, table)).fetchone()
+    except sqlite3.Error:
+        return None
+    if row is None or not row[0]:
+        return None
+    from pyiceberg.catalog.noop import NoopCatalog
+    from pyiceberg.io import load_file_io
+    from pyiceberg.serializers import FromInputFile
+    from pyiceberg.table import Table
+
+    location = str(row[0])
+    settings = {str(key): str(value) for key, value in properties.items()}
+    try:
+        metadata = FromInputFile.table_metadata(
+            load_file_io(settings, location).new_input(location)
+        )
+    except Exception:  # a missing or damaged metadata file: pyiceberg's catalog reports it
+        return None
+    return Table(
+        identifier=(*namespace.split("."), table),
+        metadata=metadata,
+        metadata_location=location,
+        io=load_file_io({**settings, **metadata.properties}, location),
+        catalog=NoopCatalog(name),  # read only: nothing is committed through it
+    )
 
 
 @attrs.frozen(kw_only=True)
