@@ -1,0 +1,180 @@
+"""Benchmark: the fixed cost of a ``floe-sink`` process (what an hourly 5-row sync pays).
+
+Run from the repository root (not part of the test suite)::
+
+    .venv/bin/python benchmarks/bench_startup.py [--repeat 7] [--rows 5]
+
+1. Seeds a ``--rows``-row ``gold.customers`` (the quickstart's table) into the embedded
+   Iceberg catalog of a project in a temp dir.
+2. Runs, each in a fresh process, interleaved ``--repeat`` times:
+
+   - ``floe-sink run`` of one ``sql_database`` destination (a SQLite file, ``merge``);
+   - ``floe-sink run`` of one ``rest_api`` destination (the test suite's local HTTP server,
+     in this process, on 127.0.0.1);
+   - ``floe-sink validate`` of ``examples/quickstart`` (reads and sends nothing).
+
+For a run, the fixed cost is the wall time of the process minus the run's own
+``duration_seconds`` (the delivery itself, from ``--output json``): interpreter start,
+imports, reading the files, opening the catalog and the journal, and exiting. Prints the
+median and the best of each case and exits 1 when a median misses its bound (runs: 0.8 s,
+validate: 0.5 s wall).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+QUICKSTART = ROOT / "examples" / "quickstart"
+sys.path[:0] = [str(ROOT / "tests"), str(QUICKSTART), str(ROOT / "src")]
+
+RUN_BOUND = 0.8
+VALIDATE_BOUND = 0.5
+
+
+def floe_sink() -> list[str]:
+    script = Path(sys.executable).with_name("floe-sink")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from floe_sink.cli import main; main()"]
+
+
+def write_project(root: Path, url: str, rows: int) -> None:
+    """floe.yaml, secrets and a ``rows``-row table in the embedded catalog under ``root``."""
+    import yaml
+    from seed import seed
+
+    seed(state_dir=root / ".floe", rows=rows)
+    mapping = {"customer_id": "id", "email": "email", "country": "country_code"}
+    common = {"source_table": "gold.customers", "field_mapping": mapping}
+    destinations = [
+        {
+            "name": "db",
+            "sink_type": "sql_database",
+            "connection_secret_ref": "db",
+            "config": {"table": "customers"},
+            "write_disposition": "merge",
+            "primary_key": ["customer_id"],
+            **common,
+        },
+        {
+            "name": "api",
+            "sink_type": "rest_api",
+            "connection_secret_ref": "api",
+            "config": {"url": url},
+            **common,
+        },
+    ]
+    (root / "floe.yaml").write_text(yaml.safe_dump({"destinations": destinations}))
+    for ref, key, value in (
+        ("db", "url", f"sqlite:///{root / 'out.sqlite'}"),
+        ("api", "token", "bench-token"),
+    ):
+        (root / "secrets" / ref).mkdir(parents=True, exist_ok=True)
+        (root / "secrets" / ref / key).write_text(value)
+
+
+def timed(command: list[str], cwd: Path) -> tuple[float, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOE_", "OTEL_"))}
+    started = time.perf_counter()
+    completed = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if completed.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{completed.stdout}{completed.stderr}")
+    return wall, completed.stdout
+
+
+def run_case(root: Path, destination: str) -> tuple[float, float]:
+    """(wall time, wall time minus the run's own duration) of one run."""
+    wall, out = timed(
+        [
+            *floe_sink(),
+            "run",
+            "floe.yaml",
+            "--secrets-dir",
+            "secrets",
+            "-d",
+            destination,
+            "--output",
+            "json",
+            "--no-progress",
+        ],
+        root,
+    )
+    (record,) = json.loads(out)
+    assert record["success"], record
+    return wall, wall - float(record["duration_seconds"])
+
+
+def validate_case() -> float:
+    wall, _ = timed(
+        [
+            *floe_sink(),
+            "validate",
+            "floe.yaml",
+            "--manifest",
+            "manifest.yaml",
+            "--secrets-dir",
+            "secrets",
+        ],
+        QUICKSTART,
+    )
+    return wall
+
+
+def summary(values: list[float]) -> str:
+    return f"median {statistics.median(values):.3f} s, best {min(values):.3f} s"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--rows", type=int, default=5)
+    args = parser.parse_args()
+
+    from fixtures.http_server import RecordingServer
+
+    server = RecordingServer().start()
+    results: dict[str, list[float]] = {"sqlite": [], "http": [], "validate": []}
+    walls: dict[str, list[float]] = {"sqlite": [], "http": []}
+    with tempfile.TemporaryDirectory(prefix="floe-bench-startup-") as tmp:
+        root = Path(tmp)
+        write_project(root, server.url, args.rows)
+        run_case(root, "db")  # warm the file cache; its table is created here
+        for _ in range(args.repeat):
+            for case, name in (("sqlite", "db"), ("http", "api")):
+                wall, fixed = run_case(root, name)
+                walls[case].append(wall)
+                results[case].append(fixed)
+            results["validate"].append(validate_case())
+    server.stop()
+    failed = False
+    for case in ("sqlite", "http"):
+        median = statistics.median(results[case])
+        failed |= median > RUN_BOUND
+        print(
+            f"run -> {case:<6} fixed cost: {summary(results[case])} "
+            f"(wall {summary(walls[case])}; bound {RUN_BOUND} s)"
+        )
+    median = statistics.median(results["validate"])
+    failed |= median > VALIDATE_BOUND
+    print(
+        f"validate quickstart wall:     {summary(results['validate'])} (bound {VALIDATE_BOUND} s)"
+    )
+    report: dict[str, Any] = {"cpus": os.cpu_count(), "load": os.getloadavg()[0]}
+    print(json.dumps(report))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
