@@ -545,7 +545,9 @@ def _run(
         contextlib.ExitStack() as held,
         stop_on_signals(stop),
     ):
-        store = None if dry else held.enter_context(_state_store(state_dir))
+        store = (
+            None if dry else held.enter_context(_state_store(state_dir, job, secrets_dir, manager))
+        )
         try:
             configured = configure(job, manager, secrets_dir=secrets_dir, state_dir=state_dir)
             _scrub.add(configured.secrets)
@@ -596,11 +598,18 @@ def _run(
 
 
 @contextlib.contextmanager
-def _state_store(state_dir: Path) -> Iterator[Any]:
-    from floe_sink.state import open_state_store
+def _state_store(
+    state_dir: Path, job: Any, secrets_dir: Path | None, manager: Any = None
+) -> Iterator[Any]:
+    """The state store the manifest's ``state:`` names (``local`` under ``state_dir`` by
+    default), opened through the plugins' ``get_state_store``; closed after the block."""
+    from floe_sink.manager import get_plugin_manager
+    from floe_sink.state import open_state_store, state_settings
 
     try:
-        store = open_state_store(state_dir)
+        settings = state_settings(job.manifest, job.manifest_path, secrets_dir=secrets_dir)
+        _scrub.add(settings.secret_values())
+        store = open_state_store(state_dir, settings, manager=manager or get_plugin_manager())
     except SinkConfigurationError as exc:
         _fail(str(exc))
     try:
@@ -698,7 +707,6 @@ def plan(
     """Show what a run would send to each destination, sending nothing and writing no state."""
     from floe_sink.job import JobConfigurationError, configure, diff_of, guard_violations, prepare
     from floe_sink.manager import get_plugin_manager
-    from floe_sink.state import sync_state_path
 
     _apply_logging(ctx)
     job = _load(floe_yaml, manifest, destinations)
@@ -710,6 +718,7 @@ def plan(
     except JobConfigurationError as exc:
         _fail(exc.render())
     records: list[dict[str, Any]] = []
+    store = ctx.with_resource(_state_store(state_dir, job, secrets_dir, manager))
     for item in prepared.ready:
         mode = item.sink_config.sync
         record: dict[str, Any] = {"destination": item.name, "sync": mode}
@@ -721,7 +730,7 @@ def plan(
             record["sample"] = {"inserts": [], "updates": [], "deletes": []}
         else:
             work = state_dir / "tmp"
-            diff = diff_of(item, sync_state_path(state_dir, item.name), work)
+            diff = diff_of(item, store.load_sync_state(item.name), work)
             try:
                 record.update(
                     inserts=diff.inserts,
@@ -797,7 +806,7 @@ def status(
     job = _load(floe_yaml, manifest, destinations)
     names = [dest.name for dest in job.destinations] if destinations else None
     runs: list[dict[str, Any]] = []
-    with _state_store(state_dir) as store:
+    with _state_store(state_dir, job, secrets_dir) as store:
         for run_record in store.runs(limit=None):
             if names is not None and run_record.destination not in names:
                 continue
@@ -852,8 +861,8 @@ def reset(
 ) -> int:
     """Forget a destination's sync state: its next changes/mirror run sends every row."""
     _apply_logging(ctx)
-    _load(floe_yaml, manifest, (destination,))
-    with _state_store(state_dir) as store, store.lock(destination):
+    job = _load(floe_yaml, manifest, (destination,))
+    with _state_store(state_dir, job, secrets_dir) as store, store.lock(destination):
         store.forget(destination)
     click.echo(
         f"{destination}: sync state and unfinished deliveries forgotten; the next run "
@@ -890,7 +899,7 @@ def rejects(
     _apply_logging(ctx)
     job = _load(floe_yaml, manifest, destinations)
     names = {dest.name for dest in job.destinations}
-    with _state_store(state_dir) as store:
+    with _state_store(state_dir, job, secrets_dir) as store:
         found = [r for r in store.rejects() if r.destination in names]
     records = [
         {

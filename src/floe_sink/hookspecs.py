@@ -6,10 +6,15 @@ with :data:`floe_sink.hookimpl`, found through the ``floe_sink`` entry-point gro
 in code with ``get_plugin_manager().register(plugin)``). The manager routes ``create_sink`` and
 ``write`` to the one plugin that listed the sink type, so an implementation only ever sees its
 own sinks.
+
+:class:`StateStoreSpec` adds one hook outside that contract, ``get_state_store``: where the
+command keeps delivery state (the manifest's ``state:``), so a platform can bring its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -17,8 +22,10 @@ import pluggy
 if TYPE_CHECKING:
     from floe_sink.delivery import Delivery
     from floe_sink.models import EgressResult, SinkConfig
+    from floe_sink.secrets import Secret
+    from floe_sink.state import StateStore
 
-__all__ = ["PROJECT_NAME", "SinkConnectorSpec", "hookimpl", "hookspec"]
+__all__ = ["PROJECT_NAME", "SinkConnectorSpec", "StateStoreSpec", "hookimpl", "hookspec"]
 
 PROJECT_NAME = "floe_sink"
 """The pluggy project name, also the entry-point group."""
@@ -151,4 +158,37 @@ class SinkConnectorSpec:
             def get_source_config(catalog_config: dict) -> dict:
                 properties = {**catalog_config["catalog_properties"], "s3.region": "eu-west-1"}
                 return {**catalog_config, "catalog_properties": properties}
+        """
+
+
+class StateStoreSpec:
+    """Where delivery state lives: one optional hook, not part of the ``SinkConnector`` four."""
+
+    @hookspec(firstresult=True)
+    def get_state_store(
+        self, state_config: dict[str, Any], secrets: Mapping[str, Secret], state_dir: Path
+    ) -> StateStore | None:
+        """Open the state store the manifest's ``state:`` asks for, or return ``None``.
+
+        ``state_config`` is that section as plain data: ``backend`` (``local`` when the
+        manifest has no ``state:``), and ``connection_secret_ref`` and ``options`` when set.
+        ``secrets`` is the resolved ``connection_secret_ref`` (key -> :class:`~floe_sink.Secret`;
+        ``{}`` without one). ``state_dir`` is the ``--state-dir``. The first plugin that returns
+        a store wins; floe-sink's own ``local`` and ``sql`` backends answer last, so a platform
+        plugin can add a backend or replace one. The store implements
+        :class:`floe_sink.state.StateStore`; the command closes it. Raise
+        :class:`~floe_sink.SinkConfigurationError` for settings it cannot use (never showing a
+        secret value).
+
+        Example::
+
+            @floe_sink.hookimpl
+            def get_state_store(state_config, secrets, state_dir):
+                if state_config["backend"] != "platform":
+                    return None  # not ours: local and sql stay floe-sink's
+                return PlatformStateStore(
+                    endpoint=state_config.get("options", {}).get("endpoint"),
+                    token=secrets["token"].reveal(),
+                    scratch=state_dir / "platform",
+                )
         """

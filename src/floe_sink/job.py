@@ -682,7 +682,7 @@ def _deliver_changes(
     delivery = prepared.delivery
     assert delivery is not None
     config = prepared.sink_config
-    path = store.sync_state_path(prepared.name)
+    path = store.load_sync_state(prepared.name)
     info = read_state_info(path)
     if delivery.resumed and info is not None and info.delivery_id == delivery.delivery_id:
         # the killed run had folded this delivery into the state: it is done
@@ -723,10 +723,10 @@ def _deliver_changes(
                     delivery=delivery,
                 )
         except DeliveryInterrupted:
-            _fold_acknowledged(diff, delivery, complete=False)
+            _fold_acknowledged(diff, delivery, store, complete=False)
             raise
         complete = result.success and (deleted is None or deleted.success)
-        _fold_acknowledged(diff, delivery, complete=complete, deletes=deleted is not None)
+        _fold_acknowledged(diff, delivery, store, complete=complete, deletes=deleted is not None)
         errors = [*result.errors, *(deleted.errors if deleted is not None else [])]
         counts["rows_deleted"] = deleted.rows_delivered if deleted is not None else 0
         final: EgressResult = attrs.evolve(
@@ -743,9 +743,9 @@ def _deliver_changes(
 
 
 def _fold_acknowledged(
-    diff: Any, delivery: Delivery, *, complete: bool, deletes: bool = False
+    diff: Any, delivery: Delivery, store: StateStore, *, complete: bool, deletes: bool = False
 ) -> None:
-    """Save the sync state with exactly what the destination acknowledged."""
+    """Save the sync state with exactly what the destination acknowledged, in the store."""
     from floe_sink.sync import DELETE_POSITIONS
 
     refused = [(p, i) for p, i in delivery.rejections if p < DELETE_POSITIONS]
@@ -758,20 +758,22 @@ def _fold_acknowledged(
             delete_batch_size=None,
             rejected=refused,
         )
-        return
-    diff.save_state(
-        delivery_id=delivery.delivery_id,
-        sent_batches=delivery.acknowledged_positions(0, DELETE_POSITIONS),
-        batch_size=delivery.batch_sizes.get(0),
-        deleted_batches=[
-            position - DELETE_POSITIONS
-            for position in delivery.acknowledged_positions(DELETE_POSITIONS)
-        ]
-        if deletes
-        else [],
-        delete_batch_size=delivery.batch_sizes.get(DELETE_POSITIONS),
-        rejected=refused,
-    )
+    else:
+        diff.save_state(
+            delivery_id=delivery.delivery_id,
+            sent_batches=delivery.acknowledged_positions(0, DELETE_POSITIONS),
+            batch_size=delivery.batch_sizes.get(0),
+            deleted_batches=[
+                position - DELETE_POSITIONS
+                for position in delivery.acknowledged_positions(DELETE_POSITIONS)
+            ]
+            if deletes
+            else [],
+            delete_batch_size=delivery.batch_sizes.get(DELETE_POSITIONS),
+            rejected=refused,
+        )
+    if not diff.skipped_read:  # an unchanged snapshot leaves the state as it is
+        store.save_sync_state(delivery.destination, diff.state_path)
 
 
 def deliver(

@@ -22,6 +22,7 @@ import difflib
 import os
 import weakref
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -34,7 +35,7 @@ from floe_sink.errors import (
     PluginLoadError,
     SinkNotFoundError,
 )
-from floe_sink.hookspecs import PROJECT_NAME, SinkConnectorSpec
+from floe_sink.hookspecs import PROJECT_NAME, SinkConnectorSpec, StateStoreSpec
 from floe_sink.logs import get_logger
 from floe_sink.models import EgressResult, SinkConfig
 from floe_sink.tracing import egress_span, record_egress_result
@@ -105,12 +106,14 @@ class SinkPluginManager(pluggy.PluginManager):
     def __init__(self) -> None:
         super().__init__(PROJECT_NAME)
         self.add_hookspecs(SinkConnectorSpec)
+        self.add_hookspecs(StateStoreSpec)
         self.load_failures: list[PluginFailure] = []
         self.plugin_info: dict[str, PluginInfo] = {}
-        self._sinks: weakref.WeakKeyDictionary[Any, tuple[str, str]] = weakref.WeakKeyDictionary()
-        # Sinks that cannot be weakly referenced (dicts, tuples) are kept by id, with the
-        # object itself so that the id cannot be reused while the entry lives.
-        self._sinks_by_id: dict[int, tuple[Any, str, str]] = {}
+        # Sinks are known by identity, never by equality: two equal sinks (attrs records
+        # compare by value) are two sinks. A sink that can be weakly referenced is forgotten
+        # when it is collected; one that cannot (a dict, a tuple) is kept with the entry, so
+        # that its id is not reused while the entry lives.
+        self._sinks: dict[int, tuple[Any, str, str]] = {}
 
     # -- registration -----------------------------------------------------------------------
 
@@ -360,22 +363,20 @@ class SinkPluginManager(pluggy.PluginManager):
         return sink
 
     def _remember(self, sink: Any, owner: str, sink_type: str) -> None:
+        key = id(sink)
         try:
-            self._sinks[sink] = (owner, sink_type)
+            held: Any = weakref.ref(sink, lambda _ref: self._sinks.pop(key, None))
         except TypeError:
-            self._sinks_by_id[id(sink)] = (sink, owner, sink_type)
+            held = sink
+        self._sinks[key] = (held, owner, sink_type)
 
     def _owner_of_sink(self, sink: Any) -> tuple[str, str] | None:
-        try:
-            found = self._sinks.get(sink)
-        except TypeError:
-            found = None
-        if found is not None:
-            return found
-        entry = self._sinks_by_id.get(id(sink))
-        if entry is not None and entry[0] is sink:
-            return entry[1], entry[2]
-        return None
+        entry = self._sinks.get(id(sink))
+        if entry is None:
+            return None
+        held, owner, sink_type = entry
+        alive = held() if isinstance(held, weakref.ref) else held
+        return (owner, sink_type) if alive is sink else None
 
     def _route(self, sink: Any, sink_type: str | None) -> tuple[str, str]:
         """The plugin (and sink type) a sink belongs to: the one that created it, else the
@@ -500,6 +501,25 @@ class SinkPluginManager(pluggy.PluginManager):
                 f"it returned {type(result).__name__}, not the read config (a mapping)",
             )
         return dict(result)
+
+    def get_state_store(
+        self, state_config: dict[str, Any], secrets: Mapping[str, Any], state_dir: Path
+    ) -> Any:
+        """The state store of the first plugin that answers ``get_state_store``; floe-sink's
+        own backends (``local``, ``sql``) answer last, also when they were not loaded.
+
+        Returns:
+            A :class:`floe_sink.state.StateStore`, or ``None`` when no plugin provides the
+            backend.
+        """
+        from floe_sink import state_backends
+
+        store = self.hook.get_state_store(
+            state_config=state_config, secrets=secrets, state_dir=state_dir
+        )
+        if store is None and not self.is_registered(state_backends):
+            store = state_backends.get_state_store(state_config, secrets, state_dir)
+        return store
 
 
 def get_plugin_manager(

@@ -16,6 +16,9 @@ deleted when their delivery completes, so the file stays small whatever the tabl
 The sync state of a change-aware destination (``sync: changes`` / ``mirror``: every key
 delivered there and the fingerprint of its content) is one Parquet file per destination under
 ``<state dir>/sync/``, replaced atomically after each delivery (see :mod:`floe_sink.sync`).
+A store hands it out as a local file (:meth:`StateStore.load_sync_state`) and takes the new
+one back (:meth:`StateStore.save_sync_state`): the ``local`` store uses its own file in place,
+the ``sql`` store (:mod:`floe_sink.sqlstate`) downloads it and uploads it in one transaction.
 
 Locks are one file per destination under ``<state dir>/locks/``, held with ``flock``: the
 kernel releases a lock when its process dies, so a killed run's lock is taken over safely by
@@ -23,6 +26,10 @@ the next run, and two live runs of one destination never overlap.
 
 State is keyed by the destination name itself; file names use :func:`escape_name`, which is
 lossless and safe on case-insensitive file systems, so no two names ever share state.
+
+Which store a run uses is the manifest's ``state:`` (``backend: local``, the default, or
+``sql``), opened by :func:`open_state_store` through the ``get_state_store`` hook, so a
+platform can bring its own (:mod:`floe_sink.state_backends` provides the built-in two).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import threading
@@ -42,6 +50,7 @@ from typing import Any, Protocol
 import attrs
 
 from floe_sink.errors import FloeSinkError, SinkConfigurationError
+from floe_sink.secrets import Secret
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -51,9 +60,13 @@ __all__ = [
     "LocalStateStore",
     "RejectRecord",
     "RunRecord",
+    "StateSettings",
     "StateStore",
+    "StateStoreError",
     "escape_name",
+    "flock_held",
     "open_state_store",
+    "state_settings",
     "sync_state_path",
 ]
 
@@ -94,6 +107,11 @@ def escape_name(name: str) -> str:
         else:
             out.append(f"_{ord(char):x};")
     return "".join(out) or "_;"
+
+
+class StateStoreError(FloeSinkError):
+    """Raised when the state store itself fails: its database is unreachable, refuses a
+    statement, or is in use by another process. The message never shows a password."""
 
 
 class DestinationLockedError(FloeSinkError):
@@ -224,8 +242,18 @@ class StateStore(Protocol):
     def clear_rejects(self, destination: str, keys: list[str]) -> None:
         """Forget refused records the destination has now accepted (by JSON key)."""
 
-    def sync_state_path(self, destination: str) -> Path:
-        """Where the destination's sync state (keys and fingerprints, Parquet) lives."""
+    def load_sync_state(self, destination: str) -> Path:
+        """A local Parquet file with the destination's sync state (keys and fingerprints).
+
+        The file does not exist when the destination has no state yet. The sync engine
+        reads it, writes the new state to the same path and hands it back with
+        :meth:`save_sync_state`; a store that keeps state elsewhere downloads it to a
+        temporary file (under the state directory) that :meth:`close` removes.
+        """
+
+    def save_sync_state(self, destination: str, path: Path) -> None:
+        """Make the Parquet file at ``path`` the destination's sync state, in one step: a
+        crash leaves either the old state or the new one, never a mix."""
 
     def forget(self, destination: str) -> None:
         """Abandon every unfinished delivery of ``destination`` and drop its sync state
@@ -292,29 +320,9 @@ class LocalStateStore:
 
     # -- locks --------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def lock(self, destination: str) -> Iterator[None]:
-        import fcntl
-
+    def lock(self, destination: str) -> contextlib.AbstractContextManager[None]:
         folder = self.state_dir / LOCKS_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{escape_name(destination)}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise DestinationLockedError(destination, _read_holder(fd)) from None
-            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": now_utc()}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({"destination": destination, **holder}).encode(), 0)
-            try:
-                yield
-            finally:
-                os.ftruncate(fd, 0)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        return flock_held(folder / f"{escape_name(destination)}.lock", destination)
 
     # -- deliveries ---------------------------------------------------------------------
 
@@ -433,7 +441,7 @@ class LocalStateStore:
             f"ORDER BY started_at DESC, rowid DESC LIMIT {int(limit) if limit else -1}",
             params,
         )
-        return [_run_record(row) for row in rows]
+        return [run_record(row) for row in rows]
 
     # -- rejected records ------------------------------------------------------------------
 
@@ -487,7 +495,25 @@ class LocalStateStore:
             )
 
     def sync_state_path(self, destination: str) -> Path:
+        """Where this store keeps the destination's sync state."""
         return sync_state_path(self.state_dir, destination)
+
+    def load_sync_state(self, destination: str) -> Path:
+        return self.sync_state_path(destination)
+
+    def save_sync_state(self, destination: str, path: Path) -> None:
+        target = self.sync_state_path(destination)
+        if Path(path).absolute() == target.absolute():
+            return  # the sync engine replaced the file in place, atomically
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(target.name + ".tmp")
+        shutil.copyfile(path, temporary)
+        fd = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, target)
 
     def forget(self, destination: str) -> None:
         self.sync_state_path(destination).unlink(missing_ok=True)
@@ -503,7 +529,9 @@ class LocalStateStore:
             self._db.close()
 
 
-def _run_record(row: tuple[Any, ...]) -> RunRecord:
+def run_record(row: tuple[Any, ...]) -> RunRecord:
+    """A :class:`RunRecord` from a ``floe_runs`` row (``destination, run_id, started_at,
+    finished_at, success, sync, snapshot_id, delivery_id, result``)."""
     dest, run_id, started, finished, success, sync, snapshot_id, delivery_id, result = row
     return RunRecord(
         destination=dest,
@@ -512,10 +540,44 @@ def _run_record(row: tuple[Any, ...]) -> RunRecord:
         finished_at=finished,
         success=None if success is None else bool(success),
         sync=sync,
-        snapshot_id=snapshot_id,
+        snapshot_id=None if snapshot_id is None else int(snapshot_id),
         delivery_id=delivery_id,
         result=json.loads(result) if result else {},
     )
+
+
+@contextlib.contextmanager
+def flock_held(path: Path, destination: str) -> Iterator[None]:
+    """Hold ``destination``'s lock, the file ``path`` locked with ``flock``, for the block.
+
+    The kernel releases the lock when the process dies; the file says who holds it.
+
+    Raises:
+        DestinationLockedError: Another open file description (another run) holds it.
+    """
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DestinationLockedError(destination, _read_holder(fd)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"destination": destination, **lock_holder()}).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def lock_holder() -> dict[str, Any]:
+    """Who takes a lock: this process, this host, now (shown to a run that finds it held)."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "since": now_utc()}
 
 
 def _read_holder(fd: int) -> dict[str, Any] | None:
@@ -532,6 +594,133 @@ def sync_state_path(state_dir: Path, destination: str) -> Path:
     return Path(state_dir) / SYNC_DIR / f"{escape_name(destination)}.parquet"
 
 
-def open_state_store(state_dir: Path) -> StateStore:
-    """The state store of a run: the ``local`` store under ``state_dir``."""
-    return LocalStateStore(state_dir)
+BACKENDS = ("local", "sql")
+"""The state backends floe-sink itself provides."""
+
+
+@attrs.frozen(kw_only=True)
+class StateSettings:
+    """The manifest's ``state:`` as the ``get_state_store`` hook receives it.
+
+    Attributes:
+        config: ``backend`` (``local`` when there is no ``state:``), ``connection_secret_ref``
+            and ``options`` when set, as plain data.
+        secrets: The resolved ``connection_secret_ref`` (``{}`` without one).
+        where: Where the settings come from, to prefix messages (``manifest.yaml: state``).
+    """
+
+    config: dict[str, Any] = attrs.field(factory=lambda: {"backend": "local"})
+    secrets: dict[str, Secret] = attrs.field(factory=dict, repr=False)
+    where: str = "state"
+
+    @property
+    def backend(self) -> str:
+        """The backend's name."""
+        return str(self.config.get("backend") or "local")
+
+    def secret_values(self) -> list[str]:
+        """Every secret value, and the password of every URL among them, for scrubbing."""
+        from urllib.parse import unquote, urlsplit
+
+        values: list[str] = []
+        for secret in self.secrets.values():
+            value = secret.reveal()
+            values.append(value)
+            with contextlib.suppress(ValueError):
+                password = urlsplit(value.strip()).password
+                if password:
+                    values.extend({password, unquote(password)})
+        return values
+
+
+def state_settings(
+    manifest: Any, manifest_path: Path | None = None, *, secrets_dir: Path | None = None
+) -> StateSettings:
+    """The state settings of a run: the manifest's ``state:`` with its secret resolved.
+
+    Raises:
+        SinkConfigurationError: The secret cannot be resolved; the message names the file,
+            ``state.connection_secret_ref`` and the secret, never a value.
+    """
+    where = f"{manifest_path}: state" if manifest_path is not None else "state"
+    state = getattr(manifest, "state", None)
+    if state is None:
+        return StateSettings(where=where)
+    config: dict[str, Any] = {"backend": state.backend}
+    if state.connection_secret_ref is not None:
+        config["connection_secret_ref"] = state.connection_secret_ref
+    if state.options:
+        config["options"] = dict(state.options)
+    secrets: dict[str, Secret] = {}
+    if state.connection_secret_ref is not None:
+        from floe_sink.config import resolve_secret
+
+        try:
+            secrets = dict(resolve_secret(state.connection_secret_ref, secrets_dir))
+        except SinkConfigurationError as exc:
+            raise SinkConfigurationError(f"{where}.connection_secret_ref: {exc}") from None
+    return StateSettings(config=config, secrets=secrets, where=where)
+
+
+def open_state_store(
+    state_dir: Path, settings: StateSettings | None = None, *, manager: Any = None
+) -> StateStore:
+    """Open the state store the settings name (default: the ``local`` store in ``state_dir``).
+
+    Plugins are asked first through the ``get_state_store`` hook of ``manager`` (a
+    platform's own backend, or its own take on ``local``/``sql``); the built-in backends
+    answer last, also when no manager is given or an allow-list left them out.
+
+    Raises:
+        SinkConfigurationError: No plugin provides the backend, or the backend refused its
+            settings (messages are prefixed with ``settings.where``).
+    """
+    from floe_sink import state_backends
+
+    settings = settings or StateSettings()
+    state_dir = Path(state_dir)
+    store: Any
+    try:
+        if manager is not None:
+            store = manager.get_state_store(settings.config, settings.secrets, state_dir)
+        else:
+            store = state_backends.get_state_store(settings.config, settings.secrets, state_dir)
+    except SinkConfigurationError as exc:
+        message = str(exc)
+        if not message.startswith(settings.where):
+            message = f"{settings.where}: {message}"
+        raise SinkConfigurationError(message) from None
+    if store is None:
+        raise SinkConfigurationError(
+            f"{settings.where}.backend: no installed plugin provides state backend "
+            f"{settings.backend!r} (built in: {', '.join(BACKENDS)}); install the plugin "
+            "package that provides it, or fix state.backend in the manifest"
+        )
+    missing = [name for name in _STORE_METHODS if not callable(getattr(store, name, None))]
+    if missing:
+        raise SinkConfigurationError(
+            f"{settings.where}.backend: the state store of backend {settings.backend!r} "
+            f"({type(store).__name__}) lacks {', '.join(missing)}: it is not a StateStore"
+        )
+    opened: StateStore = store
+    return opened
+
+
+_STORE_METHODS = (
+    "lock",
+    "latest_unfinished",
+    "create_delivery",
+    "set_status",
+    "batches",
+    "acknowledge",
+    "start_run",
+    "finish_run",
+    "runs",
+    "reject",
+    "rejects",
+    "clear_rejects",
+    "load_sync_state",
+    "save_sync_state",
+    "forget",
+    "close",
+)

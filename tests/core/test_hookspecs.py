@@ -10,7 +10,7 @@ import pytest
 
 import floe_sink
 from floe_sink import HOOK_NAMES, SinkConnector, SinkConnectorSpec
-from floe_sink.hookspecs import PROJECT_NAME
+from floe_sink.hookspecs import PROJECT_NAME, StateStoreSpec
 
 # The contract, written out: changing any of these breaks every plugin in the wild.
 CONTRACT: dict[str, tuple[str, ...]] = {
@@ -22,6 +22,9 @@ CONTRACT: dict[str, tuple[str, ...]] = {
 
 OPTIONAL_HOOKS = {"delete": ("sink", "keys", "delivery")}
 """Hooks added after the contract's four: a plugin implements them only when it can."""
+
+EXTRA_HOOKS = {"get_state_store": ("state_config", "secrets", "state_dir")}
+"""Hooks outside the SinkConnector contract (their own spec class), optional likewise."""
 
 
 @pytest.mark.requirement("4G-SC-006", "4G-FR-001")
@@ -35,6 +38,25 @@ def test_exactly_four_hooks_in_the_documented_order() -> None:
     assert [name for name in specs if name in CONTRACT] == list(CONTRACT)
     assert [name for name in specs if name not in CONTRACT] == list(OPTIONAL_HOOKS)
     assert tuple(CONTRACT) == HOOK_NAMES
+
+
+def test_extra_hooks_are_outside_the_four() -> None:
+    specs = [
+        name
+        for name, value in vars(StateStoreSpec).items()
+        if callable(value) and getattr(value, f"{PROJECT_NAME}_spec", None) is not None
+    ]
+    assert specs == list(EXTRA_HOOKS)
+    manager = floe_sink.get_plugin_manager(load_entrypoints=False)
+    for hook, arguments in EXTRA_HOOKS.items():
+        spec = getattr(StateStoreSpec, hook)
+        assert tuple(inspect.signature(spec).parameters)[1:] == arguments
+        assert getattr(manager.hook, hook).spec.opts["firstresult"] is True
+        doc = inspect.getdoc(spec) or ""
+        assert "Example::" in doc
+        assert "@floe_sink.hookimpl" in doc
+    assert not set(EXTRA_HOOKS) & set(HOOK_NAMES)
+    assert not set(EXTRA_HOOKS) & SinkConnector.__abstractmethods__
 
 
 @pytest.mark.requirement("4G-SC-006")

@@ -444,3 +444,38 @@ def test_mixin_with_a_non_abc_base_too() -> None:
             return 0
 
     assert isinstance(WithSized(["x"]), SinkConnector)
+
+
+def test_equal_sinks_are_two_sinks_and_dropping_one_keeps_the_other() -> None:
+    # found by the conformance kit: sinks were known by equality (a WeakKeyDictionary), so
+    # dropping one of two equal attrs sinks made the manager forget the other
+    import gc
+
+    import attrs
+
+    @attrs.frozen
+    class Equal:
+        url: str
+
+    class Plugin:
+        @floe_sink.hookimpl
+        def list_available_sinks(self) -> list[str]:
+            return ["equal"]
+
+        @floe_sink.hookimpl
+        def create_sink(self, config: floe_sink.SinkConfig) -> Equal:
+            return Equal(url="same")
+
+        @floe_sink.hookimpl
+        def write(self, sink: Equal, data: Any) -> floe_sink.EgressResult:
+            return floe_sink.EgressResult(success=True)
+
+    manager = floe_sink.get_plugin_manager(load_entrypoints=False)
+    manager.register(Plugin(), name="equal")
+    config = floe_sink.SinkConfig(sink_type="equal")
+    first, second = manager.create_sink(config), manager.create_sink(config)
+    assert first == second
+    assert first is not second
+    del first
+    gc.collect()
+    assert manager.write(second, []).success  # routed without sink_type=

@@ -145,3 +145,21 @@ def test_created_column_types(db: Database) -> None:
         assert types["dec"] == "DECIMAL(18,4)"
         assert types["tsz"] == "TIMESTAMP WITH TIME ZONE"
         assert types["i8"] == "TINYINT"
+
+
+def test_date64_and_decimals_wider_than_duckdb_takes_are_written(db: Database) -> None:
+    # found by the conformance kit: PostgreSQL's COPY writer refused date64, DuckDB a
+    # decimal256 of more than 38 digits, both at the first batch
+    wide = Decimal("1234567890123456789012345678901234567890.12")
+    table = pa.table(
+        {
+            "id": pa.array([1], pa.int64()),
+            "day": pa.array([dt.date(2024, 5, 1)], pa.date64()),
+            "big": pa.array([wide], pa.decimal256(45, 2)),
+        }
+    )
+    result = db.sink("wide").write(table)
+    assert result.success, result.errors
+    ((day, big),) = db.query('SELECT "day", "big" FROM "wide"')
+    assert str(day) == "2024-05-01"
+    assert Decimal(str(big)) == wide

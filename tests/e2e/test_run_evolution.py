@@ -63,7 +63,7 @@ def test_evolving_the_iceberg_schema_evolves_the_postgres_table(
     floe_project.secret("ops-postgres", url=postgres_url)
     floe_project.write_floe([destination()])
 
-    run = floe_project.run_job("--output", "json")
+    run = floe_project.run_job("--output", "json", "-v")
     assert run.code == 0, run.stderr
     assert pg_types(postgres_url) == {
         "id": "integer",
@@ -90,7 +90,7 @@ def test_evolving_the_iceberg_schema_evolves_the_postgres_table(
             }
         ).cast(arrow_schema)
     )
-    run = floe_project.run_job("--output", "json")
+    run = floe_project.run_job("--output", "json", "-v")
     assert run.code == 0, run.stdout + run.stderr
     (record,) = run.json()
     assert record["success"] is True
@@ -128,7 +128,7 @@ def test_evolving_the_iceberg_schema_evolves_the_postgres_table(
     )
     floe_project.write_floe([destination(schema_evolution="freeze")])
     before = pg(postgres_url, "SELECT * FROM accounts ORDER BY id")
-    run = floe_project.run_job("--output", "json")
+    run = floe_project.run_job("--output", "json", "-v")
     assert run.code == 2, run.stdout + run.stderr
     (record,) = run.json()
     (error,) = record["errors"]

@@ -29,7 +29,13 @@ from floe_sink.config.governance import (
     validate_sink_whitelist,
 )
 from floe_sink.config.loading import load_floe_spec, load_manifest, parse_floe_spec, parse_manifest
-from floe_sink.config.manifest import CatalogConfig, CatalogType, ManifestScope, PlatformManifest
+from floe_sink.config.manifest import (
+    CatalogConfig,
+    CatalogType,
+    ManifestScope,
+    PlatformManifest,
+    StateConfig,
+)
 from floe_sink.config.schema import floe_yaml_json_schema, manifest_json_schema
 from floe_sink.config.secret_mounts import resolve_secret
 from floe_sink.structuring import converter as config_converter
@@ -46,6 +52,7 @@ __all__ = [
     "PlatformManifest",
     "SecretResolutionError",
     "SinkWhitelistError",
+    "StateConfig",
     "SyncMode",
     "WriteDisposition",
     "check_governance",

@@ -1,4 +1,5 @@
-"""manifest.yaml's part owned by floe-sink: governance scope, approved sinks, the catalog.
+"""manifest.yaml's part owned by floe-sink: governance scope, approved sinks, the catalog and
+where delivery state lives.
 
 A platform engineer restricts what data teams may use::
 
@@ -10,6 +11,9 @@ A platform engineer restricts what data teams may use::
       uri: https://polaris.example.com/api/catalog
       warehouse: analytics
       credential_secret_ref: polaris-client
+    state:
+      backend: sql                       # local (default) | sql | a plugin's backend
+      connection_secret_ref: floe-state  # its key `url`: a PostgreSQL/SQLite/DuckDB URL
 
 Every other top-level section belongs to another floe component and is left alone.
 """
@@ -17,6 +21,7 @@ Every other top-level section belongs to another floe component and is left alon
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,7 +45,7 @@ from floe_sink.structuring import (
     register_enum,
 )
 
-__all__ = ["CatalogConfig", "CatalogType", "ManifestScope", "PlatformManifest"]
+__all__ = ["CatalogConfig", "CatalogType", "ManifestScope", "PlatformManifest", "StateConfig"]
 
 
 class ManifestScope(enum.StrEnum):
@@ -198,6 +203,127 @@ def _unstructure_catalog(catalog: CatalogConfig) -> dict[str, Any]:
 converter.register_unstructure_hook(CatalogConfig, _unstructure_catalog)
 
 
+BUILTIN_STATE_BACKENDS = ("local", "sql")
+"""The state backends floe-sink provides; a plugin's ``get_state_store`` may add others."""
+
+_BACKEND = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+
+STATE_CREDENTIALS_HINT = (
+    "credentials must not be written in manifest.yaml; store them in a Kubernetes Secret and "
+    "name it in state.connection_secret_ref"
+)
+
+
+@json_schema({"pattern": f"^{_BACKEND.pattern}$", "examples": list(BUILTIN_STATE_BACKENDS)})
+def _check_backend(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not _BACKEND.fullmatch(value):
+        hint = near_miss(value, BUILTIN_STATE_BACKENDS)
+        raise ConfigValueError(
+            f"must be local, sql or the name of a plugin's backend (lowercase letters, "
+            f"digits, '-' and '_'; got {describe_value(value)})"
+            + (f"; did you mean {hint!r}?" if hint else "")
+        )
+
+
+@attrs.frozen(kw_only=True)
+class StateConfig:
+    """Where floe-sink keeps delivery state: the journal, run history, locks, sync state.
+
+    Attributes:
+        backend: ``local`` (default): files under the state directory (``--state-dir``);
+            ``sql``: a database named by ``connection_secret_ref``, for runners whose disk
+            does not survive; another name: a backend a plugin provides (the
+            ``get_state_store`` hook).
+        connection_secret_ref: Kubernetes Secret of the state database; its key ``url`` is a
+            PostgreSQL, SQLite or DuckDB URL. Required for ``sql``.
+        options: Settings of a plugin's backend, handed to its ``get_state_store`` as is
+            (no credentials). The built-in backends take none.
+    """
+
+    backend: str = attrs.field(default="local", validator=_check_backend)
+    connection_secret_ref: str | None = attrs.field(
+        default=None, validator=optional(check_secret_ref)
+    )
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        problems = _state_rules(attrs.asdict(self, recurse=False))
+        if problems:
+            raise ConfigValueError("; ".join(str(problem) for problem in problems))
+
+
+_NO_BACKEND = {"not": {"required": ["backend"]}}
+
+
+@json_schema(
+    {
+        "allOf": [
+            {
+                "if": {"required": ["backend"], "properties": {"backend": {"const": "sql"}}},
+                "then": {
+                    "required": ["connection_secret_ref"],
+                    "properties": {"connection_secret_ref": {"type": "string"}},
+                },
+            },
+            {
+                "if": {
+                    "anyOf": [
+                        _NO_BACKEND,
+                        {"properties": {"backend": {"enum": list(BUILTIN_STATE_BACKENDS)}}},
+                    ]
+                },
+                "then": {"properties": {"options": {"maxProperties": 0}}},
+            },
+            {
+                "if": {"anyOf": [_NO_BACKEND, {"properties": {"backend": {"const": "local"}}}]},
+                "then": {"properties": {"connection_secret_ref": {"type": "null"}}},
+            },
+        ]
+    }
+)
+def _state_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
+    backend = values.get("backend", "local")
+    ref = values.get("connection_secret_ref")
+    problems: list[ConfigValueError] = []
+    if backend == "sql" and not ref:
+        problems.append(
+            ConfigValueError(
+                "required for backend: sql: the Kubernetes Secret whose key 'url' is the state "
+                "database (postgresql://..., sqlite:///..., duckdb:///...)",
+                at=("connection_secret_ref",),
+            )
+        )
+    if backend == "local" and ref:
+        problems.append(
+            ConfigValueError(
+                "only used by backend: sql (the local backend keeps state under --state-dir); "
+                "set backend: sql or remove connection_secret_ref",
+                at=("connection_secret_ref",),
+            )
+        )
+    if backend in BUILTIN_STATE_BACKENDS and values.get("options"):
+        problems.append(
+            ConfigValueError(
+                f"backend {backend!r} takes no options (options are for a plugin's backend)",
+                at=("options",),
+            )
+        )
+    return problems
+
+
+def _state_pre_check(data: Mapping[str, Any]) -> tuple[list[ConfigValueError], set[str]]:
+    problems: list[ConfigValueError] = []
+    reported: set[str] = set()
+    for path, finding in find_credentials(data):
+        problems.append(ConfigValueError(f"{finding} refused: {STATE_CREDENTIALS_HINT}", at=path))
+        if len(path) == 1 and isinstance(path[0], str):
+            reported.add(path[0])
+    return problems, reported
+
+
+register_checked_class(StateConfig, pre_check=_state_pre_check, cross_check=_state_rules)
+
+
 @attrs.frozen(kw_only=True)
 class PlatformManifest:
     """The part of manifest.yaml that floe-sink owns.
@@ -208,6 +334,7 @@ class PlatformManifest:
             enterprise``. ``None`` (missing) allows every sink type; ``[]`` allows none.
         catalog: pyiceberg catalog properties; ``None`` uses the embedded default (a SQL
             catalog on SQLite under ``./.floe/``).
+        state: Where delivery state lives; ``None`` is ``backend: local``.
     """
 
     scope: ManifestScope = ManifestScope.NONE
@@ -215,6 +342,7 @@ class PlatformManifest:
         default=None, validator=optional(check_sink_list)
     )
     catalog: CatalogConfig | None = None
+    state: StateConfig | None = None
 
     def __attrs_post_init__(self) -> None:
         problems = _manifest_rules(attrs.asdict(self, recurse=False))
@@ -242,7 +370,7 @@ def _manifest_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
 
 
 def _manifest_near_misses(data: Mapping[str, Any]) -> tuple[list[ConfigValueError], set[str]]:
-    owned = ["scope", "approved_sinks", "catalog"]
+    owned = ["scope", "approved_sinks", "catalog", "state"]
     problems = [
         ConfigValueError(f"unknown top-level key; did you mean {hint!r}?", at=(key,))
         for key in data

@@ -143,7 +143,9 @@ def writable_schema(schema: pa.Schema, dialect: str) -> pa.Schema:
     """The schema a batch is cast to before writing: types the driver writes natively.
 
     Dictionary columns are decoded; unsigned integers are widened for PostgreSQL (which has
-    none); half floats become float32; everything else is kept.
+    none); half floats become float32; ``date64`` becomes ``date32`` (the same days; the
+    PostgreSQL driver's COPY writer takes only the latter); decimals wider than DuckDB's 38
+    digits go to their ``VARCHAR`` column as exact text; everything else is kept.
     """
     fields = []
     for field in schema:
@@ -159,6 +161,10 @@ def writable_schema(schema: pa.Schema, dialect: str) -> pa.Schema:
             type_ = widened.get(type_.bit_width, pa.decimal128(20, 0))
         if pa.types.is_fixed_size_binary(type_):
             type_ = pa.binary()
+        if pa.types.is_date64(type_):
+            type_ = pa.date32()
+        if dialect == "duckdb" and pa.types.is_decimal(type_) and type_.precision > 38:
+            type_ = pa.string()
         fields.append(field.with_type(type_))
     return pa.schema(fields)
 
