@@ -49,7 +49,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from floe_sink.errors import FloeSinkError, SinkConfigurationError
+from floe_sink.errors import FloeSinkError, PluginContractError, SinkConfigurationError
 from floe_sink.secrets import Secret
 
 __all__ = [
@@ -697,10 +697,12 @@ def open_state_store(
             "package that provides it, or fix state.backend in the manifest"
         )
     missing = [name for name in _STORE_METHODS if not callable(getattr(store, name, None))]
-    if missing:
-        raise SinkConfigurationError(
-            f"{settings.where}.backend: the state store of backend {settings.backend!r} "
-            f"({type(store).__name__}) lacks {', '.join(missing)}: it is not a StateStore"
+    if missing:  # the backend's bug, not the manifest's
+        raise PluginContractError(
+            settings.backend,
+            "get_state_store",
+            f"its store ({type(store).__name__}) lacks {', '.join(missing)}: it is not a "
+            "StateStore",
         )
     opened: StateStore = store
     return opened
