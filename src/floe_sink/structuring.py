@@ -33,6 +33,7 @@ from cattrs.errors import (
     ClassValidationError,
     ForbiddenExtraKeysError,
     IterableValidationError,
+    IterableValidationNote,
 )
 from cattrs.gen import mapping_structure_factory
 
@@ -429,17 +430,12 @@ def collect_problems(exc: BaseException, path: Path = ()) -> Iterator[Problem]:
     Yields:
         One problem per leaf exception.
     """
-    if isinstance(exc, IterableValidationError):
-        with_notes, without = exc.group_exceptions()
-        for sub, note in with_notes:
-            yield from collect_problems(sub, (*path, note.index))
-        for sub in without:
-            yield from collect_problems(sub, path)
-    elif isinstance(exc, ClassValidationError):
-        class_notes, class_without = exc.group_exceptions()
-        for sub, attr_note in class_notes:
-            yield from collect_problems(sub, (*path, attr_note.name))
-        for sub in class_without:
+    if isinstance(exc, IterableValidationError | ClassValidationError):
+        noted, others = exc.group_exceptions()
+        for sub, note in noted:  # an item's index, or an attribute's name
+            step = note.index if isinstance(note, IterableValidationNote) else note.name
+            yield from collect_problems(sub, (*path, step))
+        for sub in others:
             yield from collect_problems(sub, path)
     elif isinstance(exc, ConfigValueErrors):
         for error in exc.errors:

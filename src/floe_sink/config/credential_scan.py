@@ -14,8 +14,31 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from floe_sink.secrets import CREDENTIAL_WORDS, URL_WITH_PASSWORD, is_credential_key
+from floe_sink.structuring import ConfigValueError
 
-__all__ = ["CREDENTIAL_WORDS", "find_credentials", "is_credential_key"]
+__all__ = ["CREDENTIAL_WORDS", "credential_problems", "find_credentials", "is_credential_key"]
+
+
+def credential_problems(
+    data: Mapping[str, Any], hint: str, *, skip: frozenset[str] = frozenset()
+) -> tuple[list[ConfigValueError], set[str]]:
+    """Every credential written in ``data``, as problems (a checked class's ``pre_check``).
+
+    Args:
+        data: The raw mapping of one section.
+        hint: Where credentials belong instead, appended to each problem.
+        skip: Keys whose values are not settings (column names), left alone.
+
+    Returns:
+        The problems, and the top-level keys they report (not to be reported again).
+    """
+    problems: list[ConfigValueError] = []
+    reported: set[str] = set()
+    for path, finding in find_credentials(data, skip=skip):
+        problems.append(ConfigValueError(f"{finding} refused: {hint}", at=path))
+        if len(path) == 1 and isinstance(path[0], str):
+            reported.add(path[0])
+    return problems, reported
 
 
 def find_credentials(

@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from floe_sink.config.credential_scan import find_credentials
+from floe_sink.config.credential_scan import credential_problems
 from floe_sink.config.validators import (
     check_batch_size,
     check_column_list,
@@ -304,13 +304,7 @@ def _destination_credentials(data: Mapping[str, Any]) -> tuple[list[ConfigValueE
     # field_mapping, columns and primary_key hold column names, not settings: a column may
     # well be called "token_count".
     skip = frozenset({"field_mapping", "columns", "primary_key"})
-    problems: list[ConfigValueError] = []
-    reported: set[str] = set()
-    for path, finding in find_credentials(data, skip=skip):
-        problems.append(ConfigValueError(f"{finding} refused: {CREDENTIALS_HINT}", at=path))
-        if len(path) == 1 and isinstance(path[0], str):
-            reported.add(path[0])
-    return problems, reported
+    return credential_problems(data, CREDENTIALS_HINT, skip=skip)
 
 
 register_checked_class(

@@ -27,7 +27,7 @@ from typing import Any
 
 import attrs
 
-from floe_sink.config.credential_scan import find_credentials
+from floe_sink.config.credential_scan import credential_problems
 from floe_sink.config.validators import (
     check_non_empty_text,
     check_secret_ref,
@@ -160,12 +160,7 @@ def _catalog_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
 
 
 def _catalog_pre_check(data: Mapping[str, Any]) -> tuple[list[ConfigValueError], set[str]]:
-    problems: list[ConfigValueError] = []
-    reported: set[str] = set()
-    for path, finding in find_credentials(data):
-        problems.append(ConfigValueError(f"{finding} refused: {CATALOG_CREDENTIALS_HINT}", at=path))
-        if len(path) == 1 and isinstance(path[0], str):
-            reported.add(path[0])
+    problems, reported = credential_problems(data, CATALOG_CREDENTIALS_HINT)
     for key, value in data.items():
         if key in _CATALOG_FIELDS or key in reported or not isinstance(key, str):
             continue
@@ -312,13 +307,7 @@ def _state_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
 
 
 def _state_pre_check(data: Mapping[str, Any]) -> tuple[list[ConfigValueError], set[str]]:
-    problems: list[ConfigValueError] = []
-    reported: set[str] = set()
-    for path, finding in find_credentials(data):
-        problems.append(ConfigValueError(f"{finding} refused: {STATE_CREDENTIALS_HINT}", at=path))
-        if len(path) == 1 and isinstance(path[0], str):
-            reported.add(path[0])
-    return problems, reported
+    return credential_problems(data, STATE_CREDENTIALS_HINT)
 
 
 register_checked_class(StateConfig, pre_check=_state_pre_check, cross_check=_state_rules)
