@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from floe_sink.errors import SinkError
 
-__all__ = ["json_ready_rows", "preview_rows"]
+__all__ = ["json_ready_rows", "json_value", "preview_rows"]
 
 _TIME_OF_DAY = {
     "s": pa.time32("s"),
@@ -87,7 +87,7 @@ def _column_values(column: pa.Array) -> list[Any]:
         # vectorised, and exact for nanoseconds (Python's datetime stops at microseconds)
         text: list[Any] = _timestamp_text(column).to_pylist()
         return text
-    return [_plain(value) for value in column.to_pylist(maps_as_pydicts="lossy")]
+    return [json_value(value) for value in column.to_pylist(maps_as_pydicts="lossy")]
 
 
 def _timestamp_text(column: pa.Array) -> pa.Array:
@@ -100,11 +100,15 @@ def _timestamp_text(column: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(date, "T", time_of_day, suffix, "")
 
 
-def _plain(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """A Python value of Arrow's ``to_pylist()`` as JSON can hold it (the table above).
+
+    Shared with the ``rest_api`` sink's encoder, which writes nested values the same way.
+    """
     if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
+        return {str(key): json_value(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [json_value(item) for item in value]
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, bytes):

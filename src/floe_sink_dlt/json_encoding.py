@@ -32,15 +32,13 @@ types of a Gold table (numbers, strings, timestamps, booleans, decimals) never d
 
 from __future__ import annotations
 
-import base64
-import datetime
-import decimal
 import json
-import math
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from floe_sink.preview import json_value
 
 __all__ = [
     "encode_batch",
@@ -219,27 +217,4 @@ def _encode_in_python(column: pa.Array) -> pa.Array:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(_plain(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with every non-JSON Python value replaced as the module docstring says."""
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is not None:
-            return value.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
-        return value.isoformat()
-    if isinstance(value, datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    return value
+    return json.dumps(json_value(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
