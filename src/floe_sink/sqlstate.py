@@ -55,6 +55,7 @@ from floe_sink.state import (
     DONE,
     FAILED,
     OPEN,
+    REJECT_SEEN_AGAIN,
     RUNS_KEPT,
     BatchRecord,
     DeliveryRecord,
@@ -66,6 +67,7 @@ from floe_sink.state import (
     flock_held,
     lock_holder,
     now_utc,
+    reject_record,
     run_record,
 )
 
@@ -678,35 +680,18 @@ class SqlStateStore:
         self._execute(
             "INSERT INTO floe_rejects (destination, record_key, record, status, message, run_id, "
             "first_seen, last_seen, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (destination, record_key) DO UPDATE SET record = excluded.record, "
-            "status = excluded.status, message = excluded.message, run_id = excluded.run_id, "
-            "last_seen = excluded.last_seen, attempts = floe_rejects.attempts + excluded.attempts",
+            + REJECT_SEEN_AGAIN,
             (destination, key, record, status, message, run_id, at, at, attempts),
         )
 
     def rejects(self, destination: str | None = None) -> list[RejectRecord]:
-        import json
-
         where = "WHERE destination = ?" if destination is not None else ""
         rows = self._query(
             "SELECT destination, record_key, record, status, message, run_id, first_seen, "
             f"last_seen, attempts FROM floe_rejects {where} ORDER BY first_seen, record_key",
             (destination,) if destination is not None else (),
         )
-        return [
-            RejectRecord(
-                destination=dest,
-                key=json.loads(key),
-                record=json.loads(record),
-                status=status,
-                message=message,
-                run_id=run_id,
-                first_seen=first,
-                last_seen=last,
-                attempts=int(attempts),
-            )
-            for dest, key, record, status, message, run_id, first, last, attempts in rows
-        ]
+        return [reject_record(row) for row in rows]
 
     def clear_rejects(self, destination: str, keys: list[str]) -> None:
         def work(conn: _Connection) -> None:

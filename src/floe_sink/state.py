@@ -458,10 +458,7 @@ class LocalStateStore:
     ) -> None:
         at = now_utc()
         self._execute(
-            "INSERT INTO floe_rejects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (destination, record_key) DO UPDATE SET record = excluded.record, "
-            "status = excluded.status, message = excluded.message, run_id = excluded.run_id, "
-            "last_seen = excluded.last_seen, attempts = floe_rejects.attempts + excluded.attempts",
+            f"INSERT INTO floe_rejects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {REJECT_SEEN_AGAIN}",
             (destination, key, record, status, message, run_id, at, at, attempts),
         )
 
@@ -472,20 +469,7 @@ class LocalStateStore:
             f"last_seen, attempts FROM floe_rejects {where} ORDER BY first_seen, record_key",
             (destination,) if destination is not None else (),
         )
-        return [
-            RejectRecord(
-                destination=dest,
-                key=json.loads(key),
-                record=json.loads(record),
-                status=status,
-                message=message,
-                run_id=run_id,
-                first_seen=first,
-                last_seen=last,
-                attempts=int(attempts),
-            )
-            for dest, key, record, status, message, run_id, first, last, attempts in rows
-        ]
+        return [reject_record(row) for row in rows]
 
     def clear_rejects(self, destination: str, keys: list[str]) -> None:
         with self._mutex:
@@ -527,6 +511,31 @@ class LocalStateStore:
     def close(self) -> None:
         with self._mutex:
             self._db.close()
+
+
+REJECT_SEEN_AGAIN = (
+    "ON CONFLICT (destination, record_key) DO UPDATE SET record = excluded.record, "
+    "status = excluded.status, message = excluded.message, run_id = excluded.run_id, "
+    "last_seen = excluded.last_seen, attempts = floe_rejects.attempts + excluded.attempts"
+)
+"""How a store files a record refused again: the latest of everything, the attempts added."""
+
+
+def reject_record(row: tuple[Any, ...]) -> RejectRecord:
+    """A :class:`RejectRecord` from a ``floe_rejects`` row (``destination, record_key,
+    record, status, message, run_id, first_seen, last_seen, attempts``)."""
+    dest, key, record, status, message, run_id, first, last, attempts = row
+    return RejectRecord(
+        destination=dest,
+        key=json.loads(key),
+        record=json.loads(record),
+        status=status,
+        message=message,
+        run_id=run_id,
+        first_seen=first,
+        last_seen=last,
+        attempts=int(attempts),
+    )
 
 
 def run_record(row: tuple[Any, ...]) -> RunRecord:
