@@ -38,7 +38,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from floe_sink.preview import json_value
+from floe_sink.preview import json_value, timestamp_text
 
 __all__ = [
     "encode_batch",
@@ -140,7 +140,7 @@ def encode_values(column: pa.Array) -> pa.Array:
     elif _is_text(type_):
         text = _quote(_escape(pc.cast(column, pa.string())))
     elif pa.types.is_timestamp(type_):
-        text = _quote(_timestamp_text(column))
+        text = _quote(timestamp_text(column))
     elif pa.types.is_date(type_):
         text = _quote(pc.strftime(pc.cast(column, pa.date32()), format="%Y-%m-%d"))
     elif pa.types.is_time(type_) or pa.types.is_decimal(type_):
@@ -183,25 +183,6 @@ def _escape(strings: pa.Array) -> pa.Array:
 
 def _quote(text: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise('"', text, '"', "")
-
-
-_TIME_OF_DAY = {
-    "s": pa.time32("s"),
-    "ms": pa.time32("ms"),
-    "us": pa.time64("us"),
-    "ns": pa.time64("ns"),
-}
-
-
-def _timestamp_text(column: pa.Array) -> pa.Array:
-    # Date and time-of-day casts are several times faster than strftime. A zoned timestamp
-    # stores UTC: viewed without its zone (zero-copy), it reads as the UTC wall time.
-    type_ = column.type
-    wall = column.view(pa.timestamp(type_.unit)) if type_.tz is not None else column
-    date = pc.cast(pc.cast(wall, pa.date32()), pa.string())
-    time_of_day = pc.cast(pc.cast(wall, _TIME_OF_DAY[type_.unit]), pa.string())
-    suffix = "Z" if type_.tz is not None else ""
-    return pc.binary_join_element_wise(date, "T", time_of_day, suffix, "")
 
 
 def _json_string(value: str) -> str:
