@@ -220,6 +220,15 @@ class Dialect(abc.ABC):
     def unstage(self) -> None:  # noqa: B027 - optional
         """Release what :meth:`stage` made (before commit)."""
 
+    def insert_staged(self, table: TableName, batch: pa.RecordBatch) -> None:
+        """Append ``batch`` to ``table`` through :meth:`stage` (``INSERT ... SELECT``)."""
+        relation = self.stage(batch)
+        columns = self.column_list(batch.schema.names)
+        self.execute(
+            f"INSERT INTO {self.qualified(table)} ({columns}) SELECT {columns} FROM {relation}"
+        )
+        self.unstage()
+
     # -- shared SQL -----------------------------------------------------------------------
 
     @staticmethod
