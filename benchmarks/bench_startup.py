@@ -2,7 +2,7 @@
 
 Run from the repository root (not part of the test suite)::
 
-    .venv/bin/python benchmarks/bench_startup.py [--repeat 7] [--rows 5]
+    .venv/bin/python benchmarks/bench_startup.py [--repeat 7] [--rows 5] [--before SRC]
 
 1. Seeds a ``--rows``-row ``gold.customers`` (the quickstart's table) into the embedded
    Iceberg catalog of a project in a temp dir.
@@ -21,6 +21,9 @@ read and write the same way): interpreter start, imports, reading the files, ope
 catalog and the journal, and exiting. On a shared machine the absolute figures move with the
 load, the ratio to the hand-written script much less. Prints the median and the best of each
 case and exits 1 when a median misses its bound (runs: 0.8 s, validate: 0.5 s wall).
+
+``--before SRC`` also runs the command from another checkout's ``src`` (``PYTHONPATH``), in
+the same rounds: the figures before a change, under the same load.
 """
 
 from __future__ import annotations
@@ -112,8 +115,10 @@ def write_project(root: Path, url: str, rows: int) -> None:
         (root / "secrets" / ref / key).write_text(value)
 
 
-def timed(command: list[str], cwd: Path) -> tuple[float, str]:
+def timed(command: list[str], cwd: Path, src: str | None = None) -> tuple[float, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOE_", "OTEL_"))}
+    if src is not None:
+        env["PYTHONPATH"] = src
     started = time.perf_counter()
     completed = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -122,7 +127,7 @@ def timed(command: list[str], cwd: Path) -> tuple[float, str]:
     return wall, completed.stdout
 
 
-def run_case(root: Path, destination: str) -> tuple[float, float]:
+def run_case(root: Path, destination: str, src: str | None = None) -> tuple[float, float]:
     """(wall time, wall time minus the run's own duration) of one run."""
     wall, out = timed(
         [
@@ -138,6 +143,7 @@ def run_case(root: Path, destination: str) -> tuple[float, float]:
             "--no-progress",
         ],
         root,
+        src,
     )
     (record,) = json.loads(out)
     assert record["success"], record
@@ -150,9 +156,9 @@ def hand_written_case(root: Path, target: str) -> tuple[float, float]:
     return wall, wall - float(json.loads(out)["duration_seconds"])
 
 
-def validate_case() -> float:
+def validate_case(src: str | None = None) -> float:
     command = [*floe_sink(), "validate", "floe.yaml", "--manifest", "manifest.yaml"]
-    wall, _ = timed([*command, "--secrets-dir", "secrets"], QUICKSTART)
+    wall, _ = timed([*command, "--secrets-dir", "secrets"], QUICKSTART, src)
     return wall
 
 
@@ -164,14 +170,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--rows", type=int, default=5)
+    parser.add_argument("--before", metavar="SRC", help="another checkout's src, to compare")
     args = parser.parse_args()
 
     from fixtures.http_server import RecordingServer
 
     server = RecordingServer().start()
     cases = ("sqlite", "http", "hand sqlite", "hand http")
+    if args.before:
+        cases = (*cases, "before sqlite", "before http")
     fixed: dict[str, list[float]] = {case: [] for case in cases}
-    walls: dict[str, list[float]] = {case: [] for case in (*cases, "validate")}
+    walls: dict[str, list[float]] = {case: [] for case in (*cases, "validate", "before validate")}
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="floe-bench-startup-") as tmp:
         root = Path(tmp)
@@ -184,6 +193,10 @@ def main() -> int:
                 "hand sqlite": hand_written_case(root, "sqlite"),
                 "hand http": hand_written_case(root, server.url),
             }
+            if args.before:
+                measured["before sqlite"] = run_case(root, "db", args.before)
+                measured["before http"] = run_case(root, "api", args.before)
+                walls["before validate"].append(validate_case(args.before))
             for case, (wall, cost) in measured.items():
                 walls[case].append(wall)
                 fixed[case].append(cost)
@@ -193,7 +206,7 @@ def main() -> int:
     failed = False
     for case in cases:
         bound = ""
-        if not case.startswith("hand"):
+        if not case.startswith(("hand", "before")):
             failed |= statistics.median(fixed[case]) > RUN_BOUND
             bound = f"; bound {RUN_BOUND} s"
         print(
@@ -205,6 +218,8 @@ def main() -> int:
         print(f"floe-sink / hand-written fixed cost, {case}: {ratio:.2f}")
     failed |= statistics.median(walls["validate"]) > VALIDATE_BOUND
     print(f"validate quickstart wall: {summary(walls['validate'])} (bound {VALIDATE_BOUND} s)")
+    if args.before:
+        print(f"validate before:          {summary(walls['before validate'])}")
     report: dict[str, Any] = {
         "cpus": os.cpu_count(),
         "load_average": [round(min(loads), 1), round(max(loads), 1)],
