@@ -349,11 +349,12 @@ class RestApiSink(BatchSink):
             return response
         excerpt = _excerpt(response)
         if status == 429 or status >= 500:
-            error = SinkWriteError(
-                f"HTTP {status} {response.reason_phrase}: {excerpt}", status=status, **context
+            raise SinkWriteError(
+                f"HTTP {status} {response.reason_phrase}: {excerpt}",
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                status=status,
+                **context,
             )
-            error.retry_after = parse_retry_after(response.headers.get("Retry-After"))  # type: ignore[attr-defined]
-            raise error
         raise SinkWriteError(
             f"HTTP {status} {response.reason_phrase}, the batch was refused: {excerpt}",
             category=ErrorCategory.PERMANENT,
