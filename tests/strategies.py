@@ -621,7 +621,7 @@ def request_templates(draw: st.DrawFn, schema: pa.Schema, *, max_depth: int = 2)
 # =============================================================================================
 # Change-aware syncs: the source rows, faults and destinations of the sync state machine
 # (tests/e2e/test_sync_machine.py)
-# ======================================================================================
+# =============================================================================================
 
 # =============================================================================================
 
@@ -651,7 +651,9 @@ the destination has it but before the journal does, SIGTERM, the destination ref
 (4xx / constraint), failing it transiently after every retry, or a kill once every batch was
 sent: before the sync state is saved (``fold``) or before the journal closes the delivery
 (``close``)."""
-=======
+
+
+# =============================================================================================
 # Row filters: pyiceberg expression text (floe_sink.row_filter)
 # =============================================================================================
 
