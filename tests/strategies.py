@@ -616,3 +616,120 @@ def request_templates(draw: st.DrawFn, schema: pa.Schema, *, max_depth: int = 2)
         envelope = draw(st.dictionaries(st.text(max_size=5), _json_values, max_size=3))
         spec["envelope"] = {key: value for key, value in envelope.items() if key != path[0]}
     return spec
+
+
+# =============================================================================================
+# Change-aware syncs: the source rows, faults and destinations of the sync state machine
+# (tests/e2e/test_sync_machine.py)
+# =============================================================================================
+
+# =============================================================================================
+
+sync_labels = st.text(alphabet="abz é'", max_size=4)
+"""The ``label`` of a source row (sent as ``name``): a small alphabet, so that an update to the
+same content (which is no change) happens often."""
+
+sync_scores = st.none() | st.integers(-2, 2)
+"""The ``score`` of a source row (nullable: a change from or to NULL is a change)."""
+
+sync_contents = st.tuples(sync_labels, sync_scores)
+"""What a source row delivers besides its key: ``(label, score)``."""
+
+sync_destinations = st.sampled_from(
+    [("sqlite", "mirror"), ("sqlite", "changes"), ("duckdb", "mirror"), ("rest", "changes")]
+)
+"""``(destination kind, sync mode)`` of one machine run (``rest_api`` cannot delete)."""
+
+sync_batch_sizes = st.integers(1, 3)
+"""Rows per batch: small, so a handful of rows makes several batches to fail or crash in."""
+
+sync_faults = st.sampled_from(
+    ["kill-before", "kill-after", "sigterm", "refuse", "transient", "kill-at-fold", "kill-at-close"]
+)
+"""What happens to the next run at a chosen send: killed before the batch is sent, killed after
+the destination has it but before the journal does, SIGTERM, the destination refusing the batch
+(4xx / constraint), failing it transiently after every retry, or a kill once every batch was
+sent: before the sync state is saved (``fold``) or before the journal closes the delivery
+(``close``)."""
+
+
+# =============================================================================================
+# Row filters: pyiceberg expression text (floe_sink.row_filter)
+# =============================================================================================
+
+_filter_names = st.one_of(
+    st.sampled_from(["id", "status", "amount", "is_active", "Country", "größe", "a_b$c"]),
+    st.sampled_from(['"quoted name"', '"x"']),
+)
+_filter_columns = st.lists(_filter_names, min_size=1, max_size=3).map(".".join)
+_filter_strings = st.text(st.sampled_from("ab %'_"), max_size=5).map(
+    lambda text: "'" + text.replace("'", "''") + "'"
+)
+_filter_integers = st.integers(-1000, 1000).map(str)
+_filter_decimals = st.sampled_from(["1.5", "-0.25", ".5", "3.", "+2.0"])
+_filter_booleans = st.sampled_from(["true", "FALSE", "True"])
+_filter_literals = st.one_of(_filter_strings, _filter_integers, _filter_decimals, _filter_booleans)
+_filter_ops = st.sampled_from(["<", "<=", ">", ">=", "=", "==", "!=", "<>"])
+
+
+def _keyword(word: str) -> st.SearchStrategy[str]:
+    return st.sampled_from([word, word.upper(), word.capitalize()])
+
+
+@st.composite
+def _filter_predicates(draw: st.DrawFn) -> str:
+    column = draw(_filter_columns)
+    kind = draw(st.sampled_from(["cmp", "rcmp", "between", "in", "null", "nan", "like"]))
+    if kind == "cmp":
+        return f"{column} {draw(_filter_ops)} {draw(_filter_literals)}"
+    if kind == "rcmp":
+        literal = draw(st.one_of(_filter_strings, _filter_integers, _filter_decimals))
+        return f"{literal} {draw(_filter_ops)} {column}"
+    if kind == "between":
+        low, high = draw(_filter_integers), draw(_filter_integers)
+        return f"{column} {draw(_keyword('between'))} {low} {draw(_keyword('and'))} {high}"
+    if kind == "in":
+        items = draw(
+            st.sampled_from([_filter_strings, _filter_integers, _filter_decimals, _filter_booleans])
+        )
+        values = ", ".join(draw(st.lists(items, min_size=1, max_size=3)))
+        negated = draw(st.sampled_from(["", "not "]))
+        return f"{column} {negated}{draw(_keyword('in'))} ({values})"
+    if kind in ("null", "nan"):
+        negated = draw(st.sampled_from(["", "not "]))
+        return f"{column} {draw(_keyword('is'))} {negated}{draw(_keyword(kind))}"
+    pattern = draw(st.text(st.sampled_from("ab _'"), max_size=4)) + draw(st.sampled_from(["", "%"]))
+    literal = "'" + pattern.replace("'", "''") + "'"  # pyiceberg: a '%' only at the end
+    return f"{column} {draw(st.sampled_from(['', 'not ']))}like {literal}"
+
+
+_compound_row_filters = st.recursive(
+    _filter_predicates(),
+    lambda inner: st.one_of(
+        st.tuples(inner, _keyword("and"), inner).map(" ".join),
+        st.tuples(inner, _keyword("or"), inner).map(" ".join),
+        inner.map(lambda expression: f"not {expression}"),
+        inner.map(lambda expression: f"({expression})"),
+    ),
+    max_leaves=6,
+)
+row_filters = st.one_of(
+    _compound_row_filters, _filter_booleans, _filter_booleans.map(lambda word: f"({word})")
+)
+"""Row filters in pyiceberg's expression syntax (valid ones; true/false only as a whole)."""
+
+
+@st.composite
+def mangled_row_filters(draw: st.DrawFn) -> str:
+    """A valid row filter with a piece cut out, doubled or swapped: valid or not."""
+    text = draw(row_filters)
+    pieces = text.split(" ")
+    index = draw(st.integers(0, len(pieces) - 1))
+    how = draw(st.sampled_from(["drop", "double", "junk"]))
+    if how == "drop":
+        del pieces[index]
+    elif how == "double":
+        pieces.insert(index, pieces[index])
+    else:
+        pieces.insert(index, draw(st.sampled_from(["(", ")", ",", "=", "and", "'x", "1e5", "."])))
+    return " ".join(pieces)

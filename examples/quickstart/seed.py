@@ -18,8 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from floe_sink.source import load_catalog
-from floe_sink_dlt.source import source_config
+from floe_sink.source import load_catalog, source_config
 
 TABLE = "gold.customers"
 

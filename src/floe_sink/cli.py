@@ -1,6 +1,6 @@
 """The ``floe-sink`` command: ``run``, ``validate``, ``sinks``, ``schema`` and ``init``.
 
-Exit codes (ARCHITECTURE.md): 0 success, 1 a delivery failed, 2 bad configuration or usage.
+Exit codes (docs/cli.md): 0 success, 1 a delivery failed, 2 bad configuration or usage.
 A configuration problem is one clear message on stderr naming the file or destination and the
 field, never a traceback. Results go to stdout (``--output json``: one JSON document and nothing
 else); logs, the progress bar and console spans go to stderr.
@@ -15,7 +15,7 @@ import os
 
 # Arrow's default allocator (mimalloc) keeps the pages it freed: a command that streams a
 # table much larger than its memory should hold gives them back at once instead (jemalloc,
-# decay 0; see floe_sink.job). Set before pyarrow is imported; the variable still wins.
+# decay 0; see floe_sink.source). Set before pyarrow is imported; the variable still wins.
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
 import contextlib
@@ -35,6 +35,7 @@ from floe_sink.errors import FloeSinkError, PluginConflictError, SinkConfigurati
 from floe_sink.interrupts import EXIT_CODES, StopRequest, stop_on_signals
 from floe_sink.logs import configure_logging, get_logger
 from floe_sink.secrets import scrub_text
+from floe_sink.state import DEFAULT_STATE_DIR
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "cli", "main"]
 
@@ -113,12 +114,8 @@ _LEVELS = {
 
 def _setup_logging(*, level: int, log_format: str) -> None:
     as_json = {"auto": None, "json": True, "console": False}[log_format]
-    configure_logging(level=level, json=as_json, stream=sys.stderr)
-    import structlog
-
-    processors = list(structlog.get_config()["processors"])
-    processors.insert(len(processors) - 1, _scrub.processor)  # just before the renderer
-    structlog.configure(processors=processors)
+    # the scrubbing runs just before the renderer; structlog is imported on the first event
+    configure_logging(level=level, json=as_json, stream=sys.stderr, processors=[_scrub.processor])
 
 
 def _echo_json(data: Any) -> None:
@@ -313,7 +310,7 @@ _state_dir_option = click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="FLOE_STATE_DIR",
-    default=Path(".floe"),
+    default=DEFAULT_STATE_DIR,
     show_default=True,
     help="Where the delivery journal (state.db, locks/) and the embedded Iceberg catalog "
     "live [env: FLOE_STATE_DIR].",
@@ -488,7 +485,7 @@ def run(
     ignore_guards: bool,
 ) -> int:
     """Send the source tables of FLOE_YAML's destinations to their sinks."""
-    from floe_sink.otel import setup_tracing
+    from floe_sink.trace_export import setup_tracing
 
     bar = sys.stderr.isatty() if progress is None else progress
     _apply_logging(ctx, bar=bar)

@@ -2,10 +2,14 @@
 
 Two ways to be a connector:
 
-* subclass :class:`SinkConnector` (alone or as a mixin next to other bases) and implement the
-  four methods; an instance registers with the plugin manager as is, no markers needed;
-* write any class whose four methods carry ``@floe_sink.hookimpl``: ``isinstance`` recognises
-  its instances too (a structural check, like :class:`collections.abc.Iterable`).
+* subclass :class:`SinkConnector` (alone or as a mixin next to other bases) and implement
+  ``list_available_sinks``, ``create_sink`` and ``write``; an instance registers with the
+  plugin manager as is, no markers needed;
+* write any class whose three methods carry ``@floe_sink.hookimpl``: ``isinstance``
+  recognises its instances too (a structural check, like :class:`collections.abc.Iterable`).
+
+``get_source_config`` is optional either way: without it, a plugin reads the source the core
+configured (see :func:`floe_sink.source.source_config`).
 
 Modules cannot be instances of anything, so :func:`as_sink_connector` wraps a plugin module (or
 any plugin object) into a connector that delegates to it.
@@ -22,7 +26,7 @@ from floe_sink.hookspecs import PROJECT_NAME
 if TYPE_CHECKING:
     from floe_sink.models import EgressResult, SinkConfig
 
-__all__ = ["HOOK_NAMES", "SinkConnector", "as_sink_connector", "is_hookimpl"]
+__all__ = ["HOOK_NAMES", "REQUIRED_HOOKS", "SinkConnector", "as_sink_connector", "is_hookimpl"]
 
 HOOK_NAMES: tuple[str, ...] = (
     "list_available_sinks",
@@ -31,6 +35,9 @@ HOOK_NAMES: tuple[str, ...] = (
     "get_source_config",
 )
 """The four operations of the contract, in their documented order."""
+
+REQUIRED_HOOKS: tuple[str, ...] = HOOK_NAMES[:3]
+"""The hooks every sink plugin implements; ``get_source_config`` is optional."""
 
 _IMPL_ATTR = PROJECT_NAME + "_impl"  # where pluggy's HookimplMarker records its options
 
@@ -43,9 +50,10 @@ def is_hookimpl(function: object) -> bool:
 class SinkConnector(abc.ABC):
     """A sink plugin: lists its sink types, builds sinks, writes Arrow data, names its source.
 
-    Subclass it and implement the four methods; register an instance with
+    Subclass it and implement the three abstract methods; register an instance with
     ``get_plugin_manager().register(instance)`` or expose it through the ``floe_sink`` entry
-    point. A subclass missing any method cannot be instantiated.
+    point. A subclass missing any of them cannot be instantiated. ``get_source_config`` is
+    optional: the inherited one keeps the core's read config.
     """
 
     __slots__ = ()
@@ -65,16 +73,19 @@ class SinkConnector(abc.ABC):
         Return ``None`` for a sink this connector did not create.
         """
 
-    @abc.abstractmethod
     def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any] | None:
-        """Return the Iceberg read configuration for ``catalog_config``."""
+        """Return the Iceberg read configuration: ``catalog_config`` itself, or a changed copy.
+
+        The default returns ``None``: the read config the core built is used as it is.
+        """
+        return None
 
     @classmethod
     def __subclasshook__(cls, subclass: type) -> bool:
         # Only the ABC itself answers structurally; a concrete subclass keeps the ordinary
         # nominal check, so isinstance(x, MyConnector) means what it says.
         if cls is SinkConnector and all(
-            is_hookimpl(getattr(subclass, name, None)) for name in HOOK_NAMES
+            is_hookimpl(getattr(subclass, name, None)) for name in REQUIRED_HOOKS
         ):
             return True
         return NotImplemented  # type: ignore[no-any-return]
@@ -97,7 +108,7 @@ def _call_hook(plugin: object, hook: str, **kwargs: Any) -> Any:
 
 
 class _PluginConnector(SinkConnector):
-    """A connector that delegates to a plugin module or object with the four hookimpls."""
+    """A connector that delegates to a plugin module or object with the hookimpls."""
 
     __slots__ = ("plugin",)
 
@@ -118,6 +129,8 @@ class _PluginConnector(SinkConnector):
         return _call_hook(self.plugin, "write", sink=sink, data=data)  # type: ignore[no-any-return]
 
     def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any] | None:
+        if not is_hookimpl(getattr(self.plugin, "get_source_config", None)):
+            return None  # optional: the core's read config stands
         return _call_hook(  # type: ignore[no-any-return]
             self.plugin, "get_source_config", catalog_config=catalog_config
         )
@@ -129,21 +142,22 @@ def as_sink_connector(plugin: object) -> SinkConnector:
     A connector is returned as is.
 
     Args:
-        plugin: A plugin with all four hooks implemented as ``@floe_sink.hookimpl`` functions.
+        plugin: A plugin with ``list_available_sinks``, ``create_sink`` and ``write`` (and
+            optionally ``get_source_config``) implemented as ``@floe_sink.hookimpl`` functions.
 
     Returns:
         A connector whose methods call the plugin's hooks.
 
     Raises:
-        TypeError: When the plugin lacks one or more of the four hooks (they are named).
+        TypeError: When the plugin lacks one or more of the required hooks (they are named).
     """
     if isinstance(plugin, SinkConnector):
         return plugin
-    missing = [name for name in HOOK_NAMES if not is_hookimpl(getattr(plugin, name, None))]
+    missing = [name for name in REQUIRED_HOOKS if not is_hookimpl(getattr(plugin, name, None))]
     if missing:
         name = getattr(plugin, "__name__", type(plugin).__name__)
         raise TypeError(
             f"{name} is not a SinkConnector: missing @floe_sink.hookimpl for "
-            f"{', '.join(missing)} (all of {', '.join(HOOK_NAMES)} are required)"
+            f"{', '.join(missing)} (all of {', '.join(REQUIRED_HOOKS)} are required)"
         )
     return _PluginConnector(plugin)

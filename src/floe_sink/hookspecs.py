@@ -1,6 +1,7 @@
 """The ``SinkConnector`` contract as pluggy hook specifications.
 
-A sink plugin is a module or an object with one or more of these four functions, each marked
+A sink plugin is a module or an object with ``list_available_sinks``, ``create_sink`` and
+``write`` (``delete`` and ``get_source_config`` are optional), each marked
 with :data:`floe_sink.hookimpl`, found through the ``floe_sink`` entry-point group (or registered
 in code with ``get_plugin_manager().register(plugin)``). The manager routes ``create_sink`` and
 ``write`` to the one plugin that listed the sink type, so an implementation only ever sees its
@@ -37,7 +38,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 class SinkConnectorSpec:
-    """The four hooks of the ``SinkConnector`` contract."""
+    """The four hooks of the ``SinkConnector`` contract, and the optional ``delete``."""
 
     @hookspec
     def list_available_sinks(self) -> list[str]:  # type: ignore[empty-body]
@@ -140,25 +141,23 @@ class SinkConnectorSpec:
 
     @hookspec(firstresult=True)
     def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any] | None:
-        """Return the read configuration of the Iceberg (Gold layer) source.
+        """Return the read configuration of the Iceberg (Gold layer) source, or ``None``.
 
-        ``catalog_config`` holds the pyiceberg catalog properties (``name``, ``type``,
-        ``uri``, ``warehouse``, ...) and the ``table`` to read. The result is a dict with
-        ``catalog_name``, ``catalog_properties`` and ``table`` that the command hands to
-        pyiceberg, and ``create_catalog: True`` when a default SQLite catalog of the plugin's
-        own may be created on first use (otherwise a missing SQLite catalog file is an
-        error). A missing table is a :class:`~floe_sink.SinkConfigurationError`.
+        Optional: the source belongs to the core. ``catalog_config`` is the complete read
+        config the command built from manifest.yaml's ``catalog:`` (or the embedded default
+        catalog under the state directory) and the destination's ``source_table``:
+        ``catalog_name``, ``catalog_properties`` (handed to pyiceberg's ``load_catalog``),
+        ``table``, and ``create_catalog: True`` for the embedded default (only that catalog
+        may be created on first use; a missing SQLite catalog file is otherwise an error).
+        Return it unchanged, a changed copy (a property your storage needs), or ``None``;
+        a plugin that does not implement the hook reads exactly what the core configured.
 
         Example::
 
             @floe_sink.hookimpl
             def get_source_config(catalog_config: dict) -> dict:
-                props = dict(catalog_config)
-                table = props.pop("table", None)
-                if not table:
-                    raise floe_sink.SinkConfigurationError("catalog_config.table is required")
-                return {"catalog_name": props.pop("name", "default"),
-                        "catalog_properties": props, "table": table}
+                properties = {**catalog_config["catalog_properties"], "s3.region": "eu-west-1"}
+                return {**catalog_config, "catalog_properties": properties}
         """
 
 

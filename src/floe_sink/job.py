@@ -14,6 +14,9 @@ The order is what makes a run safe to start:
 4. :func:`deliver` streams each scan to its sink with the delivery's journal, then closes the
    delivery: done, failed, or (interrupted) still open for the next run to resume. One
    destination failing does not stop the others; :func:`dry_run` reads and maps instead.
+
+Steps 1 and 2 import neither pyarrow nor pyiceberg (``floe-sink validate`` stops there); the
+source and the delivery import them when they are reached.
 """
 
 from __future__ import annotations
@@ -28,18 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import pyarrow as pa
-
-if pa.default_memory_pool().backend_name == "jemalloc":
-    # return freed memory to the system at once, so the peak RSS of a long run follows
-    # what is live (a few batches), not what was ever allocated (see floe_sink.cli)
-    pa.jemalloc_set_decay_ms(0)
 
 from floe_sink.errors import (
     FloeSinkError,
-    PluginConflictError,
+    PluginContractError,
+    ProblemsError,
     SinkConfigurationError,
     SinkError,
+    problems_of,
 )
 from floe_sink.interrupts import StopRequest
 from floe_sink.logs import get_logger
@@ -48,11 +47,12 @@ from floe_sink.secrets import Secret
 from floe_sink.state import DEFAULT_STATE_DIR
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from floe_sink.delivery import Delivery
     from floe_sink.state import StateStore
 
 __all__ = [
-    "DEFAULT_STATE_DIR",
     "Configured",
     "ConfiguredDestination",
     "DestinationOutcome",
@@ -75,30 +75,12 @@ log = get_logger(__name__)
 SAMPLE_ROWS = 3
 
 
-class JobConfigurationError(SinkConfigurationError):
+class JobConfigurationError(ProblemsError):
     """Raised when the files, the governance rules or a destination are not usable.
 
     Attributes:
         problems: Every problem found, each naming the file or destination and the field.
     """
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        head = self.problems[0] if len(self.problems) == 1 else f"{len(self.problems)} problems"
-        super().__init__(head)
-
-    def render(self) -> str:
-        """The problems as one message: one line, or a header and one line per problem."""
-        if len(self.problems) == 1:
-            return self.problems[0]
-        return "\n".join([f"{len(self.problems)} problems:", *(f"  - {p}" for p in self.problems)])
-
-
-def _problems_of(exc: BaseException) -> list[str]:
-    problems = getattr(exc, "problems", None)
-    if isinstance(problems, list) and problems:
-        return [str(problem) for problem in problems]
-    return [str(exc)]
 
 
 @attrs.frozen(kw_only=True)
@@ -147,12 +129,12 @@ def load_job(
     try:
         spec = config.load_floe_spec(floe_yaml)
     except FloeSinkError as exc:
-        problems.extend(_problems_of(exc))
+        problems.extend(problems_of(exc))
     if manifest_path is not None:
         try:
             manifest = config.load_manifest(manifest_path)
         except FloeSinkError as exc:
-            problems.extend(_problems_of(exc))
+            problems.extend(problems_of(exc))
     if problems or spec is None:
         raise JobConfigurationError(problems)
     if manifest is None:
@@ -246,7 +228,7 @@ def configure(job: Job, manager: Any, *, secrets_dir: Path | None, state_dir: Pa
         secret_values.extend(catalog_secrets)
     except SinkConfigurationError as exc:
         where = f"{job.manifest_path}: catalog: " if job.manifest_path else "catalog: "
-        problems.extend(f"{where}{p}" for p in _problems_of(exc))
+        problems.extend(f"{where}{p}" for p in problems_of(exc))
         catalog = {}
     configured: list[ConfiguredDestination] = []
     for dest in job.destinations:
@@ -256,8 +238,8 @@ def configure(job: Job, manager: Any, *, secrets_dir: Path | None, state_dir: Pa
         owned = True
         try:
             manager.owner_of(dest.sink_type)
-        except (SinkConfigurationError, PluginConflictError) as exc:
-            found.extend(_problems_of(exc))
+        except SinkConfigurationError as exc:
+            found.extend(problems_of(exc))
             owned = False
         if not dest.source_table:
             found.append(
@@ -281,8 +263,8 @@ def configure(job: Job, manager: Any, *, secrets_dir: Path | None, state_dir: Pa
                         f"destination, and sink type {dest.sink_type!r} cannot delete; "
                         "use sync: changes"
                     )
-        except (SinkConfigurationError, PluginConflictError) as exc:
-            found.extend(_problems_of(exc))
+        except SinkConfigurationError as exc:
+            found.extend(problems_of(exc))
         if found or sink_config is None:
             problems.extend(_prefixed(dest.name, found))
             continue
@@ -451,7 +433,8 @@ def _open_delivery(
     snapshot, and it was interrupted (killed, stopped, a transient failure) or, after a
     permanent failure, when it is an ``append`` (exactly once: the failed batch is retried,
     the acknowledged ones not repeated) or the table has no newer snapshot. Otherwise it is
-    abandoned (logged) and a new delivery of the current snapshot starts.
+    abandoned (logged) and a new delivery of the current snapshot starts. A change-aware
+    delivery already folded into the sync state is over (:func:`_unless_folded`).
     """
     from floe_sink.delivery import Delivery
     from floe_sink.state import ABANDONED, OPEN
@@ -460,6 +443,8 @@ def _open_delivery(
     current_id = None if current is None else int(current.snapshot_id)
     plan = delivery_plan(configured.destination, configured.sink_config)
     previous = store.latest_unfinished(configured.name)
+    if previous is not None and configured.sink_config.sync != "full":
+        previous = _unless_folded(store, configured.name, previous)
     if previous is not None:
         available = previous.snapshot_id is None or (
             table.snapshot_by_id(previous.snapshot_id) is not None
@@ -505,6 +490,32 @@ def _open_delivery(
     return Delivery(configured.name, delivery_id=delivery_id, store=store, stop=stop), current_id
 
 
+def _unless_folded(store: StateStore, name: str, previous: Any) -> Any:
+    """``previous``, unless a killed run had already folded it into the sync state.
+
+    A change-aware delivery is folded (the acknowledged rows saved in the sync state, which
+    then names the delivery) before the journal closes it: a kill in between leaves it open.
+    It is over either way: complete (done), or failed or interrupted, when the state holds
+    only what the destination acknowledged and a new delivery must diff afresh. Resuming it
+    would diff against a state it changed itself, and skip batches it never delivered.
+    """
+    from floe_sink.state import ABANDONED, DONE
+    from floe_sink.sync import read_state_info
+
+    info = read_state_info(store.load_sync_state(name))
+    if info is None or info.delivery_id != previous.delivery_id:
+        return previous
+    complete = info.source_rows is not None
+    log.warning(
+        "delivery_already_folded",
+        destination=name,
+        delivery_id=previous.delivery_id,
+        complete=complete,
+    )
+    store.set_status(previous.delivery_id, DONE if complete else ABANDONED)
+    return None
+
+
 def prepare(
     configured: Configured,
     manager: Any,
@@ -533,7 +544,7 @@ def prepare(
         JobConfigurationError: Listing every configuration problem of every destination
             (a source table or column that does not exist, a bad row filter).
     """
-    from floe_sink.source import open_table, plan_scan
+    from floe_sink.source import open_table, plan_scan, source_config
     from floe_sink.state import DestinationLockedError
     from floe_sink.tracing import egress_span
 
@@ -545,12 +556,15 @@ def prepare(
     for item in configured.destinations:
         dest = item.destination
         try:
-            source_config = manager.get_source_config(
-                {**configured.catalog, "table": dest.source_table, "state_dir": str(state_dir)},
+            # the core reads the source; a plugin may adjust the read config, or not answer
+            read_config = manager.get_source_config(
+                source_config(
+                    {**configured.catalog, "table": dest.source_table, "state_dir": state_dir}
+                ),
                 sink_type=dest.sink_type,
             )
             with egress_span(dest.sink_type, dest.name, name="floe_sink.source.plan") as span:
-                table = open_table(source_config)
+                table = open_table(read_config)
                 scan = plan_scan(
                     table,
                     row_filter=getattr(dest, "row_filter", None),
@@ -561,19 +575,19 @@ def prepare(
             _check_columns(dest, scan.schema)
             _check_sink_schema(item, scan.schema)
             _check_keys(item, table)
-        except (SinkConfigurationError, PluginConflictError) as exc:
-            problems.extend(_prefixed(dest.name, _problems_of(exc)))
+        except SinkConfigurationError as exc:
+            problems.extend(_prefixed(dest.name, problems_of(exc)))
             continue
-        except (SinkError, OSError) as exc:
+        except (SinkError, PluginContractError, OSError) as exc:
             failed.append(_failure(dest, exc))
             continue
-        planned.append((item, source_config, table, scan))
+        planned.append((item, read_config, table, scan))
     if problems:
         raise JobConfigurationError(problems)
     # 2. each destination's lock, and its delivery: resumed (its own snapshot) or new
     ready: list[PreparedDestination] = []
     stop = stop or StopRequest()
-    for item, source_config, table, scan in planned:
+    for item, read_config, table, scan in planned:
         dest = item.destination
         delivery = None
         try:
@@ -598,7 +612,7 @@ def prepare(
                 destination=dest,
                 sink_config=item.sink_config,
                 sink=item.sink,
-                source_config=source_config,
+                source_config=read_config,
                 scan=scan,
                 delivery=delivery,
             )
@@ -701,17 +715,15 @@ def _deliver_changes(
 ) -> EgressResult:
     """Deliver what changed (``changes``/``mirror``) and fold the acknowledged part into the
     sync state; see :mod:`floe_sink.sync`."""
+    import pyarrow as pa
+
     from floe_sink.delivery import DeliveryInterrupted
-    from floe_sink.sync import read_state_info
 
     delivery = prepared.delivery
     assert delivery is not None
     config = prepared.sink_config
     path = store.load_sync_state(prepared.name)
-    info = read_state_info(path)
-    if delivery.resumed and info is not None and info.delivery_id == delivery.delivery_id:
-        # the killed run had folded this delivery into the state: it is done
-        return EgressResult(success=True, sync=config.sync, rows_unchanged=info.rows)
+    # a delivery the sync state names is never resumed (_unless_folded)
     work_dir = Path(config.state_dir or DEFAULT_STATE_DIR) / "tmp"
     diff = diff_of(prepared, path, work_dir)
     try:
@@ -725,6 +737,7 @@ def _deliver_changes(
         }
         if violations and not ignore_guards:
             return EgressResult(success=False, errors=violations, **counts)
+        diff.mark_pending(delivery.delivery_id)
         reader = reporter.track(prepared.name, diff.rows(), diff.to_send)
         stop = delivery.stop
         rows = pa.RecordBatchReader.from_batches(reader.schema, _stoppable(reader, stop))
@@ -751,7 +764,7 @@ def _deliver_changes(
             _fold_acknowledged(diff, delivery, store, complete=False)
             raise
         complete = result.success and (deleted is None or deleted.success)
-        _fold_acknowledged(diff, delivery, store, complete=complete, deletes=deleted is not None)
+        _fold_acknowledged(diff, delivery, store, complete=complete)
         errors = [*result.errors, *(deleted.errors if deleted is not None else [])]
         counts["rows_deleted"] = deleted.rows_delivered if deleted is not None else 0
         final: EgressResult = attrs.evolve(
@@ -769,10 +782,16 @@ def _deliver_changes(
         diff.close()
 
 
-def _fold_acknowledged(
-    diff: Any, delivery: Delivery, store: StateStore, *, complete: bool, deletes: bool = False
-) -> None:
-    """Save the sync state with exactly what the destination acknowledged, in the store."""
+def _fold_acknowledged(diff: Any, delivery: Delivery, store: StateStore, *, complete: bool) -> None:
+    """Save the sync state with exactly what the destination acknowledged, in the store.
+
+    Acknowledged deletes are folded whatever stopped the delivery (a failure, an interrupt,
+    a resumed run failing before its own delete phase): a key deleted at the destination but
+    kept in the state would count as delivered, and never be sent again when it comes back
+    unchanged. Their batch size is the one this run used, else the upserts' (the same
+    ``batch_size`` for a :class:`floe_sink_dlt.base.BatchSink`). Records the destination
+    refused stay out of the state, so the next run sends them again.
+    """
     from floe_sink.sync import DELETE_POSITIONS
 
     refused = [(p, i) for p, i in delivery.rejections if p < DELETE_POSITIONS]
@@ -798,10 +817,10 @@ def _fold_acknowledged(
             deleted_batches=[
                 position - DELETE_POSITIONS
                 for position in delivery.acknowledged_positions(DELETE_POSITIONS)
-            ]
-            if deletes
-            else [],
-            delete_batch_size=delivery.batch_sizes.get(DELETE_POSITIONS),
+            ],
+            delete_batch_size=delivery.batch_sizes.get(
+                DELETE_POSITIONS, delivery.batch_sizes.get(0)
+            ),
             rejected=refused,
             rejected_deletes=refused_deletes,
         )
@@ -825,6 +844,8 @@ def deliver(
     Raises:
         DeliveryInterrupted: A stop was requested; the delivery stays open, to be resumed.
     """
+    import pyarrow as pa
+
     from floe_sink.delivery import DeliveryInterrupted
     from floe_sink.state import ABANDONED, DONE, FAILED, RunRecord, now_utc
 
@@ -961,6 +982,8 @@ def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
     ``sample`` shows the first rows as the destination's sink (created by :func:`configure`,
     never written to) will send them: see :func:`floe_sink.preview.preview_rows`.
     """
+    import pyarrow as pa
+
     from floe_sink.mapping import apply_field_mapping, mapped_schema
     from floe_sink.preview import preview_rows
 

@@ -2,13 +2,17 @@
 
 floe-sink never configures logging on import; the command calls :func:`configure_logging`,
 libraries and tests get structlog's defaults (and ``structlog.testing.capture_logs``).
+
+structlog is imported on the first event that is shown, not before: importing it costs a
+tenth of a second (its console renderer, rich, asyncio), and a quiet command (the default
+level is ``warning``) that succeeds shows no event at all.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any, TextIO
 
 from floe_sink.secrets import REDACTED, URL_WITH_PASSWORD, is_credential_key, redact_url
@@ -16,11 +20,48 @@ from floe_sink.secrets import REDACTED, URL_WITH_PASSWORD, is_credential_key, re
 __all__ = ["REDACTED", "configure_logging", "get_logger", "redact"]
 
 
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "msg": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+class _Deferred:
+    """A :func:`configure_logging` not applied yet: structlog was not imported then."""
+
+    def __init__(self) -> None:
+        self.level: int | None = None
+        self.apply: Any = None
+
+    def drops(self, method: str) -> bool:
+        """True when an event of ``method`` would not be shown (so structlog can wait)."""
+        return self.level is not None and _LEVELS.get(method, logging.CRITICAL) < self.level
+
+    def flush(self) -> None:
+        """Configure structlog now, if a configuration is waiting."""
+        apply, self.apply, self.level = self.apply, None, None
+        if apply is not None:
+            apply()
+
+
+_deferred = _Deferred()
+
+
+def _drop(*_args: Any, **_kwargs: Any) -> None:
+    return None
+
+
 class _LazyLogger:
-    """A structlog logger that imports structlog on first use.
+    """A structlog logger that imports structlog on the first event shown.
 
     structlog pulls in its console renderer (and rich) at import time; deferring it keeps
-    ``import floe_sink`` fast for code that never logs.
+    ``import floe_sink`` fast for code that never logs, and a quiet command fast.
     """
 
     __slots__ = ("_logger", "_name")
@@ -31,6 +72,9 @@ class _LazyLogger:
 
     def __getattr__(self, method: str) -> Any:
         if self._logger is None:
+            if _deferred.drops(method):
+                return _drop
+            _deferred.flush()
             import structlog
 
             self._logger = structlog.get_logger(self._name)
@@ -81,16 +125,40 @@ def redact(
 
 
 def configure_logging(
-    *, level: int = logging.INFO, json: bool | None = None, stream: TextIO | None = None
+    *,
+    level: int = logging.INFO,
+    json: bool | None = None,
+    stream: TextIO | None = None,
+    processors: Sequence[Any] = (),
 ) -> None:
     """Configure structlog for the command.
+
+    When structlog is not imported yet, the configuration waits for the first event shown
+    (events below ``level`` are dropped without importing it).
 
     Args:
         level: The lowest level shown.
         json: JSON lines when True, a console renderer when False; ``None`` picks the console
             renderer on a terminal and JSON otherwise.
         stream: Where log lines go (stderr by default, so stdout stays for results).
+        processors: More structlog processors, run just before the renderer (the command's
+            scrubbing of secret values).
     """
+    extra = list(processors)
+
+    def apply() -> None:
+        _configure(level=level, json=json, stream=stream, processors=extra)
+
+    if "structlog" in sys.modules:
+        _deferred.flush()
+        apply()
+    else:
+        _deferred.level, _deferred.apply = level, apply
+
+
+def _configure(
+    *, level: int, json: bool | None, stream: TextIO | None, processors: list[Any]
+) -> None:
     import structlog
 
     stream = stream or sys.stderr
@@ -107,6 +175,7 @@ def configure_logging(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact,
+            *processors,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -17,6 +17,8 @@ Environment switches, read when entry points are loaded:
 
 from __future__ import annotations
 
+import copy
+import difflib
 import os
 import weakref
 from collections.abc import Mapping
@@ -29,8 +31,8 @@ import pluggy
 from floe_sink.connector import HOOK_NAMES, SinkConnector
 from floe_sink.errors import (
     PluginConflictError,
+    PluginContractError,
     PluginLoadError,
-    SinkConfigurationError,
     SinkNotFoundError,
 )
 from floe_sink.hookspecs import PROJECT_NAME, SinkConnectorSpec, StateStoreSpec
@@ -96,8 +98,9 @@ def _truthy(variable: str) -> bool:
 class SinkPluginManager(pluggy.PluginManager):
     """A :class:`pluggy.PluginManager` for sink plugins, with one typed method per hook.
 
-    ``create_sink``, ``write`` and ``get_source_config`` are routed to the single plugin that
-    lists the sink type; ``write`` runs inside an OpenTelemetry egress span.
+    ``create_sink``, ``write``, ``delete`` and ``get_source_config`` are routed to the single
+    plugin that lists the sink type; ``write`` runs inside an OpenTelemetry egress span. A
+    plugin without ``get_source_config`` gets the core's read config unchanged.
     """
 
     def __init__(self) -> None:
@@ -122,6 +125,8 @@ class SinkPluginManager(pluggy.PluginManager):
             and name in HOOK_NAMES
             and isinstance(plugin, SinkConnector)
             and not isinstance(plugin, type)
+            # the inherited default of an optional hook is no implementation of it
+            and getattr(type(plugin), name, None) is not getattr(SinkConnector, name, None)
         ):
             return {
                 "wrapper": False,
@@ -178,7 +183,8 @@ class SinkPluginManager(pluggy.PluginManager):
             strict: Raise on the first plugin that fails to load; ``None`` reads
                 ``FLOE_SINK_STRICT_PLUGINS``.
 
-        A plugin that fails to import, or whose hooks do not match the specification, is
+        A plugin that fails to import, or whose hooks do not match the specification (an
+        argument the spec lacks, a hook name it does not have: see :meth:`check_pending`), is
         listed in :attr:`load_failures` and logged; the others load normally.
 
         Returns:
@@ -224,10 +230,44 @@ class SinkPluginManager(pluggy.PluginManager):
                     raise
                 self._record_failure(name, dist_name, exc)
                 continue
+            try:
+                self.check_pending(plugin)  # a misspelt hook would never be called
+            except pluggy.PluginValidationError as exc:
+                self.unregister(plugin)
+                if strict:
+                    raise
+                self._record_failure(name, dist_name, exc)
+                continue
             self.plugin_info[name] = PluginInfo(name=name, distribution=dist_name, version=version)
             log.debug("plugin_loaded", plugin=name, distribution=dist_name, version=version)
             count += 1
         return count
+
+    def check_pending(self, plugin: Any = None) -> None:
+        """pluggy's check that every hook implementation has a specification.
+
+        Args:
+            plugin: Check only this plugin's hooks; ``None`` checks every plugin's.
+
+        Raises:
+            pluggy.PluginValidationError: Naming the unknown hook, the plugin, and the
+                specified hook it probably misspells.
+        """
+        relay = vars(self.hook)
+        specified = sorted(name for name, caller in relay.items() if caller.has_spec())
+        for name, caller in list(relay.items()):
+            if name.startswith("_") or caller.has_spec():
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.optionalhook or (plugin is not None and impl.plugin is not plugin):
+                    continue
+                hint = difflib.get_close_matches(name, specified, n=1, cutoff=0.6)
+                guess = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise pluggy.PluginValidationError(
+                    impl.plugin,
+                    f"unknown hook {name!r} in plugin {impl.plugin_name!r}{guess} "
+                    f"(the hooks: {', '.join(specified)})",
+                )
 
     def _record_failure(self, name: str, distribution: str | None, exc: BaseException) -> None:
         failure = PluginFailure(
@@ -249,9 +289,10 @@ class SinkPluginManager(pluggy.PluginManager):
             if listed is None:
                 continue
             if isinstance(listed, str) or not isinstance(listed, list | tuple | set | frozenset):
-                raise TypeError(
-                    f"Plugin {info.describe()} returned {type(listed).__name__} from "
-                    "list_available_sinks, expected a list of sink type names"
+                raise PluginContractError(
+                    info.describe(),
+                    "list_available_sinks",
+                    f"it returned {type(listed).__name__}, not a list of sink type names",
                 )
             for sink_type in listed:
                 entries = providers.setdefault(sink_type, [])
@@ -306,15 +347,16 @@ class SinkPluginManager(pluggy.PluginManager):
 
         Raises:
             SinkNotFoundError: No plugin provides the sink type.
-            SinkConfigurationError: The plugin refused the config or returned nothing.
+            SinkConfigurationError: The plugin refused the config.
+            PluginContractError: The plugin returned nothing (its bug, not the config's).
         """
         owner = self.owner_of(config.sink_type)
         sink = self._call_owner("create_sink", owner, config=config)
         if sink is None:
-            raise SinkConfigurationError(
-                f"Plugin {owner!r} lists sink type {config.sink_type!r} but its create_sink "
-                "returned nothing",
-                sink_type=config.sink_type,
+            raise PluginContractError(
+                owner,
+                "create_sink",
+                f"it lists sink type {config.sink_type!r} but returned nothing for it",
             )
         self._remember(sink, owner, config.sink_type)
         log.debug("sink_created", sink_type=config.sink_type, plugin=owner)
@@ -369,17 +411,15 @@ class SinkPluginManager(pluggy.PluginManager):
         Raises:
             SinkNotFoundError: The sink's plugin cannot be found.
             SinkError: Whatever the plugin raises, unchanged.
+            PluginContractError: The plugin returned something other than an EgressResult.
         """
         owner, sink_type = self._route(sink, sink_type)
         log.info("write_started", sink_type=sink_type, destination=destination, plugin=owner)
         with egress_span(sink_type, destination) as span:
             result = self._call_owner("write", owner, sink=sink, data=data, delivery=delivery)
             if not isinstance(result, EgressResult):
-                raise SinkConfigurationError(
-                    f"Plugin {owner!r} returned {type(result).__name__} from write, "
-                    "expected EgressResult",
-                    sink_type=sink_type,
-                    destination=destination,
+                raise PluginContractError(
+                    owner, "write", f"it returned {type(result).__name__}, not an EgressResult"
                 )
             record_egress_result(span, result)
         log.info(
@@ -412,17 +452,18 @@ class SinkPluginManager(pluggy.PluginManager):
 
         Raises:
             SinkNotFoundError: The sink's plugin cannot be found.
-            SinkConfigurationError: The plugin cannot delete.
+            PluginContractError: The plugin returned something other than an EgressResult
+                (the configuration checks refuse ``mirror`` for a plugin without ``delete``).
         """
         owner, sink_type = self._route(sink, sink_type)
         with egress_span(sink_type, destination, name="floe_sink.delete") as span:
             result = self._call_owner("delete", owner, sink=sink, keys=keys, delivery=delivery)
             if not isinstance(result, EgressResult):
-                raise SinkConfigurationError(
-                    f"Plugin {owner!r} cannot delete for sink type {sink_type!r} (its delete "
-                    "hook returned nothing); use sync: changes for this destination",
-                    sink_type=sink_type,
-                    destination=destination,
+                raise PluginContractError(
+                    owner,
+                    "delete",
+                    f"it returned {type(result).__name__}, not an EgressResult, for sink type "
+                    f"{sink_type!r} (sync: changes does not delete)",
                 )
             record_egress_result(span, result)
         return result
@@ -430,21 +471,34 @@ class SinkPluginManager(pluggy.PluginManager):
     def get_source_config(
         self, catalog_config: dict[str, Any], *, sink_type: str | None = None
     ) -> dict[str, Any]:
-        """Return the Iceberg read config, from the plugin of ``sink_type`` or the first answer.
+        """Return the Iceberg read config, as the plugin of ``sink_type`` (or the first plugin
+        that answers) returns it.
+
+        Args:
+            catalog_config: The complete read config the core built
+                (:func:`floe_sink.source.source_config`); the plugin receives a copy.
+            sink_type: Ask only the plugin that provides it.
+
+        Returns:
+            The plugin's answer, or ``catalog_config`` unchanged when the plugin does not
+            implement the hook or answers ``None``: the core's own behaviour.
 
         Raises:
-            SinkConfigurationError: When no plugin answers.
+            PluginContractError: The plugin answered something other than a mapping.
         """
-        if sink_type is not None:
-            result = self._call_owner(
-                "get_source_config", self.owner_of(sink_type), catalog_config=catalog_config
-            )
+        offered = copy.deepcopy(dict(catalog_config))
+        owner = self.owner_of(sink_type) if sink_type is not None else None
+        if owner is not None:
+            result = self._call_owner("get_source_config", owner, catalog_config=offered)
         else:
-            result = self.hook.get_source_config(catalog_config=catalog_config)
+            result = self.hook.get_source_config(catalog_config=offered)
         if result is None:
-            raise SinkConfigurationError(
-                "No plugin returned a source config for this catalog configuration",
-                sink_type=sink_type,
+            return dict(catalog_config)
+        if not isinstance(result, Mapping):
+            raise PluginContractError(
+                owner or "?",
+                "get_source_config",
+                f"it returned {type(result).__name__}, not the read config (a mapping)",
             )
         return dict(result)
 

@@ -1,10 +1,11 @@
 """Retries with exponential backoff and jitter (tenacity), honouring ``Retry-After``.
 
 A sink builds a :class:`RetryPolicy` from ``SinkConfig.retry_config`` and wraps each delivery
-attempt with :func:`retrying`. An exception with a ``retry_after`` attribute (seconds) makes the
-next wait at least that long. A ``retry_after`` longer than ``max_wait`` is not shortened: a
-retry before the server's time would only be refused again, so the delivery fails at once
-with a :class:`RetryAfterTooLongError` that says how to wait longer.
+attempt with :func:`retrying`. An exception with a ``retry_after`` (seconds: a field of every
+:class:`~floe_sink.SinkError`, an attribute of any other exception) makes the next wait at
+least that long. A ``retry_after`` longer than ``max_wait`` is not shortened: a retry before
+the server's time would only be refused again, so the delivery fails at once with a
+:class:`RetryAfterTooLongError` that says how to wait longer.
 """
 
 from __future__ import annotations
@@ -22,17 +23,20 @@ import tenacity
 
 from floe_sink.errors import SinkConfigurationError, SinkError, SinkWriteError
 from floe_sink.logs import get_logger
+from floe_sink.structuring import json_schema
 
 __all__ = ["RetryAfterTooLongError", "RetryPolicy", "parse_retry_after", "retrying"]
 
 log = get_logger(__name__)
 
 
+@json_schema({"exclusiveMinimum": 0})
 def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise ValueError(f"retry_config.{attribute.name} must be > 0 (got {value})")
 
 
+@json_schema({"minimum": 0})
 def _non_negative(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value < 0:
         raise ValueError(f"retry_config.{attribute.name} must be >= 0 (got {value})")
@@ -182,7 +186,6 @@ class RetryAfterTooLongError(SinkWriteError):
     """
 
     def __init__(self, error: BaseException, *, retry_after: float, max_wait: float) -> None:
-        self.retry_after = retry_after
         self.max_wait = max_wait
         asked = math.ceil(retry_after)
         message = error.message if isinstance(error, SinkError) else str(error)
@@ -192,6 +195,7 @@ class RetryAfterTooLongError(SinkWriteError):
             f"retry.max_wait ({max_wait:g} s), so it was not retried. Raise max_wait in the "
             f"destination's retry settings in floe.yaml (retry: {{max_wait: {asked}}}) to "
             "wait that long, or run again later",
+            retry_after=retry_after,
             **context,
         )
 

@@ -1,10 +1,17 @@
 """The lakehouse source: an Iceberg table read through pyiceberg as a stream of Arrow batches.
 
-:func:`open_table` takes the read config a plugin's ``get_source_config`` returns
-(``catalog_name``, ``catalog_properties``, ``table``) and loads the table;
-:func:`plan_scan` applies an optional row filter (pyiceberg expression syntax, e.g.
-``"country = 'FR' and lifetime_value > 100"``) and column projection and plans the files;
-:meth:`SourceScan.reader` streams the result as a ``pyarrow.RecordBatchReader``.
+The source belongs to the core, not to the plugins. :func:`source_config` turns the
+``catalog:`` section of manifest.yaml (pyiceberg catalog properties) and a destination's
+``source_table`` into a complete read config (``catalog_name``, ``catalog_properties``,
+``table``); without a catalog, the embedded default is a pyiceberg SQL catalog on SQLite under
+the state directory (``./.floe``), so a laptop needs no server, and ``type: rest`` is how a
+Polaris catalog is reached. A plugin's ``get_source_config`` hook receives that config and may
+return it unchanged, change it, or not be implemented at all.
+
+:func:`open_table` loads the table a read config names; :func:`plan_scan` applies an optional
+row filter (pyiceberg expression syntax, e.g. ``"country = 'FR' and lifetime_value > 100"``)
+and column projection and plans the files; :meth:`SourceScan.reader` streams the result as a
+``pyarrow.RecordBatchReader``.
 
 Memory stays bounded by a few record batches, not by the table: the files of the scan are read
 one after the other, each as a stream of batches. (pyiceberg's own ``to_arrow_batch_reader``
@@ -16,7 +23,9 @@ pyiceberg is imported on first use, so ``import floe_sink`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,16 +36,25 @@ import pyarrow as pa
 
 from floe_sink.errors import ErrorCategory, SinkConfigurationError, SinkConnectionError, SinkError
 from floe_sink.logs import get_logger
+from floe_sink.state import DEFAULT_STATE_DIR
+
+if pa.default_memory_pool().backend_name == "jemalloc":
+    # return freed memory to the system at once, so the peak RSS of a long run follows
+    # what is live (a few batches), not what was ever allocated (see floe_sink.cli)
+    pa.jemalloc_set_decay_ms(0)
 
 __all__ = [
+    "DEFAULT_CATALOG_NAME",
     "SourceNotFoundError",
     "SourceReadError",
     "SourceScan",
+    "embedded_catalog_properties",
     "load_catalog",
     "open_table",
     "parse_row_filter",
     "plan_scan",
     "quote_identifiers",
+    "source_config",
 ]
 
 log = get_logger(__name__)
@@ -67,6 +85,92 @@ class SourceReadError(SinkError):
             "table back to a snapshot without it) and run again",
             category=ErrorCategory.TRANSIENT if unreachable else ErrorCategory.PERMANENT,
         )
+
+
+DEFAULT_CATALOG_NAME = "floe"
+"""The name of the embedded default catalog (and of a manifest catalog without ``name``)."""
+
+# Keys of source_config's input that are ours, not pyiceberg catalog properties.
+_CONTROL_KEYS = frozenset({"name", "table", "state_dir"})
+_CATALOG_TYPES = ("sql", "rest")
+
+
+def embedded_catalog_properties(state_dir: str | Path = DEFAULT_STATE_DIR) -> dict[str, str]:
+    """The properties of the embedded default catalog: SQLite + local files under ``state_dir``.
+
+    Paths are made absolute, so the catalog stays the same whatever the working directory of
+    a later reader is.
+    """
+    root = Path(state_dir).expanduser().resolve()
+    return {
+        "type": "sql",
+        "uri": f"sqlite:///{root / 'catalog.db'}",
+        "warehouse": (root / "warehouse").as_uri(),
+    }
+
+
+def source_config(catalog_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the complete Iceberg read config for a catalog and a table.
+
+    This is what the command hands to a plugin's ``get_source_config`` (which may return it
+    unchanged) and then to :func:`open_table`.
+
+    Args:
+        catalog_config: The manifest's ``catalog:`` properties (``name``, ``type``, ``uri``,
+            ``warehouse``, ``credential``, ...; all optional) plus ``table`` (the Iceberg
+            identifier ``namespace.table`` to read) and optionally ``state_dir`` (where the
+            embedded catalog lives; default ``./.floe``).
+
+    Returns:
+        ``{"catalog_name": str, "catalog_properties": dict, "table": str}``, plus
+        ``"create_catalog": True`` when the uri is the embedded default's (the catalog is
+        created on first use). The properties are handed to
+        ``pyiceberg.catalog.load_catalog`` as they are.
+
+    Raises:
+        SinkConfigurationError: ``table`` is missing or not ``namespace.table``, the catalog
+            type is not ``sql`` or ``rest``, or a ``rest`` catalog has no ``uri``.
+    """
+    table = catalog_config.get("table")
+    if not isinstance(table, str) or not table.strip():
+        raise SinkConfigurationError(
+            "The source config needs 'table' (the Iceberg table to read, as namespace.table); "
+            "set source_table on the destination in floe.yaml"
+        )
+    table = table.strip()
+    namespace, _, name = table.rpartition(".")
+    if not namespace or not name:
+        raise SinkConfigurationError(
+            f"source_table {table!r} is not an Iceberg identifier: write it as namespace.table"
+        )
+    catalog_name = str(catalog_config.get("name") or DEFAULT_CATALOG_NAME)
+    properties = {
+        str(key): value
+        for key, value in catalog_config.items()
+        if key not in _CONTROL_KEYS and value is not None  # an unset manifest field
+    }
+    catalog_type = str(properties.get("type") or "sql")
+    if catalog_type not in _CATALOG_TYPES:
+        raise SinkConfigurationError(
+            f"catalog.type {catalog_type!r} in manifest.yaml is not supported; use "
+            f"{' or '.join(map(repr, _CATALOG_TYPES))} (rest reaches Polaris)"
+        )
+    properties["type"] = catalog_type
+    config: dict[str, Any] = {"catalog_name": catalog_name, "catalog_properties": properties}
+    if catalog_type == "sql":
+        embedded = embedded_catalog_properties(catalog_config.get("state_dir") or DEFAULT_STATE_DIR)
+        if "uri" not in properties:
+            # only the embedded catalog is created on first use; a uri from the manifest
+            # must name an existing catalog (a misspelt path is an error, not a new catalog)
+            properties["uri"] = embedded["uri"]
+            config["create_catalog"] = True
+        properties.setdefault("warehouse", embedded["warehouse"])
+    elif not properties.get("uri"):
+        raise SinkConfigurationError(
+            "catalog.uri in manifest.yaml is required for a rest catalog "
+            "(the Polaris or Iceberg REST endpoint, e.g. https://polaris.example.com/api/catalog)"
+        )
+    return {**config, "table": table}
 
 
 _SQLITE_URI = re.compile(r"sqlite(?:\+\w+)?:///(?P<path>[^?]*)(?:\?.*)?")
@@ -107,7 +211,8 @@ def load_catalog(source_config: Mapping[str, Any]) -> Any:
 
     Args:
         source_config: ``{"catalog_name": ..., "catalog_properties": {...}, ...}``, as
-            returned by ``get_source_config``. ``"create_catalog": True`` (the embedded
+            returned by :func:`source_config` (and a plugin's ``get_source_config``).
+            ``"create_catalog": True`` (the embedded
             default catalog) lets a missing SQLite catalog file be created.
 
     Raises:
@@ -120,8 +225,9 @@ def load_catalog(source_config: Mapping[str, Any]) -> Any:
     properties = source_config.get("catalog_properties")
     if not isinstance(properties, Mapping):
         raise SinkConfigurationError(
-            "The source config has no catalog_properties; the plugin's get_source_config "
-            "must return catalog_name, catalog_properties and table"
+            "The source config has no catalog_properties; a plugin's get_source_config "
+            "must return the config it received (catalog_name, catalog_properties, table), "
+            "changed or not"
         )
     name = str(source_config.get("catalog_name") or "floe")
     _ensure_local_dirs(properties, create_catalog=source_config.get("create_catalog") is True)
@@ -151,6 +257,13 @@ def open_table(source_config: Mapping[str, Any]) -> Any:
     table_name = source_config.get("table")
     if not isinstance(table_name, str) or not table_name:
         raise SinkConfigurationError("The source config names no table")
+    properties = source_config.get("catalog_properties")
+    if isinstance(properties, Mapping):
+        _ensure_local_dirs(properties, create_catalog=source_config.get("create_catalog") is True)
+        name = str(source_config.get("catalog_name") or DEFAULT_CATALOG_NAME)
+        table = _from_sqlite_catalog(name, properties, table_name)
+        if table is not None:
+            return table
     catalog = load_catalog(source_config)
     try:
         return catalog.load_table(table_name)
@@ -164,6 +277,68 @@ def open_table(source_config: Mapping[str, Any]) -> Any:
         raise SinkConnectionError(
             f"Cannot read table {table_name!r} from the Iceberg catalog: {exc}"
         ) from exc
+
+
+_JDBC_COLUMNS = frozenset({"catalog_name", "table_namespace", "table_name", "metadata_location"})
+
+
+def _from_sqlite_catalog(name: str, properties: Mapping[str, Any], table_name: str) -> Any:
+    """The table of a SQL catalog on SQLite, read with ``sqlite3``; ``None`` when not that.
+
+    pyiceberg's SQL catalog is built on SQLAlchemy: a third of a second to import and an
+    engine per run, for what a reader needs of it, one row of the ``iceberg_tables`` table
+    the Iceberg JDBC catalog specifies (the metadata file of the table). Anything unexpected
+    (no such file, table or row; another layout) gives ``None``: pyiceberg's own catalog then
+    reads it, and says what is wrong.
+    """
+    if str(properties.get("type") or "sql") != "sql":
+        return None
+    match = _SQLITE_URI.fullmatch(str(properties.get("uri") or ""))
+    database = match.group("path") if match else ""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database)
+    if not path.is_file():
+        return None
+    namespace, _, table = table_name.rpartition(".")
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        ) as db:
+            columns = {str(row[1]) for row in db.execute("PRAGMA table_info(iceberg_tables)")}
+            if not _JDBC_COLUMNS.issubset(columns):
+                return None
+            query = (
+                "SELECT metadata_location FROM iceberg_tables "
+                "WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"
+            )
+            if "iceberg_type" in columns:  # the v1 layout: views are rows too
+                query += " AND (iceberg_type IS NULL OR iceberg_type = 'TABLE')"
+            row = db.execute(query, (name, namespace, table)).fetchone()
+    except sqlite3.Error:
+        return None
+    if row is None or not row[0]:
+        return None
+    from pyiceberg.catalog.noop import NoopCatalog
+    from pyiceberg.io import load_file_io
+    from pyiceberg.serializers import FromInputFile
+    from pyiceberg.table import Table
+
+    location = str(row[0])
+    settings = {str(key): str(value) for key, value in properties.items()}
+    try:
+        metadata = FromInputFile.table_metadata(
+            load_file_io(settings, location).new_input(location)
+        )
+    except Exception:  # a missing or damaged metadata file: pyiceberg's catalog reports it
+        return None
+    return Table(
+        identifier=(*namespace.split("."), table),
+        metadata=metadata,
+        metadata_location=location,
+        io=load_file_io({**settings, **metadata.properties}, location),
+        catalog=NoopCatalog(name),  # read only: nothing is committed through it
+    )
 
 
 @attrs.frozen(kw_only=True)

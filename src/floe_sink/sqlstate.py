@@ -43,18 +43,17 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-import attrs
-
+from floe_sink.database_url import DIALECTS, DatabaseUrl
 from floe_sink.errors import FloeSinkError, SinkConfigurationError
 from floe_sink.logs import get_logger
-from floe_sink.secrets import Secret, redact_url, reveal, scrub_text
+from floe_sink.secrets import Secret, reveal
 from floe_sink.state import (
     ABANDONED,
     DONE,
     FAILED,
     OPEN,
+    REJECT_SEEN_AGAIN,
     RUNS_KEPT,
     BatchRecord,
     DeliveryRecord,
@@ -66,6 +65,7 @@ from floe_sink.state import (
     flock_held,
     lock_holder,
     now_utc,
+    reject_record,
     run_record,
 )
 
@@ -75,16 +75,6 @@ log = get_logger(__name__)
 
 T = TypeVar("T")
 
-DIALECTS = {
-    "postgresql": "postgresql",
-    "postgres": "postgresql",
-    "postgresql+psycopg": "postgresql",
-    "postgresql+psycopg2": "postgresql",
-    "postgresql+adbc": "postgresql",
-    "sqlite": "sqlite",
-    "duckdb": "duckdb",
-}
-"""URL schemes accepted, and the dialect each names."""
 
 SYNC_CHUNK_BYTES = 8 << 20
 """Bytes of a sync state file per row of ``floe_sync_state``."""
@@ -95,8 +85,7 @@ TEMP_PREFIX = "sql-state-"
 _STALE_SECONDS = 24 * 3600
 
 
-@attrs.frozen(kw_only=True)
-class StateUrl:
+class StateUrl(DatabaseUrl):
     """A parsed state database URL; ``str()`` and ``repr()`` never show the password.
 
     Attributes:
@@ -104,13 +93,6 @@ class StateUrl:
         path: The database file (SQLite, DuckDB).
         host, port, database: Where a PostgreSQL database is.
     """
-
-    dialect: str
-    _url: Secret = attrs.field(alias="url", repr=False)
-    path: Path | None = None
-    host: str | None = None
-    port: int | None = None
-    database: str | None = None
 
     @classmethod
     def parse(cls, value: Any, *, where: str = "url") -> StateUrl:
@@ -127,74 +109,13 @@ class StateUrl:
         raw = reveal(value)
         if not isinstance(raw, str) or not raw.strip():
             raise fail("empty; set it to a PostgreSQL, SQLite or DuckDB URL")
-        raw = raw.strip()
-        try:
-            parts = urlsplit(raw)
-            port = parts.port
-        except ValueError as exc:
-            raise fail(f"not a valid URL ({scrub_text(str(exc), (raw,))})") from None
-        scheme = parts.scheme.lower()
-        dialect = DIALECTS.get(scheme)
-        if dialect is None:
-            shown = f"{scheme}://" if scheme else redact_url(raw)
-            raise fail(
-                f"unsupported scheme {shown!r}; use postgresql://user:password@host:port/db, "
-                "sqlite:///path/to/state.db or duckdb:///path/to/state.duckdb"
-            )
-        if dialect == "postgresql":
-            return cls._server(parts, port, fail)
-        return cls._file(dialect, parts, fail)
-
-    @classmethod
-    def _server(
-        cls, parts: SplitResult, port: int | None, fail: Callable[[str], Exception]
-    ) -> StateUrl:
-        database = parts.path.lstrip("/")
-        if not parts.hostname:
-            raise fail("no host; expected postgresql://user:password@host:port/database")
-        if not database:
-            raise fail(f"no database name in {redact_url(parts.geturl())!r}")
-        plain = urlunsplit(parts._replace(scheme="postgresql"))  # libpq wants the plain scheme
-        return cls(
-            dialect="postgresql",
-            url=Secret(plain),
-            host=parts.hostname,
-            port=port or 5432,
-            database=database,
+        return cls.parse_url(
+            raw,
+            fail=fail,
+            examples="postgresql://user:password@host:port/db, sqlite:///path/to/state.db or "
+            "duckdb:///path/to/state.duckdb",
+            in_memory="in-memory state does not last",
         )
-
-    @classmethod
-    def _file(cls, dialect: str, parts: SplitResult, fail: Callable[[str], Exception]) -> StateUrl:
-        if parts.netloc:
-            raise fail(
-                f"{dialect} URLs name a file: {dialect}:///relative/path or "
-                f"{dialect}:////absolute/path (got host {parts.netloc!r})"
-            )
-        raw_path = parts.path[1:] if parts.path.startswith("/") else parts.path
-        if not raw_path or raw_path == ":memory:":
-            raise fail(f"{dialect} URL names no database file (in-memory state does not last)")
-        return cls(dialect=dialect, url=Secret(parts.geturl()), path=Path(raw_path))
-
-    def reveal(self) -> str:
-        """The URL with its password: for the driver only."""
-        return self._url.reveal()
-
-    @property
-    def where(self) -> str:
-        """A secret-free description: ``host:port/database`` or the file path."""
-        if self.path is not None:
-            return str(self.path)
-        return f"{self.host}:{self.port}/{self.database}"
-
-    def scrub(self, text: str) -> str:
-        """``text`` without the URL or its password (for driver messages)."""
-        from urllib.parse import unquote
-
-        password = urlsplit(self.reveal()).password or ""
-        return scrub_text(text, (self.reveal(), password, unquote(password)))
-
-    def __str__(self) -> str:
-        return redact_url(self.reveal())
 
 
 # -- the three drivers -----------------------------------------------------------------------
@@ -678,35 +599,18 @@ class SqlStateStore:
         self._execute(
             "INSERT INTO floe_rejects (destination, record_key, record, status, message, run_id, "
             "first_seen, last_seen, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (destination, record_key) DO UPDATE SET record = excluded.record, "
-            "status = excluded.status, message = excluded.message, run_id = excluded.run_id, "
-            "last_seen = excluded.last_seen, attempts = floe_rejects.attempts + excluded.attempts",
+            + REJECT_SEEN_AGAIN,
             (destination, key, record, status, message, run_id, at, at, attempts),
         )
 
     def rejects(self, destination: str | None = None) -> list[RejectRecord]:
-        import json
-
         where = "WHERE destination = ?" if destination is not None else ""
         rows = self._query(
             "SELECT destination, record_key, record, status, message, run_id, first_seen, "
             f"last_seen, attempts FROM floe_rejects {where} ORDER BY first_seen, record_key",
             (destination,) if destination is not None else (),
         )
-        return [
-            RejectRecord(
-                destination=dest,
-                key=json.loads(key),
-                record=json.loads(record),
-                status=status,
-                message=message,
-                run_id=run_id,
-                first_seen=first,
-                last_seen=last,
-                attempts=int(attempts),
-            )
-            for dest, key, record, status, message, run_id, first, last, attempts in rows
-        ]
+        return [reject_record(row) for row in rows]
 
     def clear_rejects(self, destination: str, keys: list[str]) -> None:
         def work(conn: _Connection) -> None:

@@ -49,7 +49,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from floe_sink.errors import FloeSinkError, SinkConfigurationError
+from floe_sink.errors import FloeSinkError, PluginContractError, SinkConfigurationError
 from floe_sink.secrets import Secret
 
 __all__ = [
@@ -458,10 +458,7 @@ class LocalStateStore:
     ) -> None:
         at = now_utc()
         self._execute(
-            "INSERT INTO floe_rejects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (destination, record_key) DO UPDATE SET record = excluded.record, "
-            "status = excluded.status, message = excluded.message, run_id = excluded.run_id, "
-            "last_seen = excluded.last_seen, attempts = floe_rejects.attempts + excluded.attempts",
+            f"INSERT INTO floe_rejects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {REJECT_SEEN_AGAIN}",
             (destination, key, record, status, message, run_id, at, at, attempts),
         )
 
@@ -472,20 +469,7 @@ class LocalStateStore:
             f"last_seen, attempts FROM floe_rejects {where} ORDER BY first_seen, record_key",
             (destination,) if destination is not None else (),
         )
-        return [
-            RejectRecord(
-                destination=dest,
-                key=json.loads(key),
-                record=json.loads(record),
-                status=status,
-                message=message,
-                run_id=run_id,
-                first_seen=first,
-                last_seen=last,
-                attempts=int(attempts),
-            )
-            for dest, key, record, status, message, run_id, first, last, attempts in rows
-        ]
+        return [reject_record(row) for row in rows]
 
     def clear_rejects(self, destination: str, keys: list[str]) -> None:
         with self._mutex:
@@ -527,6 +511,31 @@ class LocalStateStore:
     def close(self) -> None:
         with self._mutex:
             self._db.close()
+
+
+REJECT_SEEN_AGAIN = (
+    "ON CONFLICT (destination, record_key) DO UPDATE SET record = excluded.record, "
+    "status = excluded.status, message = excluded.message, run_id = excluded.run_id, "
+    "last_seen = excluded.last_seen, attempts = floe_rejects.attempts + excluded.attempts"
+)
+"""How a store files a record refused again: the latest of everything, the attempts added."""
+
+
+def reject_record(row: tuple[Any, ...]) -> RejectRecord:
+    """A :class:`RejectRecord` from a ``floe_rejects`` row (``destination, record_key,
+    record, status, message, run_id, first_seen, last_seen, attempts``)."""
+    dest, key, record, status, message, run_id, first, last, attempts = row
+    return RejectRecord(
+        destination=dest,
+        key=json.loads(key),
+        record=json.loads(record),
+        status=status,
+        message=message,
+        run_id=run_id,
+        first_seen=first,
+        last_seen=last,
+        attempts=int(attempts),
+    )
 
 
 def run_record(row: tuple[Any, ...]) -> RunRecord:
@@ -697,10 +706,12 @@ def open_state_store(
             "package that provides it, or fix state.backend in the manifest"
         )
     missing = [name for name in _STORE_METHODS if not callable(getattr(store, name, None))]
-    if missing:
-        raise SinkConfigurationError(
-            f"{settings.where}.backend: the state store of backend {settings.backend!r} "
-            f"({type(store).__name__}) lacks {', '.join(missing)}: it is not a StateStore"
+    if missing:  # the backend's bug, not the manifest's
+        raise PluginContractError(
+            settings.backend,
+            "get_state_store",
+            f"its store ({type(store).__name__}) lacks {', '.join(missing)}: it is not a "
+            "StateStore",
         )
     opened: StateStore = store
     return opened

@@ -9,11 +9,16 @@ compares a snapshot with that state:
   **unchanged**: the rest; **deletes** (``mirror`` only): keys of the state the snapshot lacks.
 * The rows to send are the inserts and updates, streamed in the snapshot's own order from a
   second read of the (immutable) snapshot, so batch *n* of the delivery is always the same
-  rows: a killed run's resume recomputes the same diff against the same state and skips what
-  the journal holds.
-* The state is replaced only after delivery (:meth:`SyncDiff.save_state`), with exactly the
-  rows of the batches the destination acknowledged, and it names the delivery that made it
-  (a resume finding its own delivery's state knows that delivery is done).
+  rows: a killed run's resume recomputes the same diff against the state the run left
+  (below) and skips what the journal holds.
+* Before anything is sent, the keys the delivery will upsert or delete are marked unknown in
+  the state (:meth:`SyncDiff.mark_pending`): a delivery that is killed and then abandoned
+  (its plan changed, its snapshot expired) leaves nothing the state still vouches for that
+  the destination may no longer hold; the next delivery sends or deletes those keys again.
+* After delivery the state is replaced (:meth:`SyncDiff.save_state`) with exactly the rows of
+  the batches the destination acknowledged, and it names the delivery that made it (a
+  delivery the state names is over, even when a kill kept the journal from saying so: the
+  next run starts a new delivery instead of resuming it).
 
 The diff runs in DuckDB (vectorised hash joins, spilling to disk past its memory limit): the
 process holds the keys and fingerprints, never the table. Iceberg's history makes it cheaper
@@ -25,7 +30,8 @@ rolled-back snapshot) gets the full fingerprint diff.
 
 The state is a Parquet file per destination (see :mod:`floe_sink.state`): the key columns
 ``k0..kN`` (the primary key, in floe.yaml order), ``fp`` (UBIGINT), and metadata naming the key
-columns, the snapshot, the delivery and the configuration fingerprint that produced it.
+columns, the snapshot, the delivery and the configuration fingerprint that produced it (and
+the delivery under way, while keys are marked for it).
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ class StateInfo:
     """Keys in the state (``changes`` keeps keys that left the source)."""
     source_rows: int | None
     """Rows of the snapshot the state was made from (``None`` for a partial state)."""
+    pending: str | None = None
+    """The delivery under way whose keys the state marks unknown (:meth:`SyncDiff.mark_pending`)."""
 
 
 def read_state_info(path: Path) -> StateInfo | None:
@@ -84,6 +92,7 @@ def read_state_info(path: Path) -> StateInfo | None:
         plan=str(info.get("plan", "")),
         rows=int(meta.num_rows),
         source_rows=info.get("source_rows"),
+        pending=info.get("pending"),
     )
 
 
@@ -297,6 +306,55 @@ class SyncDiff:
         return rows
 
     # -- the new state ----------------------------------------------------------------------
+
+    def mark_pending(self, delivery_id: str) -> None:
+        """Before anything is sent: mark every key the delivery may touch as unknown.
+
+        Until the delivery is folded, the keys it upserts or deletes keep a fingerprint that
+        is not the one they had (its lowest bit flipped: no longer what the state said the
+        destination holds, still an update), and the keys it inserts are in the state with
+        a NULL fingerprint (still an insert). Should the delivery never be folded (killed,
+        then abandoned because its plan changed or its snapshot expired), what it may have
+        changed at the destination is sent or deleted again, even when the source went back
+        to what the state said before. A resume of the delivery diffs to the same rows in
+        the same order, so its batches and their keys are unchanged.
+        """
+        if self.skipped_read or not (self.to_send or self.deletes):
+            return
+        info = read_state_info(self.state_path)
+        if info is not None and info.pending == delivery_id:
+            return  # a resumed delivery: marked by the run that started it
+        keys = ", ".join(self._keys)
+        if self._has_table("st"):
+            touched = (
+                f"SELECT {keys} FROM cur LEFT JOIN st USING ({keys}) "
+                "WHERE st.fp IS NULL OR st.fp <> cur.fp"
+            )
+            if self.mode == "mirror" and self.deletes:
+                touched += f" UNION ALL SELECT {keys} FROM st ANTI JOIN cur USING ({keys})"
+            kept = (
+                f"SELECT {keys}, fp FROM st ANTI JOIN touched USING ({keys}) UNION ALL "
+                f"SELECT {keys}, xor(fp, 1::UBIGINT) FROM st SEMI JOIN touched USING ({keys}) "
+                f"UNION ALL SELECT {keys}, NULL::UBIGINT FROM touched ANTI JOIN st USING ({keys})"
+            )
+        else:
+            touched = f"SELECT {keys} FROM cur"
+            kept = f"SELECT {keys}, NULL::UBIGINT AS fp FROM touched"
+        self._db.execute(f"CREATE OR REPLACE TEMP TABLE touched AS {touched}")
+        self._db.execute(f"CREATE OR REPLACE TEMP TABLE pending AS {kept}")
+        self._db.execute("CREATE OR REPLACE TEMP TABLE st AS SELECT * FROM pending")
+        self._db.execute("DROP TABLE pending")
+        self._db.execute("DROP TABLE touched")
+        meta = {
+            "keys": list(self.key_columns),
+            "source_rows": None,
+            "snapshot_id": None,
+            "delivery_id": info.delivery_id if info is not None else "",
+            "plan": self.plan,
+            "pending": delivery_id,
+        }
+        write_state(self.state_path, self._table(f"SELECT {keys}, fp FROM st"), meta)
+        log.info("sync_state_pending", state=str(self.state_path), delivery_id=delivery_id)
 
     def save_state(
         self,

@@ -2,7 +2,8 @@
 
 Built on the OpenTelemetry *API* only: without an SDK configured the spans are no-ops and cost
 next to nothing. The plugin manager wraps every ``write`` in :func:`egress_span`, so every
-plugin is traced without doing anything; a plugin may open nested spans of its own.
+plugin is traced without doing anything; a plugin may open nested spans of its own. Where the
+spans go is :mod:`floe_sink.trace_export`'s job.
 """
 
 from __future__ import annotations

@@ -19,19 +19,22 @@ from __future__ import annotations
 import abc
 import time
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
-import pyarrow as pa
 
 from floe_sink import EgressResult, SinkConfig
-from floe_sink.checksum import Checksum
 from floe_sink.delivery import BatchReceipt, Delivery, DeliveryTotals, deliver_batches
 from floe_sink.errors import SinkConfigurationError, SinkError
 from floe_sink.idempotency import idempotency_key
 from floe_sink.logs import get_logger
 from floe_sink.retry import RetryPolicy, retrying
 from floe_sink.secrets import Secret
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from floe_sink.checksum import Checksum
 
 __all__ = ["BatchReceipt", "BatchSink", "SinkSettings"]
 
@@ -170,6 +173,10 @@ class BatchSink(abc.ABC):
                 is missing, ...). Delivery failures are reported in the result instead.
             DeliveryInterrupted: A stop was requested; what was delivered is in the journal.
         """
+        import pyarrow as pa  # here, not at import: create_sink (validate) needs none of it
+
+        from floe_sink.checksum import Checksum
+
         started = time.perf_counter()
         delivery = delivery or Delivery(self.settings.destination)
         self.delivery = delivery
@@ -219,6 +226,7 @@ class BatchSink(abc.ABC):
         Batches of keys go through the delivery's journal in their own range of positions,
         so a resumed delivery does not repeat acknowledged deletes.
         """
+        from floe_sink.checksum import Checksum
         from floe_sink.sync import DELETE_POSITIONS
 
         started = time.perf_counter()

@@ -32,15 +32,13 @@ types of a Gold table (numbers, strings, timestamps, booleans, decimals) never d
 
 from __future__ import annotations
 
-import base64
-import datetime
-import decimal
 import json
-import math
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from floe_sink.preview import json_value, timestamp_text
 
 __all__ = [
     "encode_batch",
@@ -142,7 +140,7 @@ def encode_values(column: pa.Array) -> pa.Array:
     elif _is_text(type_):
         text = _quote(_escape(pc.cast(column, pa.string())))
     elif pa.types.is_timestamp(type_):
-        text = _quote(_timestamp_text(column))
+        text = _quote(timestamp_text(column))
     elif pa.types.is_date(type_):
         text = _quote(pc.strftime(pc.cast(column, pa.date32()), format="%Y-%m-%d"))
     elif pa.types.is_time(type_) or pa.types.is_decimal(type_):
@@ -187,25 +185,6 @@ def _quote(text: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise('"', text, '"', "")
 
 
-_TIME_OF_DAY = {
-    "s": pa.time32("s"),
-    "ms": pa.time32("ms"),
-    "us": pa.time64("us"),
-    "ns": pa.time64("ns"),
-}
-
-
-def _timestamp_text(column: pa.Array) -> pa.Array:
-    # Date and time-of-day casts are several times faster than strftime. A zoned timestamp
-    # stores UTC: viewed without its zone (zero-copy), it reads as the UTC wall time.
-    type_ = column.type
-    wall = column.view(pa.timestamp(type_.unit)) if type_.tz is not None else column
-    date = pc.cast(pc.cast(wall, pa.date32()), pa.string())
-    time_of_day = pc.cast(pc.cast(wall, _TIME_OF_DAY[type_.unit]), pa.string())
-    suffix = "Z" if type_.tz is not None else ""
-    return pc.binary_join_element_wise(date, "T", time_of_day, suffix, "")
-
-
 def _json_string(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
@@ -219,27 +198,4 @@ def _encode_in_python(column: pa.Array) -> pa.Array:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(_plain(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with every non-JSON Python value replaced as the module docstring says."""
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is not None:
-            return value.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
-        return value.isoformat()
-    if isinstance(value, datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    return value
+    return json.dumps(json_value(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))

@@ -2,7 +2,8 @@
 
 It is registered through the ``floe_sink`` entry-point group exactly like a third-party
 plugin. :class:`DltPlugin` is a :class:`floe_sink.SinkConnector` whose methods are also
-``floe_sink`` hookimpls, so it works both as an ABC instance and through pluggy.
+``floe_sink`` hookimpls, so it works both as an ABC instance and through pluggy. It does not
+implement ``get_source_config``: it reads the catalog the core configured.
 """
 
 from __future__ import annotations
@@ -54,12 +55,6 @@ class DltPlugin(SinkConnector):
         if isinstance(sink, BatchSink) and sink.supports_deletes:
             return sink.delete(keys, delivery)
         return None
-
-    @floe_sink.hookimpl
-    def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any]:
-        from floe_sink_dlt.source import source_config
-
-        return source_config(catalog_config)
 
 
 plugin = DltPlugin()

@@ -820,11 +820,12 @@ class RestApiSink(BatchSink):
         context = self._context(str(response.request.url), attempt)
         excerpt = self._scrub(_excerpt_of(response.content))
         if transient or status == 429 or status >= 500:
-            error = SinkWriteError(
-                f"HTTP {status} {response.reason_phrase}: {excerpt}", status=status, **context
+            return SinkWriteError(
+                f"HTTP {status} {response.reason_phrase}: {excerpt}",
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                status=status,
+                **context,
             )
-            error.retry_after = parse_retry_after(response.headers.get("Retry-After"))  # type: ignore[attr-defined]
-            return error
         return SinkWriteError(
             f"HTTP {status} {response.reason_phrase}, the batch was refused: {excerpt}",
             category=ErrorCategory.PERMANENT,

@@ -118,7 +118,6 @@ def test_dry_run_reports_a_configuration_the_sink_refuses(project: FloeProject) 
 
 PLUGIN = """
 import floe_sink
-from floe_sink_dlt.source import source_config
 
 
 class Previewing:
@@ -144,11 +143,6 @@ def list_available_sinks():
 def create_sink(config):
     kinds = {"previewing": Previewing, "broken_preview": Broken, "plain": Plain}
     return kinds[config.sink_type]()
-
-
-@floe_sink.hookimpl
-def get_source_config(catalog_config):
-    return source_config(catalog_config)
 """
 
 

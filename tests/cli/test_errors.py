@@ -295,3 +295,41 @@ def test_a_catalog_secret_problem_does_not_hide_the_destinations_problems(
     assert "lake-creds" in message
     assert "missing-secret" in message
     assert_nothing_sent(project)
+
+
+BUGGY_PLUGIN = """
+import floe_sink
+
+
+@floe_sink.hookimpl
+def list_available_sinks():
+    return ["buggy"]
+
+
+@floe_sink.hookimpl
+def create_sink(config):
+    return None  # a bug: the contract asks for a sink object
+
+
+@floe_sink.hookimpl
+def write(sink, data):
+    return None
+"""
+
+
+def test_a_plugins_own_bug_is_a_plugin_error_not_a_configuration_error(
+    project: FloeProject, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    info = site / "buggy_sinks-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: buggy-sinks\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[floe_sink]\nbuggy = buggy_sinks\n")
+    (site / "buggy_sinks.py").write_text(BUGGY_PLUGIN)
+    project.write_floe([sqlite_destination(sink_type="buggy")])
+    result = project.run(
+        "validate", "floe.yaml", "--secrets-dir", "secrets", env={"PYTHONPATH": str(site)}
+    )
+    message = result.assert_clean_error(1)  # exit 1: no change to floe.yaml fixes it
+    assert "Plugin 'buggy' broke the create_sink contract" in message
+    assert "bug in the plugin" in message

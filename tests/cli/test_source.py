@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from floe_sink.source import (
     load_catalog,
     open_table,
     plan_scan,
+    source_config,
 )
-from floe_sink_dlt.source import source_config
 
 
 @pytest.mark.requirement("4G-FR-009")
@@ -106,14 +107,49 @@ def test_the_embedded_catalog_is_created_on_first_use(tmp_path: Path) -> None:
     assert (tmp_path / "state" / "warehouse").is_dir()
 
 
-def test_the_plugin_hook_answers_through_the_manager(tmp_path: Path) -> None:
+def test_the_reference_plugin_reads_the_source_the_core_configured(tmp_path: Path) -> None:
     from floe_sink import get_plugin_manager
 
     manager = get_plugin_manager()
-    config = manager.get_source_config(
-        {"table": "gold.c", "state_dir": str(tmp_path)}, sink_type="sql_database"
+    built = source_config({"table": "gold.c", "state_dir": str(tmp_path)})
+    assert manager.get_source_config(built, sink_type="sql_database") == built
+    assert manager.get_source_config(built, sink_type="rest_api") == built
+
+
+def test_a_sqlite_catalog_is_read_without_sqlalchemy(iceberg_warehouse: IcebergWarehouse) -> None:
+    import subprocess
+    import sys
+
+    iceberg_warehouse.write("gold.customers", customers(20), files=2)
+    config = _config(iceberg_warehouse, "gold.customers")
+    code = (
+        "import json, sys; from floe_sink.source import open_table, plan_scan; "
+        f"t = open_table(json.loads({json.dumps(json.dumps(config))})); "
+        "rows = plan_scan(t).reader().read_all().num_rows; "
+        "print(json.dumps([rows, t.name(), 'sqlalchemy' in sys.modules]))"
     )
-    assert config["table"] == "gold.c"
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    last = completed.stdout.strip().splitlines()[-1]  # after structlog's default lines
+    assert json.loads(last) == [20, ["gold", "customers"], False]
+
+
+def test_a_catalog_the_quick_reader_cannot_read_goes_to_pyiceberg(
+    iceberg_warehouse: IcebergWarehouse,
+) -> None:
+    iceberg_warehouse.write("gold.customers", customers(3))
+    with pytest.raises(SourceNotFoundError, match=r"gold\.nope"):
+        open_table(_config(iceberg_warehouse, "gold.nope"))  # no row: pyiceberg says so
+    view_free = iceberg_warehouse.catalog.load_table("gold.customers")
+    assert open_table(_config(iceberg_warehouse, "gold.customers")).metadata == view_free.metadata
+
+
+def test_the_old_import_path_still_works() -> None:
+    import floe_sink.source
+    import floe_sink_dlt.source
+
+    assert floe_sink_dlt.source.source_config is floe_sink.source.source_config
 
 
 def _config(warehouse: IcebergWarehouse, table: str) -> dict[str, object]:
@@ -230,8 +266,8 @@ def test_evolved_schema_falls_back_to_pyiceberg(iceberg_warehouse: IcebergWareho
     from pyiceberg.types import StringType
 
     iceberg_warehouse.write("gold.customers", customers(500), files=1)
-    table = open_table(_config(iceberg_warehouse, "gold.customers"))
-    with table.update_schema() as update:
+    # floe-sink only reads: the table it opens commits nothing, the platform's catalog does
+    with iceberg_warehouse.catalog.load_table("gold.customers").update_schema() as update:
         update.rename_column("email", "email_address")
         update.add_column("tier", StringType())
     table = open_table(_config(iceberg_warehouse, "gold.customers"))

@@ -10,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from floe_sink.config import SecretResolutionError, resolve_secret
-from floe_sink.config.secrets import DEFAULT_SECRETS_DIR, find_secrets_dir
+from floe_sink.config.secret_mounts import DEFAULT_SECRETS_DIR, find_secrets_dir
 from floe_sink.errors import SinkConfigurationError
 from floe_sink.secrets import Secret
 

@@ -109,7 +109,10 @@ def test_a_misspelt_built_in_backend_gets_a_hint() -> None:
 def test_the_schema_describes_the_model() -> None:
     schema = manifest_json_schema()
     state = schema["$defs"]["State"]
-    assert schema["properties"]["state"] == {"$ref": "#/$defs/State"}
+    assert schema["properties"]["state"]["anyOf"] == [
+        {"$ref": "#/$defs/State"},
+        {"type": "null"},
+    ]
     assert set(state["properties"]) == {field.name for field in attrs.fields(StateConfig)}
     assert state["additionalProperties"] is False
     assert state["properties"]["backend"]["default"] == "local"

@@ -10,7 +10,7 @@ import pytest
 
 import floe_sink
 from floe_sink import EgressResult, SinkConfig, SinkConnector, as_sink_connector
-from floe_sink.connector import is_hookimpl
+from floe_sink.connector import REQUIRED_HOOKS, is_hookimpl
 from floe_sink.testing import assert_sink_connector
 
 
@@ -64,7 +64,7 @@ class HalfMarked:
 
 
 @pytest.mark.requirement("4G-FR-001")
-@pytest.mark.parametrize("missing", floe_sink.HOOK_NAMES)
+@pytest.mark.parametrize("missing", REQUIRED_HOOKS)
 def test_an_incomplete_subclass_cannot_be_instantiated(missing: str) -> None:
     namespace = {name: getattr(Complete, name) for name in floe_sink.HOOK_NAMES if name != missing}
     incomplete = type("Incomplete", (SinkConnector,), namespace)
@@ -162,8 +162,47 @@ def test_adapter_returns_a_connector_as_is() -> None:
 
 
 def test_adapter_names_the_missing_hooks() -> None:
-    with pytest.raises(TypeError, match=r"HalfMarked.*missing.*write, get_source_config"):
+    with pytest.raises(TypeError, match=r"HalfMarked.*missing.*write \(all of"):
         as_sink_connector(HalfMarked())
+
+
+class Sourceless(SinkConnector):
+    """No get_source_config: the core's read config is used."""
+
+    def list_available_sinks(self) -> list[str]:
+        return ["sourceless"]
+
+    def create_sink(self, config: SinkConfig) -> Any:
+        return config
+
+    def write(self, sink: Any, data: Any) -> EgressResult:
+        return EgressResult(success=True)
+
+
+def test_get_source_config_is_optional() -> None:
+    connector = Sourceless()  # instantiable without it
+    assert connector.get_source_config({"table": "gold.t"}) is None
+    module = types.ModuleType("sourceless_plugin")
+    for name in ("list_available_sinks", "create_sink", "write"):
+        setattr(module, name, getattr(Marked, name))
+    adapted = as_sink_connector(module)
+    assert adapted.get_source_config({"table": "gold.t"}) is None
+    assert isinstance(SourcelessMarked(), SinkConnector)
+    assert_sink_connector(Sourceless(), sink_types={"sourceless"})
+
+
+class SourcelessMarked:
+    @floe_sink.hookimpl
+    def list_available_sinks(self) -> list[str]:
+        return ["sourceless-marked"]
+
+    @floe_sink.hookimpl
+    def create_sink(self, config: SinkConfig) -> Any:
+        return config
+
+    @floe_sink.hookimpl
+    def write(self, sink: Any, data: Any) -> EgressResult:
+        return EgressResult(success=True)
 
 
 def test_is_hookimpl() -> None:

@@ -131,6 +131,25 @@ def test_strict_mode_raises_pluggys_validation_error_unchanged(
     assert raised.value.plugin is sys.modules["fake_sinks_invalid"]
 
 
+def test_a_misspelt_hook_is_reported_when_the_plugin_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLOE_SINK_LOAD_PLUGINS", "good,misspelt")
+    manager = get_plugin_manager()
+
+    (failure,) = manager.load_failures
+    assert failure.name == "misspelt"
+    assert failure.distribution == "other-sinks"
+    assert "unknown hook 'get_sorce_config'" in failure.error
+    assert "did you mean 'get_source_config'?" in failure.error
+    assert not manager.has_plugin("misspelt")
+    assert manager.list_available_sinks() == ["fake_good"]  # nothing of it stays registered
+
+    with pytest.raises(pluggy.PluginValidationError, match="get_sorce_config") as raised:
+        get_plugin_manager(strict=True)
+    assert raised.value.plugin is sys.modules["fake_sinks_misspelt"]
+
+
 def test_collision_names_both_distributions() -> None:
     manager = get_plugin_manager()
 

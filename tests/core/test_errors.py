@@ -8,13 +8,17 @@ from floe_sink import (
     ErrorCategory,
     FloeSinkError,
     PluginConflictError,
+    PluginContractError,
+    PluginError,
     PluginLoadError,
+    ProblemsError,
     SinkConfigurationError,
     SinkConnectionError,
     SinkError,
     SinkNotFoundError,
     SinkWriteError,
 )
+from floe_sink.errors import problems_of
 
 
 @pytest.mark.requirement("4G-FR-013")
@@ -99,5 +103,51 @@ def test_every_exception_has_a_docstring() -> None:
         SinkNotFoundError,
         PluginLoadError,
         PluginConflictError,
+        PluginError,
+        PluginContractError,
+        ProblemsError,
     ):
         assert cls.__doc__, cls
+
+
+def test_many_problems_have_one_shape() -> None:
+    from floe_sink.config import ConfigError, GovernanceError, SinkWhitelistError
+    from floe_sink.job import JobConfigurationError
+
+    one = ProblemsError(["floe.yaml: batch_size: must be >= 1"])
+    assert str(one) == one.render() == "floe.yaml: batch_size: must be >= 1"
+    many = ProblemsError(["a", "b"], header="Invalid configuration in floe.yaml")
+    assert str(many) == "Invalid configuration in floe.yaml (2 problems):\n  - a\n  - b"
+    assert JobConfigurationError(["a", "b"]).render() == "2 problems:\n  - a\n  - b"
+    violation = SinkWhitelistError("webhook", ["rest_api"], "crm")
+    errors = [
+        ConfigError("floe.yaml", ["x"]),
+        GovernanceError([violation]),
+        JobConfigurationError(["y"]),
+    ]
+    for error in errors:
+        assert isinstance(error, ProblemsError)
+        assert isinstance(error, SinkConfigurationError)
+        assert problems_of(error) == error.problems
+    assert errors[1].problems == [str(violation)]
+    assert problems_of(SinkConfigurationError("alone")) == ["alone"]
+
+
+def test_plugin_errors_share_a_base_and_a_conflict_is_also_configuration() -> None:
+    conflict = PluginConflictError("webhook", ["a", "b"])
+    assert isinstance(conflict, PluginError)
+    assert isinstance(conflict, SinkConfigurationError)  # the command exits 2
+    assert conflict.sink_type == "webhook"
+    assert "[sink_type" not in str(conflict)
+    bug = PluginContractError("p", "write", "it returned None, not an EgressResult")
+    assert isinstance(bug, PluginError)
+    assert not isinstance(bug, SinkError)  # the command exits 1
+    assert isinstance(PluginLoadError("p", None, ImportError("x")), PluginError)
+
+
+def test_retry_after_is_a_field_of_sink_write_error() -> None:
+    error = SinkWriteError("HTTP 429", retry_after=2.5, sink_type="rest_api")
+    assert error.retry_after == 2.5
+    assert error.retryable
+    assert "retry_after" not in str(error)  # not context: a field
+    assert SinkWriteError("HTTP 503").retry_after is None

@@ -16,10 +16,14 @@ import tomllib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
+import yaml
 
+from fixtures.command import floe_command
+from fixtures.iceberg import IcebergWarehouse, customers
 from floe_sink import SinkConfig, SinkWriteError, checksum_of, get_plugin_manager
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "plugin-webhook"
@@ -157,3 +161,64 @@ def test_the_examples_own_tests_pass(installed: Path) -> None:
     # the contract, a delivery, and the conformance kit's class (record IDs, deletes and
     # per-record results skipped: the webhook does not declare them)
     assert "21 passed, 3 skipped" in completed.stdout
+
+
+@pytest.mark.requirement("4G-FR-009")
+@pytest.mark.parametrize("catalog", ["embedded default", "manifest"])
+def test_a_plugin_without_get_source_config_delivers_from_the_catalog_the_core_reads(
+    installed: Path,
+    server: _Server,
+    tmp_path: Path,
+    iceberg_warehouse: IcebergWarehouse,
+    catalog: str,
+) -> None:
+    import floe_sink_webhook
+
+    from floe_sink.source import load_catalog, source_config
+
+    assert not hasattr(floe_sink_webhook, "get_source_config")  # the source is the core's
+    project = tmp_path / "project"
+    project.mkdir()
+    rows = customers(5)
+    args = ["run", "floe.yaml", "--secrets-dir", "secrets", "--output", "json"]
+    if catalog == "manifest":
+        iceberg_warehouse.write("gold.customers", rows)
+        manifest = {"catalog": iceberg_warehouse.catalog_properties}
+        (project / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+        args += ["--manifest", "manifest.yaml"]
+    else:  # seeded where `run` looks without a manifest: ./.floe
+        embedded = load_catalog(source_config({"table": "t.t", "state_dir": project / ".floe"}))
+        embedded.create_namespace("gold")
+        embedded.create_table("gold.customers", schema=rows.schema).append(rows)
+    destination = {
+        "name": "hook",
+        "sink_type": "webhook",
+        "connection_secret_ref": "hook",
+        "source_table": "gold.customers",
+        "config": {"url": server.url},
+        "field_mapping": {"customer_id": "id"},
+    }
+    (project / "floe.yaml").write_text(yaml.safe_dump({"destinations": [destination]}))
+    (project / "secrets" / "hook").mkdir(parents=True)
+    (project / "secrets" / "hook" / "token").write_text("t0ken")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("FLOE_", "PYTEST_"))},
+        "PYTHONPATH": os.pathsep.join([str(installed), str(EXAMPLE / "src")]),
+        "FLOE_SINK_LOAD_PLUGINS": "webhook",
+    }
+    completed = subprocess.run(
+        [*floe_command(), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=project,
+        env=env,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    (result,) = json.loads(completed.stdout)
+    assert result["success"]
+    assert result["rows_delivered"] == 5
+    batches: list[Any] = [request["rows"] for request in server.requests]
+    delivered = [row["id"] for batch in batches for row in batch]
+    assert sorted(delivered) == [1, 2, 3, 4, 5]

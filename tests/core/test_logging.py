@@ -121,7 +121,7 @@ def test_redact_hides_the_password_of_a_url_under_any_key() -> None:
 
 def test_log_redaction_and_config_refusal_agree_on_what_is_a_credential() -> None:
     # one rule (floe_sink.secrets.is_credential_key) for the loader and for the logs
-    from floe_sink.config.credentials import is_credential_key as refused_in_config
+    from floe_sink.config.credential_scan import is_credential_key as refused_in_config
     from floe_sink.secrets import is_credential_key
 
     assert refused_in_config is is_credential_key

@@ -18,6 +18,7 @@ import floe_sink
 from floe_sink import (
     EgressResult,
     PluginConflictError,
+    PluginContractError,
     SinkConfig,
     SinkConfigurationError,
     SinkConnector,
@@ -139,6 +140,51 @@ def test_hook_get_source_config(sink_plugin_manager: SinkPluginManager) -> None:
     assert sink_plugin_manager.get_source_config({"table": "t"})["catalog_name"] == "marked"
 
 
+class Sourceless(SinkConnector):
+    """A connector that leaves the source to the core (no get_source_config)."""
+
+    def list_available_sinks(self) -> list[str]:
+        return ["sourceless"]
+
+    def create_sink(self, config: SinkConfig) -> Any:
+        return types.SimpleNamespace(sink_type=config.sink_type)
+
+    def write(self, sink: Any, data: Any) -> EgressResult:
+        return EgressResult(success=True)
+
+
+def test_a_plugin_without_get_source_config_gets_the_core_read_config(
+    sink_plugin_manager: SinkPluginManager,
+) -> None:
+    from floe_sink.source import source_config
+
+    sink_plugin_manager.register(Sourceless(), name="sourceless")
+    # the inherited default is not an implementation of the hook
+    assert sink_plugin_manager.hook.get_source_config.get_hookimpls() == []
+    built = source_config({"table": "gold.t", "state_dir": "/tmp/state"})
+    answer = sink_plugin_manager.get_source_config(built, sink_type="sourceless")
+    assert answer == built
+    assert answer["create_catalog"] is True  # the embedded default, marked by the core
+
+
+def test_a_plugin_may_change_the_read_config_without_touching_the_core_copy(
+    sink_plugin_manager: SinkPluginManager,
+) -> None:
+    class Tweaking(Sourceless):
+        def list_available_sinks(self) -> list[str]:
+            return ["tweaking"]
+
+        def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any]:
+            catalog_config["catalog_properties"]["s3.region"] = "eu-west-1"  # in place
+            return catalog_config
+
+    sink_plugin_manager.register(Tweaking(), name="tweaking")
+    built = {"catalog_name": "c", "catalog_properties": {"type": "sql"}, "table": "gold.t"}
+    answer = sink_plugin_manager.get_source_config(built, sink_type="tweaking")
+    assert answer["catalog_properties"] == {"type": "sql", "s3.region": "eu-west-1"}
+    assert built["catalog_properties"] == {"type": "sql"}
+
+
 # -- the acceptance case: a connector class from a test file ------------------------------------
 
 
@@ -194,7 +240,7 @@ def test_two_plugins_claiming_one_sink_type(sink_plugin_manager: SinkPluginManag
     assert sink_plugin_manager.owner_of("one") == "first"
 
 
-def test_create_sink_returning_nothing_is_a_configuration_error(
+def test_create_sink_returning_nothing_is_the_plugins_bug_not_the_configuration(
     sink_plugin_manager: SinkPluginManager,
 ) -> None:
     class Lister:
@@ -203,8 +249,26 @@ def test_create_sink_returning_nothing_is_a_configuration_error(
             return ["lonely"]
 
     sink_plugin_manager.register(Lister(), name="lister")
-    with pytest.raises(SinkConfigurationError, match="'lister' lists sink type 'lonely'"):
+    with pytest.raises(PluginContractError, match="lists sink type 'lonely'") as raised:
         sink_plugin_manager.create_sink(SinkConfig(sink_type="lonely"))
+    assert not isinstance(raised.value, SinkConfigurationError)  # exit 1, not 2
+    assert (raised.value.plugin, raised.value.hook) == ("lister", "create_sink")
+    assert "Plugin 'lister' broke the create_sink contract" in str(raised.value)
+
+
+def test_a_source_config_that_is_not_a_mapping_is_the_plugins_bug(
+    sink_plugin_manager: SinkPluginManager,
+) -> None:
+    class Sloppy(Sourceless):
+        def list_available_sinks(self) -> list[str]:
+            return ["sloppy"]
+
+        def get_source_config(self, catalog_config: dict[str, Any]) -> Any:
+            return "a string"
+
+    sink_plugin_manager.register(Sloppy(), name="sloppy")
+    with pytest.raises(PluginContractError, match="get_source_config contract: it returned str"):
+        sink_plugin_manager.get_source_config({"table": "gold.t"}, sink_type="sloppy")
 
 
 def test_write_of_an_unknown_sink_needs_a_sink_type(
@@ -237,7 +301,7 @@ def test_write_must_return_an_egress_result(sink_plugin_manager: SinkPluginManag
 
     sink_plugin_manager.register(Sloppy(["sloppy"]))
     sink = sink_plugin_manager.create_sink(SinkConfig(sink_type="sloppy"))
-    with pytest.raises(SinkConfigurationError, match="returned dict from write"):
+    with pytest.raises(PluginContractError, match="write contract: it returned dict"):
         sink_plugin_manager.write(sink, TABLE)
 
 
@@ -363,7 +427,7 @@ def test_list_available_sinks_must_return_a_list(sink_plugin_manager: SinkPlugin
             return "webhook"
 
     sink_plugin_manager.register(Stringy(), name="stringy")
-    with pytest.raises(TypeError, match="stringy returned str from list_available_sinks"):
+    with pytest.raises(PluginContractError, match="'stringy' broke the list_available_sinks"):
         sink_plugin_manager.list_available_sinks()
 
 

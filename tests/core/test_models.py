@@ -5,7 +5,14 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from floe_sink import EgressResult, SinkConfig, SinkConfigurationError, converter, structure
+from floe_sink import (
+    EgressResult,
+    ProblemsError,
+    SinkConfig,
+    SinkConfigurationError,
+    converter,
+    structure,
+)
 
 
 @pytest.mark.requirement("4G-FR-002", "4G-SC-006")
@@ -97,9 +104,9 @@ def test_zero_rows_is_a_valid_result() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"sink_type": ""}, "sink_type must not be empty"),
-        ({"sink_type": "x", "batch_size": 0}, "batch_size must be >= 1"),
-        ({"sink_type": "x", "batch_size": -3}, "batch_size must be >= 1"),
+        ({"sink_type": ""}, "sink_type: must not be empty"),
+        ({"sink_type": "x", "batch_size": 0}, r"batch_size: must be >= 1 \(got 0\)"),
+        ({"sink_type": "x", "batch_size": -3}, "batch_size: must be >= 1"),
     ],
 )
 def test_sink_config_validation(kwargs: dict[str, object], message: str) -> None:
@@ -136,32 +143,34 @@ def test_structure_round_trip() -> None:
 
 
 def test_structure_reports_unknown_keys_and_invalid_values_together() -> None:
-    with pytest.raises(SinkConfigurationError) as raised:
+    with pytest.raises(ProblemsError) as raised:
         structure({"sink_type": "x", "batch_size": 0, "bogus": 1}, SinkConfig)
-    message = str(raised.value)
-    assert "extra fields found (bogus)" in message
-    assert "batch_size must be >= 1 (got 0)" in message
+    assert raised.value.problems == [
+        "batch_size: must be >= 1 (got 0)",
+        "bogus: unknown key (allowed: sink_type, connection_config, field_mapping, retry_config, "
+        "batch_size, destination, write_disposition, primary_key, sync, state_dir)",
+    ]
 
 
 def test_structure_reports_every_problem_with_its_path() -> None:
-    with pytest.raises(SinkConfigurationError) as raised:
+    with pytest.raises(ProblemsError) as raised:
         structure(
             {"batch_size": "ten", "field_mapping": {"a": 2}, "extra": True}, SinkConfig, what="x"
         )
-    message = str(raised.value)
-    assert message.startswith("Invalid x: ")
-    assert "$.sink_type: required field missing" in message
-    assert "$.batch_size: invalid value: expected int, got str" in message
-    assert "$.field_mapping['a']: invalid value: expected str, got int" in message
-    assert "extra fields found (extra)" in message
+    assert str(raised.value).startswith("Invalid x (4 problems):\n  - ")
+    problems = raised.value.problems
+    assert "sink_type: required key missing" in problems
+    assert "batch_size: expected an integer, got a string" in problems
+    assert any(p.startswith("field_mapping.a: expected a string, got an integer") for p in problems)
+    assert any(p.startswith("extra: unknown key") for p in problems)
 
 
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [
-        ({"sink_type": "x", "batch_size": 1.5}, "expected int, got float"),
-        ({"sink_type": "x", "batch_size": True}, "expected int, got bool"),
-        ({"sink_type": 5}, "expected str, got int"),
+        ({"sink_type": "x", "batch_size": 1.5}, "expected an integer, got a number"),
+        ({"sink_type": "x", "batch_size": True}, "expected an integer, got a boolean"),
+        ({"sink_type": 5}, "expected a string, got an integer"),
     ],
 )
 def test_scalars_are_not_coerced(data: dict[str, object], fragment: str) -> None:
@@ -170,15 +179,17 @@ def test_scalars_are_not_coerced(data: dict[str, object], fragment: str) -> None
 
 
 def test_result_lists_refuse_strings_and_bools_refuse_strings() -> None:
-    with pytest.raises(SinkConfigurationError) as raised:
+    with pytest.raises(ProblemsError) as raised:
         structure({"success": "maybe", "errors": "boom"}, EgressResult)
-    assert "$.success: invalid value: expected bool, got str" in str(raised.value)
-    assert "$.errors: invalid value: expected a list, got str" in str(raised.value)
+    assert raised.value.problems == [
+        "success: expected true or false, got a string",
+        "errors: expected a list, got a string",
+    ]
     assert structure({"success": True, "duration_seconds": 2}, EgressResult).duration_seconds == 2.0
 
 
 def test_structure_of_a_non_mapping() -> None:
-    with pytest.raises(SinkConfigurationError, match=r"\$: expected a mapping, got list"):
+    with pytest.raises(SinkConfigurationError, match=r"SinkConfig: expected a mapping, got a list"):
         structure(["rest_api"], SinkConfig)
 
 

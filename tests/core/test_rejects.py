@@ -83,17 +83,6 @@ class PickyPlugin:
             checksum=checksum.hexdigest(),
         )
 
-    @floe_sink.hookimpl
-    def get_source_config(self, catalog_config: dict[str, Any]) -> dict[str, Any]:
-        properties = dict(catalog_config)
-        table = properties.pop("table")
-        properties.pop("state_dir", None)
-        return {
-            "catalog_name": properties.pop("name"),
-            "catalog_properties": properties,
-            "table": table,
-        }
-
 
 def people(ids: range) -> pa.Table:
     keys = pa.array(list(ids), pa.int64())

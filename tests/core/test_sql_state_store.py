@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import floe_sink
-from floe_sink import SinkConfigurationError, hookimpl
+from floe_sink import PluginContractError, SinkConfigurationError, hookimpl
 from floe_sink.config import PlatformManifest, StateConfig
 from floe_sink.secrets import Secret
 from floe_sink.sqlstate import TEMP_PREFIX, SqlStateStore, StateUrl, lock_key
@@ -542,5 +542,5 @@ def test_something_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
 
     manager = floe_sink.get_plugin_manager()
     manager.register(Wrong(), name="wrong")
-    with pytest.raises(SinkConfigurationError, match="lacks lock, latest_unfinished"):
+    with pytest.raises(PluginContractError, match="lacks lock, latest_unfinished"):
         open_state_store(tmp_path, StateSettings(), manager=manager)

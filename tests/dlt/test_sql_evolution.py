@@ -350,11 +350,13 @@ def test_an_unknown_schema_evolution_is_refused_naming_the_key_and_the_values(
     with pytest.raises(SinkConfigurationError) as caught:
         SqlDatabaseSink.from_config(config(schema_evolution=value))
     assert "invalid 'schema_evolution'" in str(caught.value)
-    assert "expected one of evolve, freeze" in str(caught.value)
+    assert "must be one of evolve, freeze" in str(caught.value)
 
 
 @pytest.mark.requirement("4G-FR-007")
 def test_schema_evolution_is_listed_among_the_accepted_keys() -> None:
-    accepted = "accepts: max_rejects_per_batch, schema, schema_evolution, table"
-    with pytest.raises(SinkConfigurationError, match=accepted):
+    with pytest.raises(
+        SinkConfigurationError,
+        match=r"did you mean 'schema_evolution'\? \(allowed: url, table, schema, schema_evol",
+    ):
         SqlDatabaseSink.from_config(config(schema_evolutoin="freeze"))

@@ -37,8 +37,8 @@ from floe_sink.config.manifest import (
     StateConfig,
 )
 from floe_sink.config.schema import floe_yaml_json_schema, manifest_json_schema
-from floe_sink.config.secrets import resolve_secret
-from floe_sink.config.structuring import config_converter
+from floe_sink.config.secret_mounts import resolve_secret
+from floe_sink.structuring import converter as config_converter
 
 __all__ = [
     "CatalogConfig",

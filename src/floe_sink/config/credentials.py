@@ -1,56 +1,6 @@
-"""Credential-looking keys and values: refused in floe.yaml and manifest.yaml.
+"""Renamed :mod:`floe_sink.config.credential_scan` (credentials written in a file); kept
+importable."""
 
-Credentials live only in Kubernetes Secrets (``connection_secret_ref``); a password typed into a
-config file ends up in Git, in CI logs and in every copy of the repository. This module finds
-them, anywhere in a nested mapping, so that the loaders can refuse them with a path.
-
-What counts as credential-looking is decided by :mod:`floe_sink.secrets`, shared with the log
-redaction.
-"""
-
-from __future__ import annotations
-
-from collections.abc import Iterator, Mapping
-from typing import Any
-
-from floe_sink.secrets import CREDENTIAL_WORDS, URL_WITH_PASSWORD, is_credential_key
+from floe_sink.config.credential_scan import CREDENTIAL_WORDS, find_credentials, is_credential_key
 
 __all__ = ["CREDENTIAL_WORDS", "find_credentials", "is_credential_key"]
-
-
-def find_credentials(
-    data: Any, *, skip: frozenset[str] = frozenset()
-) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    """Find credential-looking keys and password-carrying URLs anywhere in ``data``.
-
-    Args:
-        data: A parsed YAML value (mappings, lists, scalars). Shared (aliased) parts are
-            visited once, and self-references do not loop.
-        skip: Top-level keys not to look into (e.g. ``field_mapping``, whose keys are column
-            names, not settings).
-
-    Yields:
-        ``(path, reason)`` for each finding; the reason never contains the value.
-    """
-    seen: set[int] = set()
-    stack: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, Mapping | list):
-            if id(value) in seen:
-                continue
-            seen.add(id(value))
-        if isinstance(value, Mapping):
-            children: list[tuple[tuple[str | int, ...], Any]] = []
-            for key, item in value.items():
-                if not path and key in skip:
-                    continue
-                if isinstance(key, str) and is_credential_key(key):
-                    yield (*path, key), "credential-looking key"
-                    continue
-                children.append(((*path, key), item))
-            stack.extend(reversed(children))
-        elif isinstance(value, list):
-            stack.extend(((*path, index), item) for index, item in reversed(list(enumerate(value))))
-        elif isinstance(value, str) and URL_WITH_PASSWORD.match(value):
-            yield path, "URL with an embedded password"

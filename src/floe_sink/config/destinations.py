@@ -23,13 +23,7 @@ from typing import Any
 
 import attrs
 
-from floe_sink.config.credentials import find_credentials
-from floe_sink.config.structuring import (
-    ConfigValueError,
-    near_miss,
-    register_checked_class,
-    register_enum,
-)
+from floe_sink.config.credential_scan import credential_problems
 from floe_sink.config.validators import (
     check_batch_size,
     check_column_list,
@@ -45,6 +39,13 @@ from floe_sink.config.validators import (
 )
 from floe_sink.models import SinkConfig
 from floe_sink.secrets import Secret
+from floe_sink.structuring import (
+    ConfigValueError,
+    json_schema,
+    near_miss,
+    register_checked_class,
+    register_enum,
+)
 
 __all__ = ["DestinationConfig", "FloeSpec", "GuardsConfig", "SyncMode", "WriteDisposition"]
 
@@ -77,11 +78,13 @@ class SyncMode(enum.StrEnum):
 register_enum(SyncMode)
 
 
+@json_schema({"minimum": 0, "maximum": 1})
 def _fraction(_instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and not 0 <= value <= 1:
         raise ConfigValueError(f"must be between 0 and 1 (got {value!r})")
 
 
+@json_schema({"minimum": 0})
 def _non_negative(_instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
     if value is not None and value < 0:
         raise ConfigValueError(f"must be >= 0 (got {value!r})")
@@ -207,6 +210,35 @@ class DestinationConfig:
         )
 
 
+_KEY_REQUIRED: dict[str, Any] = {"minItems": 1}
+
+
+@json_schema(
+    {
+        "allOf": [
+            {
+                "if": {
+                    "required": ["write_disposition"],
+                    "properties": {"write_disposition": {"const": "merge"}},
+                },
+                "then": {"required": ["primary_key"], "properties": {"primary_key": _KEY_REQUIRED}},
+            },
+            {
+                "if": {
+                    "required": ["sync"],
+                    "properties": {"sync": {"enum": ["changes", "mirror"]}},
+                },
+                "then": {
+                    "required": ["primary_key"],
+                    "properties": {
+                        "primary_key": _KEY_REQUIRED,
+                        "write_disposition": {"not": {"const": "replace"}},
+                    },
+                },
+            },
+        ]
+    }
+)
 def _destination_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
     """Rules between fields; each problem points at the field to change."""
     problems: list[ConfigValueError] = []
@@ -272,13 +304,7 @@ def _destination_credentials(data: Mapping[str, Any]) -> tuple[list[ConfigValueE
     # field_mapping, columns and primary_key hold column names, not settings: a column may
     # well be called "token_count".
     skip = frozenset({"field_mapping", "columns", "primary_key"})
-    problems: list[ConfigValueError] = []
-    reported: set[str] = set()
-    for path, finding in find_credentials(data, skip=skip):
-        problems.append(ConfigValueError(f"{finding} refused: {CREDENTIALS_HINT}", at=path))
-        if len(path) == 1 and isinstance(path[0], str):
-            reported.add(path[0])
-    return problems, reported
+    return credential_problems(data, CREDENTIALS_HINT, skip=skip)
 
 
 register_checked_class(

@@ -10,18 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from floe_sink.errors import FloeSinkError, SinkConfigurationError
+from floe_sink.errors import FloeSinkError, ProblemsError, SinkConfigurationError
 
 __all__ = ["ConfigError", "GovernanceError", "SecretResolutionError", "SinkWhitelistError"]
 
 
-def _listing(header: str, lines: Sequence[str]) -> str:
-    if len(lines) == 1:
-        return f"{header}: {lines[0]}"
-    return f"{header} ({len(lines)} problems):\n" + "\n".join(f"  - {line}" for line in lines)
-
-
-class ConfigError(SinkConfigurationError):
+class ConfigError(ProblemsError):
     """Raised when floe.yaml or manifest.yaml cannot be read, parsed or validated.
 
     One error lists every problem found in the file, so that a user fixes them all in one go.
@@ -36,8 +30,8 @@ class ConfigError(SinkConfigurationError):
 
     def __init__(self, path: str, problems: Iterable[str]) -> None:
         self.path = path
-        self.problems: list[str] = list(problems) or [f"{path}: invalid configuration"]
-        super().__init__(_listing(f"Invalid configuration in {path}", self.problems))
+        listed = list(problems) or [f"{path}: invalid configuration"]
+        super().__init__(listed, header=f"Invalid configuration in {path}")
 
 
 class SinkWhitelistError(FloeSinkError):
@@ -69,20 +63,19 @@ class SinkWhitelistError(FloeSinkError):
         )
 
 
-class GovernanceError(SinkConfigurationError):
+class GovernanceError(ProblemsError):
     """Raised by :func:`~floe_sink.config.enforce_governance` listing every violation.
 
     Attributes:
-        violations: One :class:`SinkWhitelistError` per refused destination.
+        violations: One :class:`SinkWhitelistError` per refused destination (``problems``
+            holds their messages).
     """
 
     def __init__(self, violations: Iterable[SinkWhitelistError]) -> None:
         self.violations: list[SinkWhitelistError] = list(violations)
         super().__init__(
-            _listing(
-                "floe.yaml violates the platform manifest",
-                [str(violation) for violation in self.violations],
-            )
+            [str(violation) for violation in self.violations],
+            header="floe.yaml violates the platform manifest",
         )
 
 

@@ -22,10 +22,10 @@ import yaml
 from floe_sink.config.destinations import FloeSpec
 from floe_sink.config.errors import ConfigError
 from floe_sink.config.manifest import PlatformManifest
-from floe_sink.config.structuring import (
+from floe_sink.structuring import (
     Problem,
     collect_problems,
-    config_converter,
+    converter,
     describe_value,
     format_path,
 )
@@ -168,7 +168,7 @@ def _parse(text: str | bytes, source: str, cls: type[T], expected: str) -> T:
     problems = list(loader.problems)
     result: T | None = None
     try:
-        result = config_converter.structure(data, cls)
+        result = converter.structure(data, cls)
     except RecursionError:
         problems.append(Problem((), "nested too deeply"))
     except Exception as exc:  # every failure becomes problems with paths; nothing raw escapes

@@ -27,15 +27,7 @@ from typing import Any
 
 import attrs
 
-from floe_sink.config.credentials import find_credentials
-from floe_sink.config.structuring import (
-    ConfigValueError,
-    config_converter,
-    describe_value,
-    near_miss,
-    register_checked_class,
-    register_enum,
-)
+from floe_sink.config.credential_scan import credential_problems
 from floe_sink.config.validators import (
     check_non_empty_text,
     check_secret_ref,
@@ -43,6 +35,15 @@ from floe_sink.config.validators import (
     optional,
 )
 from floe_sink.secrets import Secret
+from floe_sink.structuring import (
+    ConfigValueError,
+    converter,
+    describe_value,
+    json_schema,
+    near_miss,
+    register_checked_class,
+    register_enum,
+)
 
 __all__ = ["CatalogConfig", "CatalogType", "ManifestScope", "PlatformManifest", "StateConfig"]
 
@@ -136,6 +137,12 @@ class CatalogConfig:
 _CATALOG_FIELDS = ("name", "type", "uri", "warehouse", "credential_secret_ref")
 
 
+@json_schema(
+    {
+        "if": {"required": ["type"], "properties": {"type": {"const": "rest"}}},
+        "then": {"required": ["uri"]},
+    }
+)
 def _catalog_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
     problems: list[ConfigValueError] = []
     if values.get("type") == CatalogType.REST and not values.get("uri"):
@@ -153,12 +160,7 @@ def _catalog_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
 
 
 def _catalog_pre_check(data: Mapping[str, Any]) -> tuple[list[ConfigValueError], set[str]]:
-    problems: list[ConfigValueError] = []
-    reported: set[str] = set()
-    for path, finding in find_credentials(data):
-        problems.append(ConfigValueError(f"{finding} refused: {CATALOG_CREDENTIALS_HINT}", at=path))
-        if len(path) == 1 and isinstance(path[0], str):
-            reported.add(path[0])
+    problems, reported = credential_problems(data, CATALOG_CREDENTIALS_HINT)
     for key, value in data.items():
         if key in _CATALOG_FIELDS or key in reported or not isinstance(key, str):
             continue
@@ -193,7 +195,7 @@ def _unstructure_catalog(catalog: CatalogConfig) -> dict[str, Any]:
     return data
 
 
-config_converter.register_unstructure_hook(CatalogConfig, _unstructure_catalog)
+converter.register_unstructure_hook(CatalogConfig, _unstructure_catalog)
 
 
 BUILTIN_STATE_BACKENDS = ("local", "sql")
@@ -207,6 +209,7 @@ STATE_CREDENTIALS_HINT = (
 )
 
 
+@json_schema({"pattern": f"^{_BACKEND.pattern}$", "examples": list(BUILTIN_STATE_BACKENDS)})
 def _check_backend(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     if not _BACKEND.fullmatch(value):
         hint = near_miss(value, BUILTIN_STATE_BACKENDS)
@@ -244,6 +247,35 @@ class StateConfig:
             raise ConfigValueError("; ".join(str(problem) for problem in problems))
 
 
+_NO_BACKEND = {"not": {"required": ["backend"]}}
+
+
+@json_schema(
+    {
+        "allOf": [
+            {
+                "if": {"required": ["backend"], "properties": {"backend": {"const": "sql"}}},
+                "then": {
+                    "required": ["connection_secret_ref"],
+                    "properties": {"connection_secret_ref": {"type": "string"}},
+                },
+            },
+            {
+                "if": {
+                    "anyOf": [
+                        _NO_BACKEND,
+                        {"properties": {"backend": {"enum": list(BUILTIN_STATE_BACKENDS)}}},
+                    ]
+                },
+                "then": {"properties": {"options": {"maxProperties": 0}}},
+            },
+            {
+                "if": {"anyOf": [_NO_BACKEND, {"properties": {"backend": {"const": "local"}}}]},
+                "then": {"properties": {"connection_secret_ref": {"type": "null"}}},
+            },
+        ]
+    }
+)
 def _state_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
     backend = values.get("backend", "local")
     ref = values.get("connection_secret_ref")
@@ -275,13 +307,7 @@ def _state_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
 
 
 def _state_pre_check(data: Mapping[str, Any]) -> tuple[list[ConfigValueError], set[str]]:
-    problems: list[ConfigValueError] = []
-    reported: set[str] = set()
-    for path, finding in find_credentials(data):
-        problems.append(ConfigValueError(f"{finding} refused: {STATE_CREDENTIALS_HINT}", at=path))
-        if len(path) == 1 and isinstance(path[0], str):
-            reported.add(path[0])
-    return problems, reported
+    return credential_problems(data, STATE_CREDENTIALS_HINT)
 
 
 register_checked_class(StateConfig, pre_check=_state_pre_check, cross_check=_state_rules)
@@ -313,6 +339,12 @@ class PlatformManifest:
             raise ConfigValueError("; ".join(str(problem) for problem in problems))
 
 
+@json_schema(
+    {
+        "if": {"not": {"required": ["scope"], "properties": {"scope": {"const": "enterprise"}}}},
+        "then": {"properties": {"approved_sinks": {"type": "null"}}},
+    }
+)
 def _manifest_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
     scope = values.get("scope", ManifestScope.NONE)
     if values.get("approved_sinks") is not None and scope != ManifestScope.ENTERPRISE:

@@ -1,32 +1,38 @@
-"""JSON Schemas (draft 2020-12) of floe.yaml's destinations and manifest.yaml's fields.
+"""JSON Schemas (draft 2020-12) of floe.yaml's destinations and manifest.yaml's fields,
+generated from the attrs models.
 
-Editors (VS Code's YAML extension, JetBrains IDEs) use them to complete and check the files
-as they are typed. They describe the same rules as the attrs models as far as JSON Schema can
-express them; the loaders remain the authority (credential-looking keys, for instance, are
-only caught there). ``tests/config/test_schema.py`` checks that schema and models agree on
-field names and requiredness.
+Editors (VS Code's YAML extension, JetBrains IDEs) use them to complete and check the files as
+they are typed. Nothing here repeats a model: a property's JSON type comes from the field's
+annotation, its description from the ``Attributes:`` section of the class docstring, its
+default from the field, its constraints from the JSON Schema its validator declares
+(:func:`floe_sink.structuring.json_schema`), and the class's cross-field rules and unknown-key
+policy from its :func:`~floe_sink.structuring.register_checked_class` registration. The loaders
+remain the authority for what JSON Schema cannot say (credential-looking keys, duplicate keys,
+names unique across destinations, a row filter that parses).
 """
 
 from __future__ import annotations
 
-import copy
+import enum
+import re
+import types
+import typing
 from typing import Any
 
-__all__ = ["floe_yaml_json_schema", "manifest_json_schema"]
+import attrs
+
+from floe_sink.structuring import checked_classes, schema_of
+
+__all__ = ["floe_yaml_json_schema", "manifest_json_schema", "model_schema"]
+
+Schema = dict[str, Any]
 
 _DRAFT = "https://json-schema.org/draft/2020-12/schema"
+_SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
+_ATTRIBUTE = re.compile(r"^(?P<indent>\s+)(?P<names>\w+(?:, \w+)*): (?P<text>.*)$")
+_ROLE = re.compile(r":\w+:`~?(?:[\w.]+\.)?([^`]+)`")
+_COMPARISONS = {">=": "minimum", ">": "exclusiveMinimum", "<=": "maximum", "<": "exclusiveMaximum"}
 
-_SECRET_REF: dict[str, Any] = {
-    "type": "string",
-    "maxLength": 253,
-    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
-}
-_COLUMNS: dict[str, Any] = {
-    "type": "array",
-    "items": {"type": "string", "minLength": 1},
-    "uniqueItems": True,
-}
-_RETRY_NUMBER: dict[str, Any] = {"type": "number", "minimum": 0}
 
 _HTTP_STATUSES: dict[str, Any] = {
     "type": "array",
@@ -182,266 +188,243 @@ _REST_API_CONFIG: dict[str, Any] = {
 """What a rest_api destination's ``config`` may hold (the sink's own checks are the
 authority: a template's columns, a preset's parameters)."""
 
-_DESTINATION: dict[str, Any] = {
-    "type": "object",
-    "title": "Destination",
-    "description": "One reverse-ETL destination: where a Gold table is delivered.",
-    "additionalProperties": False,
-    "required": ["name", "sink_type", "connection_secret_ref"],
-    "properties": {
-        "name": {
-            "type": "string",
-            "description": "Unique name: 1-100 letters, digits, '-' or '_'.",
-            "pattern": r"^[A-Za-z0-9_-]{1,100}$",
-        },
-        "sink_type": {
-            "type": "string",
-            "minLength": 1,
-            "description": "The sink type, e.g. rest_api or sql_database (see floe-sink sinks).",
-        },
-        "connection_secret_ref": {
-            **_SECRET_REF,
-            "description": "Name of the Kubernetes Secret holding the credentials "
-            "(lowercase RFC 1123 subdomain). Credentials never go in floe.yaml.",
-        },
-        "source_table": {
-            "type": ["string", "null"],
-            "description": "Iceberg table to read: namespace.table.",
-            "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_$-]*(\.[A-Za-z0-9_][A-Za-z0-9_$-]*)+$",
-        },
-        "config": {
-            "type": ["object", "null"],
-            "description": "Sink-specific settings (url, table, headers, ...). No credentials. "
-            "For sink_type rest_api, see RestApiConfig; each sink checks its own.",
-        },
-        "field_mapping": {
-            "type": ["object", "null"],
-            "description": "Source column -> destination field. Only mapped columns are delivered.",
-            "additionalProperties": {"type": "string", "minLength": 1},
-        },
-        "batch_size": {
-            "type": ["integer", "null"],
-            "minimum": 1,
-            "description": "Rows per delivered batch.",
-        },
-        "write_disposition": {
-            "enum": ["append", "merge", "replace"],
-            "default": "append",
-            "description": "append (default), merge (upsert on primary_key) or replace.",
-        },
-        "primary_key": {
-            **_COLUMNS,
-            "type": ["array", "null"],
-            "description": "Source columns identifying a row; required for merge.",
-        },
-        "enabled": {
-            "type": "boolean",
-            "default": True,
-            "description": "false keeps the destination declared but skips it.",
-        },
-        "description": {"type": ["string", "null"], "description": "Free text."},
-        "row_filter": {
-            "type": ["string", "null"],
-            "minLength": 1,
-            "description": "pyiceberg row filter: only matching rows are delivered, e.g. "
-            "\"status == 'active'\".",
-        },
-        "columns": {
-            **_COLUMNS,
-            "type": ["array", "null"],
-            "minItems": 1,
-            "description": "Source columns to read (projection); omit to read all.",
-        },
-        "sync": {
-            "enum": ["full", "changes", "mirror"],
-            "default": "full",
-            "description": "full (default): every run sends the current snapshot; changes: only "
-            "rows new or changed since the last confirmed delivery (needs primary_key); mirror: "
-            "changes plus deleting rows whose key left the source.",
-        },
-        "guards": {
-            "type": ["object", "null"],
-            "description": "Limits that stop a change-aware run before it sends anything.",
-            "additionalProperties": False,
-            "properties": {
-                "max_deletes": {"type": ["integer", "null"], "minimum": 0},
-                "max_delete_fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
-                "max_update_fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
-                "max_rejected_fraction": {
-                    "type": ["number", "null"],
-                    "minimum": 0,
-                    "maximum": 1,
-                },
-            },
-        },
-        "retry": {
-            "type": ["object", "null"],
-            "description": "Retry with exponential backoff.",
-            "additionalProperties": False,
-            "properties": {
-                "max_attempts": {"type": "integer", "minimum": 1},
-                "initial_wait": _RETRY_NUMBER,
-                "max_wait": _RETRY_NUMBER,
-                "multiplier": {"type": "number", "exclusiveMinimum": 0},
-                "jitter": _RETRY_NUMBER,
-                "timeout": {"type": "number", "exclusiveMinimum": 0},
-            },
-        },
-    },
-    "allOf": [
-        {
-            "if": {
-                "required": ["write_disposition"],
-                "properties": {"write_disposition": {"const": "merge"}},
-            },
-            "then": {"required": ["primary_key"], "properties": {"primary_key": {"minItems": 1}}},
-        },
-        {
-            "if": {"required": ["sync"], "properties": {"sync": {"enum": ["changes", "mirror"]}}},
-            "then": {"required": ["primary_key"], "properties": {"primary_key": {"minItems": 1}}},
-        },
-        {
-            # the config of the sink types that ship with floe-sink; another plugin's is free
-            "if": {"required": ["sink_type"], "properties": {"sink_type": {"const": "rest_api"}}},
-            "then": {"properties": {"config": {"$ref": "#/$defs/RestApiConfig"}}},
-        },
-    ],
-}
 
-_FLOE_YAML: dict[str, Any] = {
-    "$schema": _DRAFT,
-    "title": "floe.yaml (the destinations floe-sink owns)",
-    "description": "Other top-level sections belong to other floe components and are allowed.",
-    "type": "object",
-    "additionalProperties": True,
-    "properties": {
-        "destinations": {
-            "type": ["array", "null"],
-            "description": "Reverse-ETL destinations (optional). Names must be unique.",
-            "items": {"$ref": "#/$defs/Destination"},
-        }
-    },
-    "$defs": {"Destination": _DESTINATION, "RestApiConfig": _REST_API_CONFIG},
-}
-
-_CATALOG: dict[str, Any] = {
-    "type": ["object", "null"],
-    "title": "Catalog",
-    "description": "pyiceberg catalog properties; other keys are passed to pyiceberg as is. "
-    "Omit for the embedded SQLite catalog under ./.floe/.",
-    "properties": {
-        "name": {"type": "string", "minLength": 1, "default": "default"},
-        "type": {"enum": ["sql", "rest"], "default": "sql"},
-        "uri": {"type": ["string", "null"], "minLength": 1},
-        "warehouse": {"type": ["string", "null"], "minLength": 1},
-        "credential_secret_ref": {
-            **_SECRET_REF,
-            "type": ["string", "null"],
-            "description": "Kubernetes Secret whose keys are added to the catalog properties.",
-        },
-    },
-    "additionalProperties": {"type": ["string", "number", "boolean"]},
-    "if": {"required": ["type"], "properties": {"type": {"const": "rest"}}},
-    "then": {"required": ["uri"]},
-}
-
-_STATE: dict[str, Any] = {
-    "type": ["object", "null"],
-    "title": "State",
-    "description": "Where floe-sink keeps delivery state (journal, run history, locks, sync "
-    "state). Omit for backend: local (files under --state-dir).",
-    "additionalProperties": False,
-    "properties": {
-        "backend": {
-            "type": "string",
-            "pattern": r"^[a-z][a-z0-9_-]{0,62}$",
-            "default": "local",
-            "examples": ["local", "sql"],
-            "description": "local (default): files under the state directory; sql: the database "
-            "of connection_secret_ref, for runners whose disk does not survive; another name: a "
-            "backend provided by a plugin's get_state_store hook.",
-        },
-        "connection_secret_ref": {
-            **_SECRET_REF,
-            "type": ["string", "null"],
-            "description": "Kubernetes Secret of the state database: its key url is a "
-            "postgresql://, sqlite:/// or duckdb:/// URL. Required for backend: sql.",
-        },
-        "options": {
-            "type": ["object", "null"],
-            "description": "Settings of a plugin's backend (no credentials); local and sql "
-            "take none.",
-        },
-    },
-    "allOf": [
-        {
-            "if": {"required": ["backend"], "properties": {"backend": {"const": "sql"}}},
-            "then": {
-                "required": ["connection_secret_ref"],
-                "properties": {"connection_secret_ref": {"type": "string"}},
-            },
-        },
-        {
-            "if": {
-                "anyOf": [
-                    {"not": {"required": ["backend"]}},
-                    {"properties": {"backend": {"enum": ["local", "sql"]}}},
-                ]
-            },
-            "then": {"properties": {"options": {"maxProperties": 0}}},
-        },
-        {
-            "if": {
-                "anyOf": [
-                    {"not": {"required": ["backend"]}},
-                    {"properties": {"backend": {"const": "local"}}},
-                ]
-            },
-            "then": {"properties": {"connection_secret_ref": {"type": "null"}}},
-        },
-    ],
-}
-
-_MANIFEST: dict[str, Any] = {
-    "$schema": _DRAFT,
-    "title": "manifest.yaml (the governance fields floe-sink owns)",
-    "description": "Other top-level sections belong to other floe components and are allowed.",
-    "type": "object",
-    "additionalProperties": True,
-    "properties": {
-        "scope": {
-            "enum": ["enterprise", "domain", "none", None],
-            "default": "none",
-            "description": "Governance scope; only an enterprise manifest may set approved_sinks.",
-        },
-        "approved_sinks": {
-            "type": ["array", "null"],
-            "items": {"type": "string", "minLength": 1},
-            "uniqueItems": True,
-            "description": "Sink types data teams may use: null or absent allows all, [] none.",
-        },
-        "catalog": {"$ref": "#/$defs/Catalog"},
-        "state": {"$ref": "#/$defs/State"},
-    },
-    "if": {"not": {"required": ["scope"], "properties": {"scope": {"const": "enterprise"}}}},
-    "then": {"properties": {"approved_sinks": {"type": "null"}}},
-    "$defs": {"Catalog": _CATALOG, "State": _STATE},
-}
+_YAML_WORDS = {"`None`": "`null`", "`True`": "`true`", "`False`": "`false`"}
 
 
-def floe_yaml_json_schema() -> dict[str, Any]:
+def _plain(text: str) -> str:
+    """Docstring markup as the YAML author reads it: ``:class:`~a.B``` -> ``B``, ````x```` ->
+    ```x```, ````None```` -> ```null```."""
+    text = _ROLE.sub(r"\1", text).replace("``", "`")
+    for python, yaml in _YAML_WORDS.items():
+        text = text.replace(python, yaml)
+    return text
+
+
+def _descriptions(cls: type[Any]) -> dict[str, str]:
+    """The ``Attributes:`` section of ``cls``'s docstring, one description per field."""
+    found: dict[str, str] = {}
+    lines = (cls.__doc__ or "").splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
+    except StopIteration:
+        return found
+    current: list[str] = []
+    indent = None
+    for line in lines[start + 1 :]:
+        match = _ATTRIBUTE.match(line)
+        if match and (indent is None or len(match["indent"]) == indent):
+            indent = len(match["indent"])
+            current = match["names"].split(", ")  # "rows_inserted, rows_updated: ..."
+            for name in current:
+                found[name] = match["text"].strip()
+        elif line.strip() and current and indent is not None and line.startswith(" " * indent):
+            for name in current:
+                found[name] += " " + line.strip()
+        elif not line.strip():
+            continue
+        else:
+            break
+    return {name: _plain(text) for name, text in found.items()}
+
+
+def _summary(cls: type[Any]) -> str:
+    return _plain((cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "))
+
+
+def _nullable(schema: Schema) -> Schema:
+    if "$ref" in schema:
+        return {"anyOf": [schema, {"type": "null"}]}
+    if "enum" in schema:
+        return {**schema, "enum": [*schema["enum"], None]}
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return {**schema, "type": [kind, "null"]}
+    if isinstance(kind, list):
+        return {**schema, "type": [*kind, "null"]} if "null" not in kind else schema
+    return schema
+
+
+def _def_name(cls: type[Any]) -> str:
+    return cls.__name__.removesuffix("Config")
+
+
+def _type_schema(annotation: Any, defs: dict[str, Schema]) -> Schema:
+    """The JSON Schema of a field's annotation."""
+    if annotation is Any:
+        return {}
+    if annotation in _SCALARS:
+        return {"type": _SCALARS[annotation]}
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return {"enum": [member.value for member in annotation]}
+    if isinstance(annotation, type) and attrs.has(annotation):
+        name = _def_name(annotation)
+        if name not in defs:
+            defs[name] = {}  # a placeholder first: a model may refer to itself
+            defs[name] = _object_schema(annotation, defs)
+        return {"$ref": f"#/$defs/{name}"}
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [argument for argument in arguments if argument is not type(None)]
+        if all(option in _SCALARS for option in options):
+            schema: Schema = {"type": [_SCALARS[option] for option in options]}
+        elif len(options) == 1:
+            schema = _type_schema(options[0], defs)
+        else:
+            schema = {"anyOf": [_type_schema(option, defs) for option in options]}
+        return _nullable(schema) if len(options) < len(arguments) else schema
+    if origin is list:
+        return {"type": "array", "items": _type_schema(arguments[0], defs)}
+    if origin is dict:
+        values = _type_schema(arguments[1], defs)
+        return {"type": "object", **({"additionalProperties": values} if values else {})}
+    raise TypeError(f"no JSON Schema for the annotation {annotation!r}")
+
+
+def _validator_schema(validator: Any) -> Schema:
+    """What a field's validator enforces, in JSON Schema keywords."""
+    if validator is None:
+        return {}
+    declared = schema_of(validator)
+    if declared:
+        return declared
+    inner = getattr(validator, "_validators", None)  # attrs.validators.and_
+    if inner is not None:
+        merged: Schema = {}
+        for part in inner:
+            merged.update(_validator_schema(part))
+        return merged
+    keyword = _COMPARISONS.get(getattr(validator, "compare_op", ""))
+    if keyword is not None:  # attrs.validators.ge/gt/le/lt
+        return {keyword: validator.bound}
+    return {}
+
+
+def _merge(schema: Schema, constraints: Schema) -> Schema:
+    """``constraints`` applied to ``schema``: to the value itself, or to the non-null branch."""
+    if not constraints:
+        return schema
+    if "anyOf" in schema:
+        branches = [
+            branch if branch.get("type") == "null" else _merge(branch, constraints)
+            for branch in schema["anyOf"]
+        ]
+        return {**schema, "anyOf": branches}
+    merged = {**schema}
+    for key, value in constraints.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _default(field: attrs.Attribute[Any]) -> Any:
+    default = field.default
+    if default is attrs.NOTHING or isinstance(default, attrs.Factory) or default is None:  # type: ignore[arg-type]
+        return attrs.NOTHING
+    return default.value if isinstance(default, enum.Enum) else default
+
+
+def _object_schema(cls: type[Any], defs: dict[str, Schema], *, defaults: bool = True) -> Schema:
+    """The schema of an attrs model, its nested models added to ``defs``."""
+    attrs.resolve_types(cls)
+    registered = checked_classes().get(cls)
+    descriptions = _descriptions(cls)
+    collect = registered.collect_extra_into if registered is not None else None
+    null_is_default = registered.null_is_default if registered is not None else frozenset()
+    properties: dict[str, Schema] = {}
+    required: list[str] = []
+    extra: Schema | bool = False
+    for field in attrs.fields(cls):
+        if field.name == collect:
+            extra = _type_schema(field.type, defs).get("additionalProperties", True)
+            continue
+        schema = _merge(_type_schema(field.type, defs), _validator_schema(field.validator))
+        if field.name in null_is_default:
+            schema = _nullable(schema)
+        default = _default(field)
+        if defaults and default is not attrs.NOTHING:
+            schema["default"] = default
+        if descriptions.get(field.name):
+            schema["description"] = descriptions[field.name]
+        properties[field.name] = schema
+        if field.default is attrs.NOTHING:
+            required.append(field.name)
+    document: Schema = {"type": "object", "title": _def_name(cls), "description": _summary(cls)}
+    document["properties"] = properties
+    if required:
+        document["required"] = required
+    if registered is not None and registered.extra_keys == "ignore":
+        extra = True  # other components' sections
+    document["additionalProperties"] = extra
+    if registered is not None and registered.cross_check is not None:
+        document.update(schema_of(registered.cross_check))
+    return document
+
+
+def model_schema(cls: type[Any], *, defaults: bool = True) -> Schema:
+    """The JSON Schema of one attrs model, its nested models inlined under ``$defs``.
+
+    Args:
+        cls: An attrs class (a configuration model, :class:`floe_sink.SinkConfig`, ...).
+        defaults: Include each field's default.
+    """
+    defs: dict[str, Schema] = {}
+    schema = _object_schema(cls, defs, defaults=defaults)
+    if defs:
+        schema["$defs"] = defs
+    return schema
+
+
+def _document(cls: type[Any], title: str) -> Schema:
+    defs: dict[str, Schema] = {}
+    schema = _object_schema(cls, defs)
+    description = (
+        f"{schema.pop('description')} Other top-level sections belong to other floe "
+        "components and are allowed."
+    )
+    del schema["title"]
+    return {"$schema": _DRAFT, "title": title, "description": description, **schema, "$defs": defs}
+
+
+def floe_yaml_json_schema() -> Schema:
     """The JSON Schema of floe.yaml's ``destinations:`` (other sections are allowed).
 
     Returns:
         A fresh, JSON-serialisable dict (callers may change it).
     """
-    return copy.deepcopy(_FLOE_YAML)
+    from floe_sink.config.destinations import FloeSpec
+
+    schema = _document(FloeSpec, "floe.yaml (the destinations floe-sink owns)")
+    _add_sink_configs(schema)
+    return schema
 
 
-def manifest_json_schema() -> dict[str, Any]:
-    """The JSON Schema of manifest.yaml's ``scope``, ``approved_sinks``, ``catalog``, ``state``.
+def _add_sink_configs(schema: Schema) -> None:
+    """Describe the ``config`` of the sink types that ship with floe-sink (``rest_api``);
+    another plugin's sink type keeps a free-form ``config``."""
+    import copy
+
+    schema["$defs"]["RestApiConfig"] = copy.deepcopy(_REST_API_CONFIG)
+    destination = schema["$defs"]["Destination"]
+    # a new list: the cross-field rules' one belongs to the model's registration
+    destination["allOf"] = [
+        *destination.get("allOf", []),
+        {
+            "if": {"required": ["sink_type"], "properties": {"sink_type": {"const": "rest_api"}}},
+            "then": {"properties": {"config": {"$ref": "#/$defs/RestApiConfig"}}},
+        },
+    ]
+
+
+def manifest_json_schema() -> Schema:
+    """The JSON Schema of manifest.yaml's ``scope``, ``approved_sinks`` and ``catalog``.
 
     Returns:
         A fresh, JSON-serialisable dict (callers may change it).
     """
-    return copy.deepcopy(_MANIFEST)
+    from floe_sink.config.manifest import PlatformManifest
+
+    return _document(PlatformManifest, "manifest.yaml (the governance fields floe-sink owns)")

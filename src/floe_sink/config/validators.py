@@ -13,7 +13,13 @@ from typing import Any
 
 import attrs
 
-from floe_sink.config.structuring import ConfigValueError, ConfigValueErrors, describe_value
+from floe_sink.structuring import (
+    ConfigValueError,
+    ConfigValueErrors,
+    describe_value,
+    json_schema,
+    schema_of,
+)
 
 __all__ = [
     "DNS_SUBDOMAIN",
@@ -37,11 +43,13 @@ _NAME = re.compile(r"[A-Za-z0-9_-]+")
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 """A Kubernetes object name: a lowercase RFC 1123 subdomain (at most 253 characters)."""
 _TABLE_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_$-]*")
+_NAMED = {"type": "string", "pattern": r"\S"}  # a column or sink name: not blank
 
 
 def optional(check: Validator) -> Validator:
     """Run ``check`` unless the value is ``None``."""
 
+    @json_schema(lambda: schema_of(check))
     def run(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is not None:
             check(instance, attribute, value)
@@ -53,6 +61,7 @@ def _fail(attribute: attrs.Attribute[Any], reason: str, at: tuple[str | int, ...
     raise ConfigValueError(reason, field=attribute.name, at=at)
 
 
+@json_schema({"pattern": r"^[A-Za-z0-9_-]{1,100}$"})
 def check_name(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     """A destination name: 1-100 letters, digits, ``-`` or ``_``."""
     if not 1 <= len(value) <= 100:
@@ -64,6 +73,7 @@ def check_name(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> N
         )
 
 
+@json_schema({"pattern": r"^\S(?:[\s\S]*\S)?$"})
 def check_non_empty_text(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     """A non-empty string without surrounding whitespace."""
     if not value.strip():
@@ -72,6 +82,7 @@ def check_non_empty_text(_instance: Any, attribute: attrs.Attribute[Any], value:
         _fail(attribute, f"must not start or end with whitespace (got {describe_value(value)})")
 
 
+@json_schema({"maxLength": 253, "pattern": f"^{DNS_SUBDOMAIN.pattern}$"})
 def check_secret_ref(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     """A Kubernetes Secret name. The value is not echoed: it may be a pasted credential."""
     if len(value) > 253:
@@ -85,6 +96,7 @@ def check_secret_ref(_instance: Any, attribute: attrs.Attribute[Any], value: str
         )
 
 
+@json_schema({"pattern": f"^{_TABLE_PART.pattern}(?:\\.{_TABLE_PART.pattern})+$"})
 def check_source_table(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     """An Iceberg table identifier ``namespace.table`` (nested namespaces allowed)."""
     parts = value.split(".")
@@ -96,12 +108,14 @@ def check_source_table(_instance: Any, attribute: attrs.Attribute[Any], value: s
         )
 
 
+@json_schema({"minimum": 1})
 def check_batch_size(_instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
     """Rows per batch: at least 1."""
     if value < 1:
         _fail(attribute, f"must be >= 1 (got {value})")
 
 
+@json_schema({"items": _NAMED, "uniqueItems": True})
 def check_column_list(_instance: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
     """Column names: non-empty strings, each listed once."""
     seen: set[str] = set()
@@ -113,6 +127,7 @@ def check_column_list(_instance: Any, attribute: attrs.Attribute[Any], value: li
         seen.add(column)
 
 
+@json_schema({"items": _NAMED, "uniqueItems": True, "minItems": 1})
 def check_projection(_instance: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
     """A column projection: at least one column, each a non-empty name listed once."""
     if not value:
@@ -120,6 +135,7 @@ def check_projection(_instance: Any, attribute: attrs.Attribute[Any], value: lis
     check_column_list(_instance, attribute, value)
 
 
+@json_schema({"propertyNames": _NAMED, "additionalProperties": _NAMED})
 def check_field_mapping(
     _instance: Any, attribute: attrs.Attribute[Any], value: Mapping[str, str]
 ) -> None:
@@ -140,6 +156,7 @@ def check_field_mapping(
         targets[target] = source
 
 
+@json_schema({"items": _NAMED, "uniqueItems": True})
 def check_sink_list(_instance: Any, attribute: attrs.Attribute[Any], value: Sequence[str]) -> None:
     """Sink type names: non-empty, each listed once."""
     seen: set[str] = set()
@@ -151,11 +168,16 @@ def check_sink_list(_instance: Any, attribute: attrs.Attribute[Any], value: Sequ
         seen.add(sink)
 
 
+@json_schema({"pattern": r"\S"})  # that it parses, only the loader can tell
 def check_row_filter(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     """A pyiceberg row filter expression such as ``status == 'active'``."""
     if not value.strip():
         _fail(attribute, "must not be empty; omit row_filter to deliver every row")
-    from floe_sink.source import parse_row_filter, quote_identifiers  # heavy: only when used
+    from floe_sink.row_filter import looks_valid
+
+    if looks_valid(value):  # without pyiceberg: validate must not pay half a second for it
+        return
+    from floe_sink.source import parse_row_filter, quote_identifiers  # pyiceberg decides
 
     try:
         parse_row_filter(value)
@@ -171,6 +193,7 @@ def check_row_filter(_instance: Any, attribute: attrs.Attribute[Any], value: str
         )
 
 
+@json_schema(lambda: _retry_schema())
 def check_retry(_instance: Any, attribute: attrs.Attribute[Any], value: Mapping[str, Any]) -> None:
     """Retry settings, as :meth:`floe_sink.retry.RetryPolicy.from_config` accepts them.
 
@@ -186,3 +209,11 @@ def check_retry(_instance: Any, attribute: attrs.Attribute[Any], value: Mapping[
                 for key, reason in problems
             ]
         )
+
+
+def _retry_schema() -> dict[str, Any]:
+    from floe_sink.config.schema import model_schema
+    from floe_sink.retry import RetryPolicy
+
+    policy = model_schema(RetryPolicy, defaults=False)  # the keys of the block, checked
+    return {key: policy[key] for key in ("properties", "additionalProperties")}

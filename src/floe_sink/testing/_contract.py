@@ -32,7 +32,8 @@ def assert_sink_connector(
     """Check ``plugin`` against the ``SinkConnector`` contract, as floe-sink will use it.
 
     The plugin (a module, a :class:`~floe_sink.SinkConnector` instance, or any object with
-    ``@floe_sink.hookimpl`` methods) must implement the four hooks with the specification's
+    ``@floe_sink.hookimpl`` methods) must implement ``list_available_sinks``, ``create_sink``
+    and ``write`` (``get_source_config`` and ``delete`` are optional) with the specification's
     argument names, register with a plugin manager without pluggy validation errors, and list
     its sink types as a list of distinct, non-empty strings.
 

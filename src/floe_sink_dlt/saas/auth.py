@@ -302,9 +302,10 @@ class OAuth2ClientCredentials(httpx.Auth):
             ) from None
         status = response.status_code
         if status == 429 or status >= 500:
-            error = SinkConnectionError(f"the OAuth2 token endpoint {url} answered HTTP {status}")
-            error.retry_after = parse_retry_after(response.headers.get("Retry-After"))  # type: ignore[attr-defined]
-            raise error
+            raise SinkConnectionError(
+                f"the OAuth2 token endpoint {url} answered HTTP {status}",
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
         document = _json(response.content)
         if not 200 <= status < 300:
             raise SinkWriteError(

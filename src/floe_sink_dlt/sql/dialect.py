@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from floe_sink.errors import ErrorCategory, SinkConnectionError, SinkError, SinkWriteError
 from floe_sink_dlt.sql.evolution import ColumnInfo
-from floe_sink_dlt.sql.target import DatabaseUrl, TableName
+from floe_sink_dlt.sql.target import STAGING_SUFFIX, DatabaseUrl, TableName
 from floe_sink_dlt.sql.types import arrow_to_sql
 
 __all__ = [
@@ -44,9 +44,6 @@ REJECTS_TABLE = "_floe_sink_rejects"
 """The rows of committed batches that were refused, per delivery and batch (row, status and
 message, never a value): a batch delivered again after a crash reports them again. Created
 the first time a batch has a refused row."""
-
-STAGING_SUFFIX = "__floe_staging"
-"""Appended to the target table's name for the staging table of ``replace``."""
 
 STAGING_MARK = "staging"
 """The ledger ``batch_key`` that says which delivery the staging table belongs to."""
@@ -238,6 +235,15 @@ class Dialect(abc.ABC):
 
     def unstage(self) -> None:  # noqa: B027 - optional
         """Release what :meth:`stage` made (before commit)."""
+
+    def insert_staged(self, table: TableName, batch: pa.RecordBatch) -> None:
+        """Append ``batch`` to ``table`` through :meth:`stage` (``INSERT ... SELECT``)."""
+        relation = self.stage(batch)
+        columns = self.column_list(batch.schema.names)
+        self.execute(
+            f"INSERT INTO {self.qualified(table)} ({columns}) SELECT {columns} FROM {relation}"
+        )
+        self.unstage()
 
     # -- shared SQL -----------------------------------------------------------------------
 

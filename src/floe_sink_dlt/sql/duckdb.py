@@ -175,12 +175,7 @@ class DuckDbDialect(Dialect):
         return [frozenset(str(name) for name in row[0]) for row in rows]
 
     def insert(self, table: TableName, batch: pa.RecordBatch) -> None:
-        relation = self.stage(batch)
-        columns = self.column_list(batch.schema.names)
-        self.execute(
-            f"INSERT INTO {self.qualified(table)} ({columns}) SELECT {columns} FROM {relation}"
-        )
-        self.unstage()
+        self.insert_staged(table, batch)
 
     def stage(self, batch: pa.RecordBatch) -> str:
         self._c().register(_VIEW, pa.Table.from_batches([batch]))

@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from floe_sink.errors import SinkConfigurationError
 from floe_sink.logs import get_logger
+from floe_sink_dlt.sql.options import SCHEMA_EVOLUTIONS
 from floe_sink_dlt.sql.types import SqlType, arrow_to_sql, parse_sql_type
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ __all__ = [
 
 log = get_logger(__name__)
 
-SCHEMA_EVOLUTIONS = ("evolve", "freeze")
-"""The values of the ``schema_evolution`` key; the first is the default."""
 
 _RULES = (
     "schema evolution adds columns and widens int32 -> int64, float32 -> float64 and "

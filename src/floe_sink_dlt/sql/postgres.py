@@ -236,12 +236,7 @@ class PostgresDialect(Dialect):
         if self._direct.get(table, False):
             self._cursor.adbc_ingest(table.name, batch, mode="append", db_schema_name=table.schema)
             return
-        relation = self.stage(batch)
-        columns = self.column_list(batch.schema.names)
-        self.execute(
-            f"INSERT INTO {self.qualified(table)} ({columns}) SELECT {columns} FROM {relation}"
-        )
-        self.unstage()
+        self.insert_staged(table, batch)
 
     def stage(self, batch: pa.RecordBatch) -> str:
         self._cursor.adbc_ingest(_STAGE, batch, mode="replace", temporary=True)

@@ -31,32 +31,21 @@ from __future__ import annotations
 import math
 import time
 from datetime import UTC, datetime
-from typing import ClassVar
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, ClassVar
 
 from floe_sink import SinkConfig
 from floe_sink.delivery import Delivery, Rejection
 from floe_sink.errors import ErrorCategory, SinkConfigurationError, SinkError, SinkWriteError
 from floe_sink.logs import get_logger
-from floe_sink.secrets import secret_keys
 from floe_sink_dlt.base import BatchReceipt, BatchSink, SinkSettings
-from floe_sink_dlt.sql.dialect import (
-    COMPLETE_MARK,
-    STAGING_MARK,
-    STAGING_SUFFIX,
-    Dialect,
-    last_rows,
-)
-from floe_sink_dlt.sql.evolution import (
-    SCHEMA_EVOLUTIONS,
-    EvolutionPlan,
-    evolve_staging,
-    evolve_table,
-    log_evolution,
-)
-from floe_sink_dlt.sql.target import DatabaseUrl, TableName
-from floe_sink_dlt.sql.types import arrow_to_sql, writable_schema
+from floe_sink_dlt.sql.options import SCHEMA_EVOLUTIONS, WRITE_DISPOSITIONS, SqlDatabaseOptions
+from floe_sink_dlt.sql.target import STAGING_SUFFIX, DatabaseUrl, TableName
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from floe_sink_dlt.sql.dialect import Dialect
+    from floe_sink_dlt.sql.evolution import EvolutionPlan
 
 __all__ = ["DEFAULT_BATCH_SIZE", "WRITE_DISPOSITIONS", "SqlDatabaseSink"]
 
@@ -65,12 +54,11 @@ log = get_logger(__name__)
 DEFAULT_BATCH_SIZE = 100_000
 """Rows per batch (and per transaction) unless ``batch_size`` says otherwise."""
 
-WRITE_DISPOSITIONS = ("append", "merge", "replace")
-
-_OWN_KEYS = {"url", "table", "schema", "schema_evolution", "max_rejects_per_batch"}
-
 DEFAULT_MAX_REJECTS = 10
 """Rows a batch may have refused and still be written without them."""
+
+# pyarrow, the dialects (and their drivers) and the schema evolution are imported where a
+# write needs them: create_sink (floe-sink validate) checks the options and loads none of them.
 
 
 class _RowRefused(SinkWriteError):
@@ -105,36 +93,6 @@ def _dialect_for(url: DatabaseUrl, timeout: float) -> Dialect:
     return DuckDbDialect(url, timeout=timeout)
 
 
-def _primary_key(config: SinkConfig, disposition: str, destination: str) -> list[str] | None:
-    def fail(problem: str) -> SinkConfigurationError:
-        return SinkConfigurationError(
-            f"invalid 'primary_key': {problem}", sink_type="sql_database", destination=destination
-        )
-
-    raw = config.primary_key
-    if raw is None or raw == []:
-        if disposition == "merge":
-            raise fail("required for write_disposition 'merge' (the columns to upsert on)")
-        return None
-    columns = [raw] if isinstance(raw, str) else raw
-    if not isinstance(columns, list | tuple) or not all(
-        isinstance(column, str) and column for column in columns
-    ):
-        raise fail("expected a list of source column names")
-    if len(set(columns)) != len(columns):
-        raise fail("a column is named twice")
-    mapping = config.field_mapping
-    if not mapping:
-        return list(columns)
-    unmapped = [column for column in columns if column not in mapping]
-    if unmapped:
-        raise fail(
-            f"column(s) {', '.join(map(repr, unmapped))} are not in field_mapping, so they "
-            "would not reach the destination"
-        )
-    return [mapping[column] for column in columns]
-
-
 class SqlDatabaseSink(BatchSink):
     """Writes to a table of a PostgreSQL, SQLite or DuckDB database (``sql_database``).
 
@@ -166,7 +124,7 @@ class SqlDatabaseSink(BatchSink):
         self.table = table
         self.write_disposition = write_disposition
         self.primary_key = primary_key
-        self.dialect = _dialect_for(url, settings.retry.timeout)
+        self._dialect: Dialect | None = None
         self.staging = table.sibling(table.name + STAGING_SUFFIX)
         self._target_schema: pa.Schema | None = None
         self._writable: pa.Schema | None = None
@@ -181,63 +139,27 @@ class SqlDatabaseSink(BatchSink):
         Raises:
             SinkConfigurationError: An unknown key, a missing/invalid ``url`` or ``table``, an
                 unknown ``write_disposition`` or ``schema_evolution``, or ``merge`` without
-                ``primary_key``; the key is named and the URL's password never shown.
+                ``primary_key``; the key is named and the URL's password never shown (see
+                :class:`~floe_sink_dlt.sql.options.SqlDatabaseOptions`).
         """
-        cls.refuse_unknown_keys(config, _OWN_KEYS)
-        connection = config.connection_config
-        settings = SinkSettings.from_config(config, default_batch_size=cls.default_batch_size)
-        destination = settings.destination
-        url = DatabaseUrl.parse(
-            connection.get("url"), destination=destination, secret_keys=secret_keys(connection)
-        )
-        table = TableName.parse(
-            connection.get("table"), connection.get("schema"), destination=destination
-        )
-        if url.dialect == "sqlite" and table.schema not in (None, "main"):
-            raise SinkConfigurationError(
-                f"invalid 'table': SQLite databases have no schema {table.schema!r}; "
-                "name the table without one",
-                sink_type=cls.sink_type,
-                destination=destination,
-            )
-        disposition = config.write_disposition or "append"
-        if disposition not in WRITE_DISPOSITIONS:
-            raise SinkConfigurationError(
-                f"invalid 'write_disposition': {disposition!r}; expected one of "
-                f"{', '.join(WRITE_DISPOSITIONS)}",
-                sink_type=cls.sink_type,
-                destination=destination,
-            )
-        primary_key = _primary_key(config, disposition, destination)
-        evolution = connection.get("schema_evolution")
-        if evolution is None:
-            evolution = SCHEMA_EVOLUTIONS[0]
-        if not isinstance(evolution, str) or evolution not in SCHEMA_EVOLUTIONS:
-            shown = repr(evolution) if isinstance(evolution, str) else type(evolution).__name__
-            raise SinkConfigurationError(
-                f"invalid 'schema_evolution': {shown}; expected one of "
-                f"{', '.join(SCHEMA_EVOLUTIONS)}",
-                sink_type=cls.sink_type,
-                destination=destination,
-            )
+        options = SqlDatabaseOptions.from_config(config)
         sink = cls(
-            settings,
-            url=url,
-            table=table,
-            write_disposition=disposition,
-            primary_key=primary_key,
+            SinkSettings.from_config(config, default_batch_size=cls.default_batch_size),
+            url=options.url,
+            table=options.table,
+            write_disposition=options.write_disposition,
+            primary_key=options.primary_key,
         )
-        sink.schema_evolution = evolution
-        rejects = connection.get("max_rejects_per_batch", DEFAULT_MAX_REJECTS)
-        if isinstance(rejects, bool) or not isinstance(rejects, int) or rejects < 0:
-            raise SinkConfigurationError(
-                f"invalid 'max_rejects_per_batch': {rejects!r}; expected an integer >= 0 (0: "
-                "a refused row fails its batch)",
-                sink_type=cls.sink_type,
-                destination=destination,
-            )
-        sink.max_rejects_per_batch = rejects
+        sink.schema_evolution = options.schema_evolution
+        sink.max_rejects_per_batch = options.max_rejects_per_batch
         return sink
+
+    @property
+    def dialect(self) -> Dialect:
+        """The database's dialect, made (and its driver imported) on first use."""
+        if self._dialect is None:
+            self._dialect = _dialect_for(self.url, self.settings.retry.timeout)
+        return self._dialect
 
     def describe(self) -> str:
         """Destination name, dialect, where, table: no secret."""
@@ -259,6 +181,8 @@ class SqlDatabaseSink(BatchSink):
                 difference, a type that cannot be widened, a NOT NULL column the data lacks).
             SinkConnectionError: The database cannot be reached (after retries).
         """
+        from floe_sink_dlt.sql.types import arrow_to_sql, writable_schema
+
         self._target_schema = None
         self._staging_ready = False
         self._delivered = 0
@@ -282,6 +206,8 @@ class SqlDatabaseSink(BatchSink):
             raise
 
     def _prepare_tables(self) -> None:
+        from floe_sink_dlt.sql.evolution import evolve_staging, evolve_table, log_evolution
+
         schema = self._target_schema
         assert schema is not None
         dialect = self.dialect
@@ -340,6 +266,8 @@ class SqlDatabaseSink(BatchSink):
         return self.delivery.delivery_id
 
     def _complete(self) -> None:
+        from floe_sink_dlt.sql.dialect import COMPLETE_MARK, STAGING_MARK
+
         dialect = self.dialect
         schema = self.table.schema
         destination = self.settings.destination
@@ -379,6 +307,10 @@ class SqlDatabaseSink(BatchSink):
         Raises:
             SinkWriteError: The batch was refused (permanent) or kept failing (transient).
         """
+        import pyarrow as pa
+
+        from floe_sink_dlt.sql.dialect import last_rows
+
         load_id = self._delivery_id()
         if self._writable is not None and not batch.schema.equals(self._writable):
             batch = batch.cast(self._writable)
@@ -468,6 +400,8 @@ class SqlDatabaseSink(BatchSink):
             Whether it was written, and the refused rows (those recorded with the batch when
             it is skipped).
         """
+        import pyarrow as pa
+
         dialect = self.dialect
         destination = self.settings.destination
         schema = self.table.schema
@@ -510,6 +444,8 @@ class SqlDatabaseSink(BatchSink):
     ) -> _RowRefused | None:
         """Write ``rows`` of ``batch`` in a transaction that is rolled back: the refusal, or
         ``None`` when they go in together."""
+        import pyarrow as pa
+
         dialect = self.dialect
         staging_ready = self._staging_ready
         part = batch.take(pa.array(rows, pa.int64()))
@@ -611,6 +547,8 @@ class SqlDatabaseSink(BatchSink):
         A delivery that is resumed finds its own mark in the ledger and keeps filling the
         staging table; a new delivery starts it afresh.
         """
+        from floe_sink_dlt.sql.dialect import STAGING_MARK
+
         if self._staging_ready:
             return
         dialect = self.dialect

@@ -120,16 +120,6 @@ def write(sink: Any, data: Any, delivery: floe_sink.Delivery | None) -> EgressRe
     )
 
 
-@floe_sink.hookimpl
-def get_source_config(catalog_config: dict[str, Any]) -> dict[str, Any]:
-    properties = dict(catalog_config)
-    table = properties.pop("table", None)
-    if not table:
-        raise SinkConfigurationError("catalog_config.table is required", sink_type=SINK_TYPE)
-    name = properties.pop("name", "default")
-    return {"catalog_name": name, "catalog_properties": properties, "table": table}
-
-
 def _post(client: httpx.Client, url: str, body: bytes, headers: dict[str, str]) -> None:
     try:
         response = client.post(url, content=body, headers=headers)
@@ -137,9 +127,11 @@ def _post(client: httpx.Client, url: str, body: bytes, headers: dict[str, str]) 
         raise SinkConnectionError(f"cannot reach {url}: {exc}", sink_type=SINK_TYPE) from exc
     status = response.status_code
     if status == 429 or status >= 500:
-        error = SinkWriteError(f"HTTP {status} from {url}", sink_type=SINK_TYPE)
-        error.retry_after = floe_sink.parse_retry_after(response.headers.get("Retry-After"))
-        raise error
+        raise SinkWriteError(
+            f"HTTP {status} from {url}",
+            sink_type=SINK_TYPE,
+            retry_after=floe_sink.parse_retry_after(response.headers.get("Retry-After")),
+        )
     if status >= 400:
         raise SinkWriteError(
             f"HTTP {status} from {url}: {response.text[:200]}",
