@@ -33,6 +33,7 @@ __all__ = [
     "check_http_url",
     "check_non_empty",
     "check_positive",
+    "check_rate",
     "problems_at",
     "structure_at",
 ]
@@ -94,7 +95,7 @@ converter.register_unstructure_hook(HttpStatuses, sorted)
 
 
 @json_schema({"pattern": "^https?://"})
-def check_http_url(_instance: Any, _attribute: Any, value: str | None) -> None:
+def check_http_url(_instance: Any, _attribute: Any, value: Any) -> None:
     """An ``http://`` or ``https://`` URL with a host (``None`` passes)."""
     if value is None:
         return
@@ -104,14 +105,21 @@ def check_http_url(_instance: Any, _attribute: Any, value: str | None) -> None:
 
 
 @json_schema({"minimum": 1})
-def check_positive(_instance: Any, _attribute: Any, value: int | None) -> None:
+def check_positive(_instance: Any, _attribute: Any, value: Any) -> None:
     """An integer >= 1 (``None`` passes)."""
     if value is not None and value < 1:
         raise ConfigValueError(f"must be an integer >= 1 (got {describe_value(value)})")
 
 
 @json_schema({"minLength": 1})
-def check_non_empty(_instance: Any, _attribute: Any, value: str | None) -> None:
+def check_non_empty(_instance: Any, _attribute: Any, value: Any) -> None:
     """A non-empty string (``None`` passes)."""
     if value is not None and not value:
         raise ConfigValueError("must be a non-empty string")
+
+
+@json_schema({"exclusiveMinimum": 0})
+def check_rate(_instance: Any, _attribute: Any, value: Any) -> None:
+    """A number > 0 (``None`` passes)."""
+    if value is not None and not value > 0:
+        raise ConfigValueError(f"must be a number > 0 (got {describe_value(value)})")

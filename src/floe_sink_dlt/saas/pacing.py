@@ -101,6 +101,12 @@ def _structure_names(value: Any, _type: type) -> HeaderNames:
 
 converter.register_structure_hook(HeaderNames, _structure_names)
 
+_REMAINING: Final = HeaderNames(
+    ("X-RateLimit-Remaining", "RateLimit-Remaining", "X-Rate-Limit-Remaining")
+)
+_RESET: Final = HeaderNames(("X-RateLimit-Reset", "RateLimit-Reset", "X-Rate-Limit-Reset"))
+_NONE: Final = HeaderNames()
+
 
 @attrs.frozen(kw_only=True)
 class RateLimitHeaders:
@@ -116,12 +122,10 @@ class RateLimitHeaders:
         window_unit: ``seconds`` or ``milliseconds``.
     """
 
-    remaining: HeaderNames = HeaderNames(
-        ("X-RateLimit-Remaining", "RateLimit-Remaining", "X-Rate-Limit-Remaining")
-    )
-    reset: HeaderNames = HeaderNames(("X-RateLimit-Reset", "RateLimit-Reset", "X-Rate-Limit-Reset"))
+    remaining: HeaderNames = _REMAINING
+    reset: HeaderNames = _RESET
     reset_unit: ResetUnit = ResetUnit.AUTO
-    window: HeaderNames = HeaderNames()
+    window: HeaderNames = _NONE
     window_unit: WindowUnit = WindowUnit.SECONDS
 
     @classmethod
@@ -278,7 +282,7 @@ class AdaptivePacer:
         """Seconds until the remaining count resets, from the reset or window header."""
         value = _number(_header(headers, self.headers.reset))
         if value is not None:
-            unit = self.headers.reset_unit
+            unit: str = self.headers.reset_unit
             if unit == "auto":
                 if value >= _EPOCH_MILLISECONDS_FROM:
                     unit = "epoch_milliseconds"

@@ -286,6 +286,11 @@ converter.register_structure_hook(_Path, _structure_path)
 converter.register_structure_hook(PathMatches, _structure_matches)
 
 
+_NO_MATCHES: Final = PathMatches()
+_RETRYABLE_STATUSES: Final = HttpStatuses(_RETRYABLE)
+_FATAL_STATUSES: Final = HttpStatuses(_FATAL)
+
+
 def _mode_rules(given: Mapping[str, Any]) -> list[ConfigValueError]:
     """The keys each mode needs, and those it has no use for."""
     mode = given.get("mode") or ResultsMode.NONE
@@ -337,11 +342,11 @@ class ResultsSpec:
     errors: _Path | None = None
     key: _Path | None = None
     key_is: KeyIs = KeyIs.KEY
-    match: PathMatches = PathMatches()
+    match: PathMatches = _NO_MATCHES
     batch_message: _Path | None = None
     bisect: bool = True
-    retryable_statuses: HttpStatuses = HttpStatuses(_RETRYABLE)
-    fatal_statuses: HttpStatuses = HttpStatuses(_FATAL)
+    retryable_statuses: HttpStatuses = _RETRYABLE_STATUSES
+    fatal_statuses: HttpStatuses = _FATAL_STATUSES
 
     @classmethod
     def parse(cls, spec: Any, *, where: str = "config.results") -> ResultsSpec:
