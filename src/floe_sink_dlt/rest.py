@@ -24,7 +24,7 @@ Configuration (``SinkConfig.connection_config``; ``batch_size`` defaults to 500)
     token_url: ..., scope: ..., audience: ..., client_auth: basic|post}`` (``client_id``,
     ``client_secret``). The values always come from the destination's secret.
 ``template``
-    The JSON shape of a record and of a request (:mod:`floe_sink_dlt.saas.template`).
+    The JSON shape of a record and of a request (:mod:`floe_sink_dlt.saas.template_syntax`).
 ``results``
     How to read per-record results out of an answer (:mod:`floe_sink_dlt.saas.results`).
 ``record_key``
@@ -70,6 +70,11 @@ Every request carries an ``Idempotency-Key`` header, the same whenever the same 
 sent again (a retry, a resumed run). 429, 5xx, timeouts and connection errors are retried with
 exponential backoff and jitter, honouring ``Retry-After``. The JSON encoding of values is
 described in :mod:`floe_sink_dlt.json_encoding`.
+
+The rooms of the sink: :mod:`floe_sink_dlt.rest_options` reads and checks the options (no
+pyarrow, no httpx: ``floe-sink validate`` loads neither), :mod:`floe_sink_dlt.rest_client`
+is the HTTP client of a write, :mod:`floe_sink_dlt.rest_records` sends a batch record by
+record and settles each one, and this module runs the life cycle of a write.
 """
 
 from __future__ import annotations
@@ -102,8 +107,7 @@ __all__ = ["BODY_EXCERPT_CHARS", "KEYS", "RECORD_ROUNDS", "RestApiOptions", "Res
 log = get_logger(__name__)
 
 BODY_EXCERPT_CHARS: Final = 200
-"""Characters of a refused request's response body quoted in the error
-(:data:`floe_sink_dlt.rest_client.BODY_EXCERPT_CHARS`)."""
+"""Characters of a refused request's response body quoted in the error."""
 
 RECORD_ROUNDS: Final = 3
 """How many times a record is sent in all when answers leave it retryable (a request refused
@@ -268,29 +272,50 @@ class RestApiSink(BatchSink):
         """
         if not self.options.per_record:
             return self._deliver_plain(batch, key=key)
-        from floe_sink_dlt.rest_records import send_records
-
         client = self._open()
         compiled = self._compiled
         if compiled is None or not compiled.schema.equals(batch.schema):
             compiled = self._compiled = self._compile(batch.schema)
         started = time.perf_counter()
         options = self.options
-        outcome = send_records(
+        outcome = self._send_each(
+            client,
             batch,
             key=key,
             compiled=compiled,
-            results=options.results,
-            post=lambda body, request_key: self._post(
-                client, options.method, options.url, body, key=request_key, results=options.results
-            ),
+            request=options,
             key_column=options.record_key,
-            max_body_bytes=options.max_body_bytes,
-            max_records=options.max_records_per_request,
+        )
+        return self._receipt(batch, key, outcome, started, event="batch_delivered")
+
+    def _send_each(
+        self,
+        client: RestClient,
+        batch: pa.RecordBatch,
+        *,
+        key: str,
+        compiled: CompiledTemplate,
+        request: RestApiOptions | DeleteParts,
+        key_column: str | None,
+    ) -> BatchOutcome:
+        """Send ``batch`` record by record as ``request`` says (method, URL, limits, results):
+        as many requests as the limits need, each answer judged per record."""
+        from floe_sink_dlt.rest_records import send_records
+
+        return send_records(
+            batch,
+            key=key,
+            compiled=compiled,
+            results=request.results,
+            post=lambda body, request_key: self._post(
+                client, request.method, request.url, body, key=request_key, results=request.results
+            ),
+            key_column=key_column,
+            max_body_bytes=request.max_body_bytes,
+            max_records=request.max_records_per_request,
             max_rounds=RECORD_ROUNDS,
             describe=lambda answer: client.scrub(_excerpt_of(answer.content)),
         )
-        return self._receipt(batch, key, outcome, started, event="batch_delivered")
 
     def _receipt(
         self,
@@ -417,8 +442,6 @@ class RestApiSink(BatchSink):
         delete = self.options.delete
         if delete is None:
             raise NotImplementedError("rest_api has no 'delete' configured")
-        from floe_sink_dlt.rest_records import send_records
-
         client = self._open()
         started = time.perf_counter()
         if delete.template is not None:
@@ -429,20 +452,11 @@ class RestApiSink(BatchSink):
                 except SinkConfigurationError as exc:
                     raise self._config_error(exc.message) from None
                 self._delete_compiled[batch.schema] = compiled
-            outcome = send_records(
-                batch,
-                key=key,
-                compiled=compiled,
-                results=delete.results,
-                post=lambda body, request_key: self._post(
-                    client, delete.method, delete.url, body, key=request_key, results=delete.results
-                ),
-                key_column=first_required(delete.template)
-                or (self.options.key_columns[0] if self.options.key_columns else None),
-                max_body_bytes=delete.max_body_bytes,
-                max_records=delete.max_records_per_request,
-                max_rounds=RECORD_ROUNDS,
-                describe=lambda answer: client.scrub(_excerpt_of(answer.content)),
+            key_column = first_required(delete.template) or (
+                self.options.key_columns[0] if self.options.key_columns else None
+            )
+            outcome = self._send_each(
+                client, batch, key=key, compiled=compiled, request=delete, key_column=key_column
             )
         else:
             outcome = self._delete_one_by_one(client, batch, key=key, delete=delete)
@@ -578,6 +592,9 @@ class RestApiSink(BatchSink):
 
 
 def _excerpt_of(content: bytes) -> str:
-    from floe_sink_dlt.rest_client import excerpt_of
-
-    return excerpt_of(content)
+    """The start of a response body, on one line, for an error message."""
+    text = content[: BODY_EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+    text = " ".join(text.split())
+    if len(text) > BODY_EXCERPT_CHARS:
+        return text[: BODY_EXCERPT_CHARS - 3] + "..."
+    return text or "(empty body)"

@@ -19,25 +19,14 @@ import httpx
 from floe_sink.errors import ErrorCategory, SinkConnectionError, SinkWriteError
 from floe_sink.retry import parse_retry_after
 from floe_sink.secrets import Secret, reveal, safe_url, scrub_text
+from floe_sink_dlt.rest import _excerpt_of
 from floe_sink_dlt.rest_options import RestApiOptions
 from floe_sink_dlt.saas.auth import auth_from_config
 from floe_sink_dlt.saas.pacing import AdaptivePacer
 
-__all__ = ["BODY_EXCERPT_CHARS", "RestClient", "excerpt_of"]
-
-BODY_EXCERPT_CHARS: Final = 200
-"""Characters of a refused request's response body quoted in the error."""
+__all__ = ["RestClient"]
 
 _USER_AGENT: Final = "floe-sink"
-
-
-def excerpt_of(content: bytes) -> str:
-    """The start of a response body, on one line, for an error message."""
-    text = content[: BODY_EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
-    text = " ".join(text.split())
-    if len(text) > BODY_EXCERPT_CHARS:
-        return text[: BODY_EXCERPT_CHARS - 3] + "..."
-    return text or "(empty body)"
 
 
 class RestClient:
@@ -144,7 +133,7 @@ class RestClient:
         """The error of a non-2xx answer: transient (retried) for 429/5xx, else permanent."""
         status = response.status_code
         context = self.context(str(response.request.url), attempt)
-        excerpt = self.scrub(excerpt_of(response.content))
+        excerpt = self.scrub(_excerpt_of(response.content))
         if transient or status == 429 or status >= 500:
             return SinkWriteError(
                 f"HTTP {status} {response.reason_phrase}: {excerpt}",

@@ -16,7 +16,8 @@ body of ``n`` records is ``compiled.envelope_bytes`` plus their lengths plus ``n
 Every step is a handful of ``pyarrow.compute`` calls over whole columns (no Python per row); the
 values are written as :mod:`floe_sink_dlt.json_encoding` says.
 
-The template language is :mod:`floe_sink_dlt.saas.template_syntax` (re-exported here).
+The template language is :mod:`floe_sink_dlt.saas.template_syntax` (its
+:class:`RequestTemplate` is re-exported here).
 """
 
 from __future__ import annotations
@@ -32,26 +33,17 @@ import pyarrow.compute as pc
 from floe_sink.errors import ErrorCategory, SinkConfigurationError, SinkWriteError
 from floe_sink_dlt.json_encoding import encode_text, encode_values, join_rows
 from floe_sink_dlt.saas.template_syntax import (
-    CONVERSIONS,
     ColumnNode,
     ConstNode,
     ListNode,
     Node,
     ObjectNode,
-    RemainingColumns,
     RequestTemplate,
     _walk,
 )
 
 __all__ = [
-    "CONVERSIONS",
-    "ColumnNode",
     "CompiledTemplate",
-    "ConstNode",
-    "ListNode",
-    "Node",
-    "ObjectNode",
-    "RemainingColumns",
     "RequestTemplate",
     "TemplateValueError",
     "compile_template",
