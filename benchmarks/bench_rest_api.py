@@ -7,8 +7,9 @@ timestamp with time zone, bool, int32, a 10-value category) in batches of ``--ba
 rows as JSON arrays, one POST per batch with an ``Idempotency-Key``, over one keep-alive
 connection, to a counting HTTP server in its own process on 127.0.0.1:
 
-* ``floe-sink``: ``RestApiSink.write(table)``: dlt pipeline, load package on disk, checksum,
-  keys, retries, logs; everything a real run pays except imports;
+* ``floe-sink``: ``RestApiSink.write(table)``: the core's delivery loop (batches, idempotency
+  keys, the journal of acknowledged batches), checksum, retries, logs; everything a real run
+  pays except imports;
 * ``raw httpx``: a loop over ``table.to_batches()`` doing
   ``json.dumps(batch.to_pylist())`` and ``client.post(...)``: no state, no resume, no retry.
 
@@ -185,7 +186,7 @@ def run_case(name: str, port: int, rows: int, batch_size: int) -> None:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if name == "floe-sink":
-        import floe_sink_dlt.rest  # noqa: F401 - imports (dlt) are not part of the timing
+        import floe_sink_dlt.rest  # noqa: F401 - imports are not part of the timing
 
     table = make_table(rows)
     # Nothing is chunked by the source here: a Gold table read from Iceberg arrives as
