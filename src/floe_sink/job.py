@@ -456,7 +456,7 @@ def _keys_checked_before(
     appended = appended.select(list(info.keys))
     # the hash table is built on the right side: the appended keys (few), not the state
     found = state_keys.join(appended, keys=list(info.keys), join_type="left semi")
-    return found.num_rows == 0
+    return bool(found.num_rows == 0)
 
 
 def delivery_plan(dest: Any, sink_config: SinkConfig) -> str:
