@@ -17,6 +17,7 @@ Configuration (``SinkConfig.connection_config``; ``batch_size`` defaults to 500)
     holds any Secret (a Secret without ``token`` is refused, naming the keys it has).
 ``max_requests_per_second``
     Client-side rate limit across all requests of a write, retries included (default: none).
+    With the Ray engine it holds across all the tasks of the delivery (one shared pacer).
 ``max_concurrency``
     Batches in flight at once (default 1). Every batch keeps its idempotency key, and a batch
     is acknowledged in the journal only once its request succeeded.
@@ -52,6 +53,7 @@ import httpx
 import pyarrow as pa
 
 from floe_sink import SinkConfig
+from floe_sink.delivery import Pacer
 from floe_sink.errors import (
     ErrorCategory,
     SinkConfigurationError,
@@ -211,7 +213,7 @@ class RestApiSink(BatchSink):
         self.concurrency = options.max_concurrency
         self._client: httpx.Client | None = None
         self._client_lock = threading.Lock()
-        self._limiter: RateLimiter | None = None
+        self._limiter: RateLimiter | Pacer | None = None
 
     @classmethod
     def from_config(cls, config: SinkConfig) -> RestApiSink:
@@ -229,6 +231,11 @@ class RestApiSink(BatchSink):
             ) from exc
         options = RestApiOptions.from_config(config, default_timeout=settings.retry.timeout)
         return cls(settings, options)
+
+    @property
+    def rate_limit(self) -> float | None:
+        """``max_requests_per_second`` (shared by the Ray engine's tasks)."""
+        return self.options.max_requests_per_second
 
     def describe(self) -> str:
         """The destination name, method and URL (without credentials or query)."""
@@ -275,7 +282,11 @@ class RestApiSink(BatchSink):
                     follow_redirects=False,
                 )
                 rate = options.max_requests_per_second
-                self._limiter = RateLimiter(rate) if rate is not None else None
+                shared = self.delivery.pacer if self.delivery is not None else None
+                if rate is None:
+                    self._limiter = None
+                else:  # the engine's pacer, shared with the delivery's other processes
+                    self._limiter = shared if shared is not None else RateLimiter(rate)
             return self._client
 
     # -- one batch --------------------------------------------------------------------------
