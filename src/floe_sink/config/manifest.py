@@ -28,6 +28,7 @@ from typing import Any
 import attrs
 
 from floe_sink.config.credentials import find_credentials
+from floe_sink.config.engine import EngineConfig
 from floe_sink.config.structuring import (
     ConfigValueError,
     config_converter,
@@ -298,6 +299,8 @@ class PlatformManifest:
         catalog: pyiceberg catalog properties; ``None`` uses the embedded default (a SQL
             catalog on SQLite under ``./.floe/``).
         state: Where delivery state lives; ``None`` is ``backend: local``.
+        engine: Where runs deliver (``local`` or ``ray``, see ``docs/scale-out.md``);
+            ``None``: the local engine.
     """
 
     scope: ManifestScope = ManifestScope.NONE
@@ -306,6 +309,7 @@ class PlatformManifest:
     )
     catalog: CatalogConfig | None = None
     state: StateConfig | None = None
+    engine: EngineConfig | None = None
 
     def __attrs_post_init__(self) -> None:
         problems = _manifest_rules(attrs.asdict(self, recurse=False))
@@ -327,7 +331,7 @@ def _manifest_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
 
 
 def _manifest_near_misses(data: Mapping[str, Any]) -> tuple[list[ConfigValueError], set[str]]:
-    owned = ["scope", "approved_sinks", "catalog", "state"]
+    owned = ["scope", "approved_sinks", "catalog", "state", "engine"]
     problems = [
         ConfigValueError(f"unknown top-level key; did you mean {hint!r}?", at=(key,))
         for key in data

@@ -242,6 +242,40 @@ _STATE: dict[str, Any] = {
     ],
 }
 
+_ENGINE: dict[str, Any] = {
+    "type": ["object", "null"],
+    "title": "Engine",
+    "description": "Where runs deliver: local (default) or ray (docs/scale-out.md); "
+    "floe-sink run --engine and --ray-address override type and address.",
+    "additionalProperties": False,
+    "properties": {
+        "type": {"enum": ["local", "ray", None], "default": "local"},
+        "address": {
+            "type": ["string", "null"],
+            "minLength": 1,
+            "description": "The Ray cluster (ray://host:10001, host:6379, auto); "
+            "default: a local Ray instance. Only with type: ray.",
+        },
+        "max_tasks": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "description": "Units in flight per destination (default: the cluster's CPUs).",
+        },
+        "unit_size_mb": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "default": 128,
+            "description": "Data-file megabytes per unit of work.",
+        },
+        "max_retries": {
+            "type": "integer",
+            "minimum": 0,
+            "default": 3,
+            "description": "Ray's retries of a unit (a dead worker, a transient failure).",
+        },
+    },
+}
+
 _MANIFEST: dict[str, Any] = {
     "$schema": _DRAFT,
     "title": "manifest.yaml (the governance fields floe-sink owns)",
@@ -262,10 +296,11 @@ _MANIFEST: dict[str, Any] = {
         },
         "catalog": {"$ref": "#/$defs/Catalog"},
         "state": {"$ref": "#/$defs/State"},
+        "engine": {"$ref": "#/$defs/Engine"},
     },
     "if": {"not": {"required": ["scope"], "properties": {"scope": {"const": "enterprise"}}}},
     "then": {"properties": {"approved_sinks": {"type": "null"}}},
-    "$defs": {"Catalog": _CATALOG, "State": _STATE},
+    "$defs": {"Catalog": _CATALOG, "State": _STATE, "Engine": _ENGINE},
 }
 
 
@@ -279,7 +314,7 @@ def floe_yaml_json_schema() -> dict[str, Any]:
 
 
 def manifest_json_schema() -> dict[str, Any]:
-    """The JSON Schema of manifest.yaml's ``scope``, ``approved_sinks``, ``catalog``, ``state``.
+    """The JSON Schema of manifest.yaml's fields (``scope`` ... ``state``, ``engine``).
 
     Returns:
         A fresh, JSON-serialisable dict (callers may change it).
