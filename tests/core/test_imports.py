@@ -6,7 +6,17 @@ import subprocess
 import sys
 import textwrap
 
-HEAVY = ("pyarrow", "structlog", "yaml", "dlt", "tenacity", "pyiceberg", "sqlalchemy", "httpx")
+HEAVY = (
+    "pyarrow",
+    "structlog",
+    "yaml",
+    "dlt",
+    "tenacity",
+    "pyiceberg",
+    "sqlalchemy",
+    "httpx",
+    "ray",
+)
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
@@ -73,3 +83,20 @@ def test_lazy_names_load_on_first_use() -> None:
         """
     )
     assert completed.returncode == 0, completed.stderr
+
+
+def test_the_command_and_the_local_engine_never_import_ray() -> None:
+    completed = _python(
+        """
+        import sys
+        from types import SimpleNamespace
+        import floe_sink.cli, floe_sink.job, floe_sink.units, floe_sink.engines
+        from floe_sink.engines import engine_settings, open_engine
+        settings = engine_settings(SimpleNamespace(engine=None))
+        with open_engine(settings, catalog=None, secrets_dir=None, state_dir=".") as engine:
+            assert engine is None
+        print("ray" in sys.modules)
+        """
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "False"
