@@ -572,9 +572,14 @@ def _run(
         store = (
             None if dry else held.enter_context(_state_store(state_dir, job, secrets_dir, manager))
         )
+        runner = None
         try:
             configured = configure(job, manager, secrets_dir=secrets_dir, state_dir=state_dir)
             _scrub.add(configured.secrets)
+            if not dry and not configured.problems:  # Ray's workers start as sources are planned
+                runner = held.enter_context(
+                    _engine(engine_settings, job, secrets_dir, state_dir, output)
+                )
             prepared = prepare(
                 configured,
                 manager,
@@ -606,10 +611,7 @@ def _run(
                 return EXIT_CONFIG
             return EXIT_FAILED if refused else EXIT_OK
         outcomes = list(prepared.failed)
-        with (
-            track(enabled=bar) as reporter,
-            _engine(engine_settings, job, secrets_dir, state_dir, output) as runner,
-        ):
+        with track(enabled=bar) as reporter:
             for ready in prepared.ready:
                 if stop.requested:
                     break

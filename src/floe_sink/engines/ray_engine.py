@@ -98,6 +98,7 @@ class RayEngine:
         self._started_ray = False
         self._remote: Any = None
         self._bucket: Any = None
+        self._warming: list[Any] = []
 
     # -- the cluster -----------------------------------------------------------------------
 
@@ -144,6 +145,9 @@ class RayEngine:
             retry_exceptions=[ray_worker.UnitRetryableError],
         )
         self._bucket = ray.remote(num_cpus=0)(ray_worker.TokenBucket)
+        # start the workers now (and import the plugins there) while the driver plans
+        warm = ray.remote(ray_worker.warm_up).options(num_cpus=1, max_retries=0)
+        self._warming = [warm.remote() for _ in range(self.settings.max_tasks or _cpus(ray))]
 
     def close(self) -> None:
         """Shut Ray down when :meth:`start` started or connected it."""
@@ -294,7 +298,9 @@ class RayEngine:
         pacer = ActorPacer(bucket) if bucket is not None else None
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
-        limit = self.settings.max_tasks or max(1, _cpus(ray))
+        # without max_tasks, one unit more than the cluster runs: Ray starts it as soon as a
+        # worker is free, without waiting for this process to hear of the one that finished
+        limit = self.settings.max_tasks or max(1, _cpus(ray)) + 1
         in_flight: dict[Any, Unit] = {}
 
         def settle(ref: Any) -> None:

@@ -270,6 +270,16 @@ def _pieces(delivery: Any, result: Any) -> tuple[tuple[int, str], ...]:
     return ((rows, digest),) if rows else ()
 
 
+def warm_up() -> int:
+    """A task that starts a worker and imports what units need, before the first unit."""
+    import pyiceberg.io.pyarrow  # noqa: F401
+
+    import floe_sink.source  # noqa: F401
+
+    _manager()
+    return os.getpid()
+
+
 def deliver_unit(
     context: DestinationContext,
     spec: UnitSpec,
