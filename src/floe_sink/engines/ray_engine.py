@@ -350,11 +350,12 @@ class RayEngine:
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
                 for ref in ready:
                     settle(ref)
-        except BaseException:
+        except BaseException as exc:
             # stopped (or failing here): cancel what is in flight, record what still completes
             for ref in in_flight:
                 ray.cancel(ref)
-            deadline = time.monotonic() + _SETTLE_SECONDS
+            patient = not isinstance(exc, KeyboardInterrupt)  # a second signal: stop at once
+            deadline = time.monotonic() + (_SETTLE_SECONDS if patient else 0.0)
             while in_flight and time.monotonic() < deadline:
                 ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0.5)
                 for ref in ready:
