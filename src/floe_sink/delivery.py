@@ -259,6 +259,26 @@ class Delivery:
             self._acked[position] = record
             self.rejections.extend((position, r.index) for r in receipt.rejected)
 
+    @property
+    def open_rejects(self) -> list[str]:
+        """The JSON keys of refused records not yet accepted (as :meth:`track_rejects` got)."""
+        return sorted(self._open_rejects)
+
+    def file_rejects(self, rejects: Sequence[Mapping[str, Any]], cleared: Sequence[str]) -> None:
+        """Record what a unit delivered by another process refused and cleared (Ray engine).
+
+        ``rejects`` are the keyword arguments of the state store's ``reject`` (``key``,
+        ``record``, ``status``, ``message``, ``run_id``, ``attempts``); ``cleared`` the keys
+        of refused records the destination has now accepted.
+        """
+        if self._store is None:
+            return
+        for rejected in rejects:
+            self._store.reject(self.destination, **rejected)
+        if cleared:
+            self._store.clear_rejects(self.destination, list(cleared))
+            self._open_rejects.difference_update(cleared)
+
     def track_rejects(self, key_columns: Sequence[str], open_keys: Sequence[str]) -> None:
         """File refused records by ``key_columns``; clear ``open_keys`` once accepted."""
         self.key_columns = tuple(key_columns)

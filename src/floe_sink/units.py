@@ -159,6 +159,12 @@ class UnitResult:
     duration_seconds: float = 0.0
     resumed: bool = False
     """True when the journal already had the unit (nothing was sent for it)."""
+    rows_rejected: int = 0
+    """Records the destination refused one by one (they are not in ``rows``)."""
+    rejects: tuple[dict[str, Any], ...] = ()
+    """The refused records, for the driver's dead-letter store (``StateStore.reject``)."""
+    cleared_rejects: tuple[str, ...] = ()
+    """Keys of earlier refused records the destination accepted now."""
     trace_id: str = ""
     """The OpenTelemetry trace the task's spans joined (hex), when there was one."""
     worker: str = ""
@@ -244,4 +250,5 @@ def aggregate(
         destination_record_ids=[rid for result in done for rid in result.record_ids],
         errors=errors,
         resumed_batches=sum(result.batches for result in done if result.resumed),
+        rows_rejected=sum(result.rows_rejected for result in done),
     )

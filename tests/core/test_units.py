@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pyarrow as pa
@@ -195,3 +196,28 @@ def test_the_ray_engine_without_ray_names_the_extra(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(engines, "ray_installed", lambda: False)
     with pytest.raises(EngineUnavailableError, match=r"pip install 'floe-sink\[ray\]'"):
         engine_settings(_manifest(), engine="ray")
+
+
+def test_records_a_unit_refused_reach_the_drivers_dead_letter_store(tmp_path: Path) -> None:
+    from floe_sink.delivery import BatchReceipt, Rejection
+    from floe_sink.engines.ray_worker import UnitJournal
+    from floe_sink.state import LocalStateStore
+
+    journal = UnitJournal()
+    unit = Delivery("crm", delivery_id="d1", store=journal, unit=DeliveryUnit(index=0, unit_id="u"))
+    unit.run_id = "r1"
+    unit.track_rejects(["id"], ['{"id": 1}'])
+    batch = pa.record_batch({"id": [1, 2, 3], "email": ["a", "b", "c"]})
+    refused = Rejection(index=1, status="400", message="invalid email")
+    unit.acknowledge(0, "k", BatchReceipt(rows=2, rejected=(refused,)), batch)
+    assert [r["key"] for r in journal.rejects] == ['{"id": 2}']
+    assert journal.cleared == ['{"id": 1}']  # delivered now: no longer refused
+
+    store = LocalStateStore(tmp_path)
+    store.reject("crm", key='{"id": 1}', record="{}", status="400", message="x", run_id="r0")
+    driver = Delivery("crm", delivery_id="d1", store=store)
+    driver.track_rejects(["id"], ['{"id": 1}'])
+    driver.file_rejects(journal.rejects, journal.cleared)
+    assert [(r.key, r.status, r.run_id) for r in store.rejects("crm")] == [({"id": 2}, "400", "r1")]
+    assert driver.open_rejects == []
+    store.close()

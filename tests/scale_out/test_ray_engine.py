@@ -380,7 +380,7 @@ def test_a_stopped_then_killed_driver_is_resumed_exactly_by_the_next_run(
     assert run_until(recorded + 2, signal.SIGKILL) == -signal.SIGKILL
     assert ledger_rows(postgres_url) > 0
 
-    rerun = floe_project.run_job("--output", "json", env={"FLOE_SINK_OTEL": "console"})
+    rerun = floe_project.run_job("--output", "json", "-v", env={"FLOE_SINK_OTEL": "console"})
     assert rerun.code == 0, rerun.stderr[-3000:]
     (record,) = rerun.json()
     assert record["success"]

@@ -269,6 +269,9 @@ class RayEngine:
             case_sensitive=bool(table_scan.case_sensitive),
             schema=prepared.scan.schema,
             log_level=_log_level(),
+            run_id=delivery.run_id,
+            key_columns=tuple(delivery.key_columns),
+            open_rejects=tuple(delivery.open_rejects),
         )
 
     def _run_units(
@@ -315,6 +318,7 @@ class RayEngine:
                     "unit_failed", destination=prepared.name, unit=unit.index, error=_cause(exc)
                 )
                 return
+            delivery.file_rejects(result.rejects, result.cleared_rejects)
             if not result.success:
                 errors.extend(f"{unit.describe()}: {error}" for error in result.errors)
                 log.error(

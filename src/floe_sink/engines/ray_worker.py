@@ -80,6 +80,11 @@ class DestinationContext:
     schema: pa.Schema
     """The Arrow schema of the source batches."""
     log_level: int = logging.INFO
+    run_id: str = ""
+    key_columns: tuple[str, ...] = ()
+    """The primary key under its destination names (what refused records are filed by)."""
+    open_rejects: tuple[str, ...] = ()
+    """Keys of refused records still open: a unit that delivers one clears it."""
 
 
 @attrs.frozen(kw_only=True)
@@ -89,6 +94,27 @@ class UnitSpec:
     index: int
     unit_id: str
     tasks: tuple[Any, ...]
+
+
+class UnitJournal:
+    """Stands in for the state store in a task: what the driver records when the unit is in.
+
+    Batch records stay in memory (the driver records the unit as a whole); refused records
+    and the keys they were cleared by are collected for the driver's dead-letter store.
+    """
+
+    def __init__(self) -> None:
+        self.rejects: list[dict[str, Any]] = []
+        self.cleared: list[str] = []
+
+    def acknowledge(self, delivery_id: str, batch: Any) -> None:
+        """Nothing: the driver journals the whole unit."""
+
+    def reject(self, destination: str, **record: Any) -> None:
+        self.rejects.append(dict(record))
+
+    def clear_rejects(self, destination: str, keys: list[str]) -> None:
+        self.cleared.extend(keys)
 
 
 class TokenBucket:
@@ -324,13 +350,17 @@ def deliver_unit(
                 case_sensitive=context.case_sensitive,
             )
             files = FileBoundaries()
+            journal = UnitJournal()
             delivery = Delivery(
                 context.name,
                 delivery_id=context.delivery_id,
+                store=journal,  # type: ignore[arg-type]  # the part of a store a unit uses
                 unit=DeliveryUnit(index=spec.index, unit_id=spec.unit_id),
                 files=files,
                 pacer=pacer,
             )
+            delivery.run_id = context.run_id
+            delivery.track_rejects(context.key_columns, context.open_rejects)
             reader = read_tasks(
                 scan, spec.tasks, context.schema, table_name=context.source_table, files=files
             )
@@ -363,6 +393,9 @@ def deliver_unit(
                 pieces=_pieces(delivery, result),
                 record_ids=tuple(result.destination_record_ids),
                 errors=tuple(result.errors),
+                rows_rejected=int(getattr(result, "rows_rejected", 0)),
+                rejects=tuple(journal.rejects),
+                cleared_rejects=tuple(journal.cleared),
                 duration_seconds=time.perf_counter() - started,
                 trace_id=trace_id,
                 worker=worker,
