@@ -34,9 +34,11 @@ Configuration (``SinkConfig.connection_config``; ``batch_size`` defaults to 500)
     Limits of one request: a batch is cut into as many requests as they need.
 ``max_requests_per_second``
     Client-side rate limit across all requests of a write, retries included (default: none).
+    With the Ray engine it holds across all the tasks of the delivery (one shared pacer).
 ``rate_limit_headers``
     The response headers that say how many requests remain and when the count resets
-    (:mod:`floe_sink_dlt.saas.pacing`); the common ``X-RateLimit-*`` names by default.
+    (:mod:`floe_sink_dlt.saas.pacing`); the common ``X-RateLimit-*`` names by default. With
+    the Ray engine each task follows the answers it receives itself.
 ``preset``, ``preset_parameters``
     A ready-made destination (:mod:`floe_sink_dlt.saas.presets`): its config, with the
     parameters filled in, under the destination's own keys (a key given here wins).
@@ -89,6 +91,7 @@ import httpx
 import pyarrow as pa
 
 from floe_sink import SinkConfig
+from floe_sink.delivery import Pacer
 from floe_sink.errors import (
     ErrorCategory,
     SinkConfigurationError,
@@ -484,6 +487,7 @@ class RestApiSink(BatchSink):
         self._client: httpx.Client | None = None
         self._client_lock = threading.Lock()
         self._pacer: AdaptivePacer | None = None
+        self._shared_pacer: Pacer | None = None
         self._auth: httpx.Auth | None = None
         self._compiled: CompiledTemplate | None = None
         self._delete_compiled: dict[pa.Schema, CompiledTemplate] = {}
@@ -504,6 +508,11 @@ class RestApiSink(BatchSink):
             ) from exc
         options = RestApiOptions.from_config(config, default_timeout=settings.retry.timeout)
         return cls(settings, options)
+
+    @property
+    def rate_limit(self) -> float | None:
+        """``max_requests_per_second`` (shared by the Ray engine's tasks)."""
+        return self.options.max_requests_per_second
 
     def describe(self) -> str:
         """The destination name, method and URL (without credentials or query)."""
@@ -633,8 +642,13 @@ class RestApiSink(BatchSink):
                     follow_redirects=False,
                     auth=auth,
                 )
+                rate = options.max_requests_per_second
+                shared = self.delivery.pacer if self.delivery is not None else None
+                # the engine's pacer holds the fixed rate across the delivery's processes;
+                # this process's pacer then only follows the API's rate-limit headers
+                self._shared_pacer = shared if rate is not None else None
                 self._pacer = AdaptivePacer(
-                    max_requests_per_second=options.max_requests_per_second,
+                    max_requests_per_second=rate if self._shared_pacer is None else None,
                     headers=options.rate_limit_headers,
                     max_wait=max(self.settings.retry.max_wait, 1.0),
                 )
@@ -770,6 +784,8 @@ class RestApiSink(BatchSink):
     def _paced(
         self, client: httpx.Client, method: str, url: str, body: bytes, key: str, attempt: int
     ) -> httpx.Response:
+        if self._shared_pacer is not None:
+            self._shared_pacer.acquire()
         pacer = self._pacer
         if pacer is not None:
             pacer.acquire()
