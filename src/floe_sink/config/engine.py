@@ -93,7 +93,13 @@ class EngineConfig:
 )
 def _engine_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
     if values.get("address") and values.get("type", EngineType.LOCAL) != EngineType.RAY:
-        return [ConfigValueError("only valid with type: ray", at=("address",))]
+        return [
+            ConfigValueError(
+                "only valid with type: ray (the local engine uses no cluster); set type: ray "
+                "or remove address",
+                at=("address",),
+            )
+        ]
     return []
 
 
