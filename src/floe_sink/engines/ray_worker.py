@@ -240,17 +240,20 @@ def _table_io(context: DestinationContext, manager: Any) -> Any:
         cached = _process_state.get(key)
     if cached is not None:
         return cached
-    from floe_sink.source import open_table
+    from floe_sink.source import open_table, source_config
 
-    source_config = manager.get_source_config(
-        {
-            **_catalog_properties(context),
-            "table": context.source_table,
-            "state_dir": context.state_dir,
-        },
+    # what the driver's prepare hands the plugin: the core's read config, then the hook's
+    read_config = manager.get_source_config(
+        source_config(
+            {
+                **_catalog_properties(context),
+                "table": context.source_table,
+                "state_dir": context.state_dir,
+            }
+        ),
         sink_type=context.sink_type,
     )
-    io = open_table(source_config).io
+    io = open_table(read_config).io
     with _process_lock:
         for old in [k for k in _process_state if isinstance(k, tuple) and k[0] == "io"]:
             del _process_state[old]  # one delivery at a time per process is the usual case
