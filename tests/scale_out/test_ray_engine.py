@@ -23,6 +23,7 @@ import pytest
 from fixtures.command import FloeProject, floe_command
 from fixtures.http_server import RecordingServer, Reply
 from fixtures.iceberg import customers
+from fixtures.saas_api import FakeSaasApi
 from scale_out.conftest import RayCluster, file_of_each_id, run_job
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
@@ -395,3 +396,81 @@ def test_a_stopped_then_killed_driver_is_resumed_exactly_by_the_next_run(
     assert units
     assert {line["trace_id"] for line in units} == {started[0]["trace_id"]}
     assert started[0]["trace_id"] != "0" * 32
+
+
+# -- presets and rejected records ---------------------------------------------------------------
+
+
+def people(rows: int) -> pa.Table:
+    ids = list(range(rows))
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "email": [f"person{n}@example.com" for n in ids],
+            "first_name": [f"First{n}" for n in ids],
+            "score": pa.array([3 * n for n in ids], pa.int64()),
+        }
+    )
+
+
+def hubspot_destination(name: str, api: FakeSaasApi) -> dict[str, Any]:
+    return {
+        "name": name,
+        "sink_type": "rest_api",
+        "connection_secret_ref": "api",
+        "source_table": "gold.people",
+        "primary_key": ["id"],
+        "batch_size": 40,
+        "field_mapping": {"id": "id", "email": "email", "first_name": "firstname"},
+        "config": {
+            "preset": "hubspot_contacts",
+            "url": api.url + "/crm/v3/objects/contacts/batch/upsert",
+            "max_requests_per_second": 200,
+        },
+    }
+
+
+def test_a_preset_run_with_engine_ray_files_refused_records_as_a_local_run(
+    ray_cluster: RayCluster, floe_project: FloeProject, saas_api: FakeSaasApi
+) -> None:
+    rows, refused = 480, {7: "Property values were not valid", 301: "Email is not allowed"}
+    floe_project.warehouse.write("gold.people", people(rows), files=6)
+    floe_project.secret("api", token=saas_api.bearer)
+    floe_project.write_floe(
+        [hubspot_destination("hub-local", saas_api), hubspot_destination("hub-ray", saas_api)]
+    )
+    # every data file a unit; --engine and --ray-address override the manifest's section
+    floe_project.write_manifest(engine={"unit_size_mb": 0.000001, "max_tasks": 2})
+    saas_api.refuse = {f"person{n}@example.com": message for n, message in refused.items()}
+
+    def run(name: str, *engine: str) -> dict[str, Any]:
+        result = floe_project.run_job("--output", "json", "-v", "-d", name, *engine)
+        assert result.code == 0, result.stderr[-3000:]
+        assert ("ray_delivery_started" in result.stderr) == bool(engine)
+        (record,) = result.json()
+        assert record["success"], record["errors"]
+        return dict(record)
+
+    local = run("hub-local")
+    ray = run("hub-ray", "--engine", "ray", "--ray-address", ray_cluster.address)
+
+    for record in (local, ray):
+        assert (record["rows_delivered"], record["rows_rejected"]) == (rows - 2, 2)
+    assert ray["checksum"] == local["checksum"]
+    assert saas_api.invalid == []
+    assert set(saas_api.held) == {f"person{n}@example.com" for n in range(rows)} - set(
+        saas_api.refuse
+    )
+    listed = floe_project.run(
+        "rejects", "floe.yaml", "--manifest", "manifest.yaml", "--secrets-dir", "secrets",
+        "--output", "json",
+    )  # fmt: skip
+    assert listed.code == 0, listed.stderr
+    by_destination: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for reject in listed.json():
+        by_destination[reject["destination"]].append((*reject["key"].values(), reject["reason"]))
+    expected = sorted((n, message) for n, message in refused.items())
+    assert {name: sorted(found) for name, found in by_destination.items()} == {
+        "hub-local": expected,
+        "hub-ray": expected,
+    }
