@@ -469,6 +469,20 @@ def init(ctx: click.Context, directory: Path, sink_type: str, force: bool) -> in
     is_flag=True,
     help="Deliver even when a destination's guards (max_deletes, ...) would stop it.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="local: this process delivers; ray: Ray tasks deliver each destination's units "
+    "(pip install 'floe-sink[ray]') [default: the manifest's engine:, else local].",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDR",
+    default=None,
+    help="The Ray cluster for --engine ray (ray://host:10001, host:6379, auto) "
+    "[default: the manifest's engine.address, else $RAY_ADDRESS, else a local Ray instance].",
+)
 @_common_options
 @click.pass_context
 def run(
@@ -483,6 +497,8 @@ def run(
     progress: bool | None,
     otel_console: bool,
     ignore_guards: bool,
+    engine: str | None,
+    ray_address: str | None,
 ) -> int:
     """Send the source tables of FLOE_YAML's destinations to their sinks."""
     from floe_sink.trace_export import setup_tracing
@@ -501,6 +517,8 @@ def run(
             output=output,
             bar=bar,
             ignore_guards=ignore_guards,
+            engine=engine,
+            ray_address=ray_address,
         )
     finally:
         if shutdown is not None:
@@ -518,6 +536,8 @@ def _run(
     output: str,
     bar: bool,
     ignore_guards: bool = False,
+    engine: str | None = None,
+    ray_address: str | None = None,
 ) -> int:
     from opentelemetry import trace
 
@@ -527,6 +547,7 @@ def _run(
     from floe_sink.progress import track
 
     job = _load(floe_yaml, manifest, select)
+    engine_settings = _engine_settings(job, engine, ray_address)
     if not job.destinations:
         log.warning("no_destinations", floe_yaml=str(floe_yaml))
         if output == "json":
@@ -548,11 +569,22 @@ def _run(
         store = (
             None if dry else held.enter_context(_state_store(state_dir, job, secrets_dir, manager))
         )
+        runner = None
         try:
             configured = configure(job, manager, secrets_dir=secrets_dir, state_dir=state_dir)
             _scrub.add(configured.secrets)
+            if not dry and not configured.problems:  # Ray's workers start as sources are planned
+                runner = held.enter_context(
+                    _engine(engine_settings, job, secrets_dir, state_dir, output)
+                )
             prepared = prepare(
-                configured, manager, state_dir=state_dir, store=store, stop=stop, locks=held
+                configured,
+                manager,
+                state_dir=state_dir,
+                store=store,
+                stop=stop,
+                locks=held,
+                engine=engine_settings.plan,
             )
         except JobConfigurationError as exc:
             span.set_status(trace.Status(trace.StatusCode.ERROR, "configuration"))
@@ -581,7 +613,14 @@ def _run(
                 if stop.requested:
                     break
                 outcomes.append(
-                    deliver(ready, manager, reporter, store=store, ignore_guards=ignore_guards)
+                    deliver(
+                        ready,
+                        manager,
+                        reporter,
+                        store=store,
+                        ignore_guards=ignore_guards,
+                        engine=runner,
+                    )
                 )
         if stop.requested:
             raise DeliveryInterrupted(stop.signal_number)
@@ -595,6 +634,39 @@ def _run(
     if any(o.configuration_error for o in failed):
         return EXIT_CONFIG
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _engine_settings(job: Any, engine: str | None, address: str | None) -> Any:
+    """The run's engine (``--engine``, ``--ray-address``, manifest ``engine:``); exit 2 if bad."""
+    from floe_sink.engines import engine_settings
+
+    try:
+        return engine_settings(job.manifest, engine=engine, address=address)
+    except SinkConfigurationError as exc:
+        _fail(str(exc))
+
+
+@contextlib.contextmanager
+def _engine(
+    settings: Any, job: Any, secrets_dir: Path | None, state_dir: Path, output: str
+) -> Iterator[Any]:
+    """The engine for the deliveries (``None``: this process); exit 2 if it cannot start."""
+    from floe_sink.engines import open_engine
+
+    with contextlib.ExitStack() as stack:
+        try:
+            runner = stack.enter_context(
+                open_engine(
+                    settings,
+                    catalog=getattr(job.manifest, "catalog", None),
+                    secrets_dir=secrets_dir,
+                    state_dir=state_dir,
+                    show_worker_logs=output != "json",  # Ray prints workers' stdout on ours
+                )
+            )
+        except SinkConfigurationError as exc:
+            _fail(str(exc))
+        yield runner
 
 
 @contextlib.contextmanager

@@ -19,6 +19,12 @@ its own ``send`` function for one batch:
 A process killed at any point therefore leaves a journal that names only batches the
 destination has; the next run resumes the delivery and sends the rest (the batch in flight at
 the kill is sent again with the same key).
+
+A delivery may be cut into *units* (the Ray engine, :mod:`floe_sink.units`): each unit is
+delivered by its own process with a :class:`Delivery` that keeps the delivery's id and names
+its :class:`DeliveryUnit`. Batch positions then count within the unit, and keys are scoped
+by it (:attr:`Delivery.key_scope`), so a unit delivered twice sends the same batches under the
+same keys and a sink's ledger (keyed by delivery id and batch key) takes them once.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -40,13 +46,15 @@ from floe_sink.state import BatchRecord, StateStore
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from floe_sink.checksum import Checksum
+    from floe_sink.checksum import Checksum, DeliveryChecksum, FileBoundaries
 
 __all__ = [
     "BatchReceipt",
     "Delivery",
     "DeliveryInterrupted",
     "DeliveryTotals",
+    "DeliveryUnit",
+    "Pacer",
     "Rejection",
     "deliver_batches",
 ]
@@ -100,6 +108,23 @@ class BatchReceipt:
     delivered (the others are there), the rejected records go to the dead-letter store."""
 
 
+@attrs.frozen(kw_only=True)
+class DeliveryUnit:
+    """The part of a delivery that one process delivers (see :mod:`floe_sink.units`)."""
+
+    index: int
+    """The unit's place in the delivery (units are in the order of their files' paths)."""
+    unit_id: str
+    """Stable identity from the table: destination, snapshot and the unit's file paths."""
+
+
+class Pacer(Protocol):
+    """A request rate limit shared by every process of a delivery (the Ray engine's)."""
+
+    def acquire(self) -> float:
+        """Wait for the next request slot; return the seconds waited."""
+
+
 class Delivery:
     """One delivery of one destination: its identity and its journal.
 
@@ -108,10 +133,16 @@ class Delivery:
     journal lives in memory for the one write.
 
     Attributes:
-        destination: The destination name (what idempotency keys and ledgers are keyed by).
+        destination: The destination name (what ledgers are keyed by).
         delivery_id: Stable across the runs that resume this delivery.
         resumed: True when an earlier run started this delivery.
         stop: Requested when the run should stop after the batches in flight.
+        unit: The unit of the delivery this process delivers; ``None``: all of it.
+        files: Where the source's data files end in the stream, when the engine knows
+            (:meth:`new_checksum` then checksums per file).
+        pacer: The delivery's shared request rate limit, when the engine provides one.
+        checksum: The checksum :meth:`new_checksum` handed out last.
+        failure: The error that stopped :func:`deliver_batches`, if one did.
     """
 
     def __init__(
@@ -122,6 +153,9 @@ class Delivery:
         store: StateStore | None = None,
         resumed: bool = False,
         stop: StopRequest | None = None,
+        unit: DeliveryUnit | None = None,
+        files: FileBoundaries | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         import uuid
 
@@ -129,6 +163,11 @@ class Delivery:
         self.delivery_id = delivery_id or uuid.uuid4().hex
         self.resumed = resumed
         self.stop = stop or StopRequest()
+        self.unit = unit
+        self.files = files
+        self.pacer = pacer
+        self.checksum: Checksum | DeliveryChecksum | None = None
+        self.failure: BaseException | None = None
         self._store = store
         self._lock = threading.Lock()
         self._acked: dict[int, BatchRecord] = (
@@ -144,10 +183,38 @@ class Delivery:
         self._open_rejects: set[str] = set()
 
     def __repr__(self) -> str:
+        unit = f", unit={self.unit.index}" if self.unit is not None else ""
         return (
-            f"Delivery({self.destination!r}, id={self.delivery_id!r}, resumed={self.resumed}, "
-            f"acknowledged={len(self._acked)})"
+            f"Delivery({self.destination!r}, id={self.delivery_id!r}{unit}, "
+            f"resumed={self.resumed}, acknowledged={len(self._acked)})"
         )
+
+    @property
+    def key_scope(self) -> str:
+        """What batch keys are computed for: the destination, and the unit when there is one.
+
+        A whole delivery's keys are the destination's (unchanged by units existing); a unit's
+        batch *n* is keyed ``destination/unit_id`` and *n*, so two units never share a key
+        and a unit delivered again repeats its own.
+        """
+        if self.unit is None:
+            return self.destination
+        return f"{self.destination}/{self.unit.unit_id}"
+
+    def new_checksum(self) -> Checksum | DeliveryChecksum:
+        """A fresh checksum for this delivery's content (kept in :attr:`checksum`).
+
+        Per data file (:class:`floe_sink.checksum.DeliveryChecksum`) when the engine told
+        where the files end, so that every engine reports the same digest for a snapshot;
+        else one :class:`floe_sink.checksum.Checksum` of the stream.
+        """
+        from floe_sink.checksum import Checksum, DeliveryChecksum
+
+        checksum: Checksum | DeliveryChecksum = (
+            DeliveryChecksum(self.files) if self.files is not None else Checksum()
+        )
+        self.checksum = checksum
+        return checksum
 
     def acknowledged(self, position: int) -> BatchRecord | None:
         """The journal's record of batch ``position``, when the destination has it."""
@@ -191,6 +258,26 @@ class Delivery:
         with self._lock:
             self._acked[position] = record
             self.rejections.extend((position, r.index) for r in receipt.rejected)
+
+    @property
+    def open_rejects(self) -> list[str]:
+        """The JSON keys of refused records not yet accepted (as :meth:`track_rejects` got)."""
+        return sorted(self._open_rejects)
+
+    def file_rejects(self, rejects: Sequence[Mapping[str, Any]], cleared: Sequence[str]) -> None:
+        """Record what a unit delivered by another process refused and cleared (Ray engine).
+
+        ``rejects`` are the keyword arguments of the state store's ``reject`` (``key``,
+        ``record``, ``status``, ``message``, ``run_id``, ``attempts``); ``cleared`` the keys
+        of refused records the destination has now accepted.
+        """
+        if self._store is None:
+            return
+        for rejected in rejects:
+            self._store.reject(self.destination, **rejected)
+        if cleared:
+            self._store.clear_rejects(self.destination, list(cleared))
+            self._open_rejects.difference_update(cleared)
 
     def track_rejects(self, key_columns: Sequence[str], open_keys: Sequence[str]) -> None:
         """File refused records by ``key_columns``; clear ``open_keys`` once accepted."""
@@ -311,7 +398,7 @@ def deliver_batches(
     send: Send,
     field_mapping: Mapping[str, str] | None = None,
     concurrency: int = 1,
-    checksum: Checksum | None = None,
+    checksum: Checksum | DeliveryChecksum | None = None,
     on_schema: Callable[[pa.Schema], None] | None = None,
     totals: DeliveryTotals | None = None,
     first_position: int = 0,
@@ -349,6 +436,7 @@ def deliver_batches(
     totals = totals if totals is not None else DeliveryTotals()
     delivery.batch_sizes[first_position] = batch_size
     schema, batches = mapped_batches(data, field_mapping)
+    scope = delivery.key_scope
     announced = False
 
     def announce(known: pa.Schema) -> None:
@@ -367,10 +455,10 @@ def deliver_batches(
             if checksum is not None:
                 checksum.update(mapped)
             for chunk in rechunker.push(mapped):
-                yield position, idempotency_key(delivery.destination, chunk, position), chunk
+                yield position, idempotency_key(scope, chunk, position), chunk
                 position += 1
         for chunk in rechunker.flush():
-            yield position, idempotency_key(delivery.destination, chunk, position), chunk
+            yield position, idempotency_key(scope, chunk, position), chunk
 
     def record(position: int, key: str, receipt: BatchReceipt, chunk: pa.RecordBatch) -> None:
         delivery.acknowledge(position, key, receipt, chunk)
@@ -397,15 +485,19 @@ def deliver_batches(
         return True
 
     started = time.perf_counter()
-    if concurrency <= 1:
-        for position, key, chunk in keyed():
-            totals.batches += 1
-            if skip(position, key, chunk):
-                continue
-            delivery.check_stop()
-            record(position, key, send(chunk, key), chunk)
-    else:
-        _deliver_concurrently(keyed(), delivery, send, concurrency, totals, skip, record)
+    try:
+        if concurrency <= 1:
+            for position, key, chunk in keyed():
+                totals.batches += 1
+                if skip(position, key, chunk):
+                    continue
+                delivery.check_stop()
+                record(position, key, send(chunk, key), chunk)
+        else:
+            _deliver_concurrently(keyed(), delivery, send, concurrency, totals, skip, record)
+    except Exception as exc:
+        delivery.failure = delivery.failure or exc  # the engine reads its category
+        raise
     if not announced and schema is not None:
         announce(schema)
         if checksum is not None:

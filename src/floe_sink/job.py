@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from floe_sink.delivery import Delivery
+    from floe_sink.engines import Engine
     from floe_sink.state import StateStore
 
 __all__ = [
@@ -459,12 +460,14 @@ def _keys_checked_before(
     return bool(found.num_rows == 0)
 
 
-def delivery_plan(dest: Any, sink_config: SinkConfig) -> str:
+def delivery_plan(dest: Any, sink_config: SinkConfig, engine: str = "local") -> str:
     """The fingerprint of what a delivery sends, and how: a resumed delivery must match it.
 
     It covers the source (table, filter, projection), the mapping and batching, the write
     disposition and key, and the sink's configuration from floe.yaml (never the secret: a
-    rotated token does not make a delivery a different one).
+    rotated token does not make a delivery a different one). ``engine`` is the engine's own
+    fingerprint (how it cuts the delivery, see :mod:`floe_sink.engines`): the local engine's
+    adds nothing, so its fingerprints are those of a floe-sink without engines.
     """
     import hashlib
 
@@ -480,6 +483,8 @@ def delivery_plan(dest: Any, sink_config: SinkConfig) -> str:
         "sync": sink_config.sync,
         "config": getattr(dest, "config", None),
     }
+    if engine != "local":
+        document["engine"] = engine
     text = json.dumps(document, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -489,6 +494,7 @@ def _open_delivery(
     configured: ConfiguredDestination,
     table: Any,
     stop: StopRequest,
+    engine: str = "local",
 ) -> tuple[Delivery, int | None]:
     """Resume the destination's unfinished delivery, or start a new one; return its snapshot.
 
@@ -504,7 +510,7 @@ def _open_delivery(
 
     current = table.current_snapshot()
     current_id = None if current is None else int(current.snapshot_id)
-    plan = delivery_plan(configured.destination, configured.sink_config)
+    plan = delivery_plan(configured.destination, configured.sink_config, engine)
     previous = store.latest_unfinished(configured.name)
     if previous is not None and configured.sink_config.sync != "full":
         previous = _unless_folded(store, configured.name, previous)
@@ -587,6 +593,7 @@ def prepare(
     store: StateStore | None = None,
     stop: StopRequest | None = None,
     locks: contextlib.ExitStack | None = None,
+    engine: str = "local",
 ) -> Prepared:
     """Open the source of every configured destination and its delivery.
 
@@ -597,6 +604,8 @@ def prepare(
         store: The state store; ``None`` for a dry run (no journal, no lock).
         stop: The run's stop request (interrupts).
         locks: Where each destination's lock is held until the run ends.
+        engine: The engine's fingerprint (:attr:`floe_sink.engines.EngineSettings.plan`):
+            part of each delivery's plan, so a delivery is resumed by the engine that cut it.
 
     Returns:
         The destinations ready to run, and those that failed for a reason other than
@@ -657,7 +666,7 @@ def prepare(
             if store is not None:
                 if locks is not None:
                     locks.enter_context(store.lock(dest.name))
-                delivery, snapshot_id = _open_delivery(store, item, table, stop)
+                delivery, snapshot_id = _open_delivery(store, item, table, stop, engine)
                 if snapshot_id != scan.snapshot_id:
                     scan = plan_scan(
                         table,
@@ -898,16 +907,17 @@ def deliver(
     *,
     store: StateStore | None = None,
     ignore_guards: bool = False,
+    engine: Engine | None = None,
 ) -> DestinationOutcome:
     """Stream one destination's scan to its sink and close its delivery in the journal.
 
     Never raises for a delivery problem: failures are returned as an unsuccessful result
-    (``configuration_error`` set when the sink refused its configuration).
+    (``configuration_error`` set when the sink refused its configuration). ``engine`` (the
+    Ray engine, :mod:`floe_sink.engines`) delivers instead of this process; ``None``: here.
 
     Raises:
         DeliveryInterrupted: A stop was requested; the delivery stays open, to be resumed.
     """
-    import pyarrow as pa
 
     from floe_sink.delivery import DeliveryInterrupted
     from floe_sink.state import ABANDONED, DONE, FAILED, RunRecord, now_utc
@@ -942,24 +952,16 @@ def deliver(
         sink = prepared.sink
         target = _describe(sink)
         if prepared.sink_config.sync != "full" and store is not None:
+            if engine is not None:  # the diff and its rows stay on the driver (scale-out.md)
+                log.warning("sync_delivered_by_driver", destination=prepared.name)
             result = _deliver_changes(
                 prepared, manager, reporter, store, ignore_guards=ignore_guards
             )
         else:
-            stop = delivery.stop if delivery is not None else StopRequest()
-            source = prepared.scan.reader()
-            reader = reporter.track(
-                prepared.name,
-                pa.RecordBatchReader.from_batches(source.schema, _stoppable(source, stop)),
-                prepared.scan.estimated_rows,
-            )
-            result = manager.write(
-                sink,
-                reader,
-                destination=prepared.name,
-                sink_type=prepared.sink_type,
-                delivery=delivery,
-            )
+            if engine is not None:
+                result = engine.write(prepared, manager, reporter)
+            else:
+                result = _write_here(prepared, manager, reporter)
             result = attrs.evolve(result, rows_inserted=result.rows_delivered)
         result = attrs.evolve(
             result,
@@ -1007,6 +1009,33 @@ def _check_rejected_fraction(outcome: DestinationOutcome, guards: Any) -> Destin
     )
     failed = attrs.evolve(result, success=False, errors=[*result.errors, error])
     return attrs.evolve(outcome, result=failed)
+
+
+def _write_here(prepared: PreparedDestination, manager: Any, reporter: Any) -> EgressResult:
+    """The local engine: stream the scan through the sink's ``write`` in this process."""
+    import pyarrow as pa
+
+    from floe_sink.checksum import FileBoundaries
+
+    delivery = prepared.delivery
+    stop = delivery.stop if delivery is not None else StopRequest()
+    files = FileBoundaries()  # the checksum is per data file, as the Ray engine's
+    if delivery is not None:
+        delivery.files = files
+    source = prepared.scan.reader(files=files)
+    reader = reporter.track(
+        prepared.name,
+        pa.RecordBatchReader.from_batches(source.schema, _stoppable(source, stop)),
+        prepared.scan.estimated_rows,
+    )
+    result: EgressResult = manager.write(
+        prepared.sink,
+        reader,
+        destination=prepared.name,
+        sink_type=prepared.sink_type,
+        delivery=delivery,
+    )
+    return result
 
 
 def _describe(sink: Any) -> str | None:

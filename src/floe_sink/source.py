@@ -28,7 +28,7 @@ import re
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import attrs
@@ -43,6 +43,9 @@ if pa.default_memory_pool().backend_name == "jemalloc":
     # what is live (a few batches), not what was ever allocated (see floe_sink.cli)
     pa.jemalloc_set_decay_ms(0)
 
+if TYPE_CHECKING:
+    from floe_sink.checksum import FileBoundaries
+
 __all__ = [
     "DEFAULT_CATALOG_NAME",
     "SourceNotFoundError",
@@ -54,6 +57,7 @@ __all__ = [
     "parse_row_filter",
     "plan_scan",
     "quote_identifiers",
+    "read_tasks",
     "source_config",
 ]
 
@@ -380,9 +384,23 @@ class SourceScan:
             tasks=tasks,
         )
 
-    def reader(self) -> pa.RecordBatchReader:
-        """Stream the scan as a ``RecordBatchReader``, one file after the other."""
-        batches = _stream_tasks(self._scan, self._tasks, self.table_name)
+    @property
+    def tasks(self) -> tuple[Any, ...]:
+        """The planned ``FileScanTask``s, in the order of their files' paths."""
+        return self._tasks
+
+    @property
+    def table_scan(self) -> Any:
+        """The pyiceberg ``DataScan`` (its metadata, projection and filter read the files)."""
+        return self._scan
+
+    def reader(self, *, files: FileBoundaries | None = None) -> pa.RecordBatchReader:
+        """Stream the scan as a ``RecordBatchReader``, one file after the other.
+
+        Args:
+            files: Told where each data file ends (in rows), for a per-file checksum.
+        """
+        batches = _stream_tasks(self._scan, self._tasks, self.table_name, files)
         if batches is None:
             reader = self._scan.to_arrow_batch_reader()
             return reader if reader.schema.equals(self.schema) else reader.cast(self.schema)
@@ -418,18 +436,47 @@ def appended_files(table: Any, base_snapshot_id: int, scan: SourceScan) -> set[s
     return set(scan.file_paths) - set(old.file_paths)
 
 
+def read_tasks(
+    scan: Any,
+    tasks: Sequence[Any],
+    schema: pa.Schema,
+    *,
+    table_name: str,
+    files: FileBoundaries | None = None,
+) -> pa.RecordBatchReader:
+    """Stream some planned files of a scan, as :meth:`SourceScan.reader` streams them all.
+
+    Args:
+        scan: What the files are read with: an object with the ``DataScan`` attributes
+            ``table_metadata``, ``io``, ``projection()``, ``row_filter``, ``case_sensitive``
+            and ``limit`` (a Ray task rebuilds one from the driver's plan).
+        tasks: ``FileScanTask``s of that scan, read in this order.
+        schema: The Arrow schema of the scan (:attr:`SourceScan.schema`).
+        table_name: The Iceberg table, for errors.
+        files: Told where each data file ends (in rows).
+
+    Raises:
+        RuntimeError: pyiceberg's per-file reading moved (no file-by-file read possible).
+    """
+    batches = _stream_tasks(scan, tasks, table_name, files)
+    if batches is None:  # pragma: no cover - pyiceberg internals moved
+        raise RuntimeError("this pyiceberg cannot read a scan's files one by one")
+    return pa.RecordBatchReader.from_batches(schema, _conform(batches, schema))
+
+
 def _conform(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     for batch in batches:
         yield batch if batch.schema.equals(schema) else batch.cast(schema)
 
 
 def _stream_tasks(
-    scan: Any, tasks: Sequence[Any], table_name: str
+    scan: Any, tasks: Sequence[Any], table_name: str, files: FileBoundaries | None = None
 ) -> Iterator[pa.RecordBatch] | None:
     """Batches of ``tasks`` read lazily, file by file; ``None`` when pyiceberg changed.
 
     A file that cannot be read raises :class:`SourceReadError` naming it: pyarrow's own
     message ("Parquet magic bytes not found") says neither which file nor which table.
+    ``files`` is told how many rows each file had, once it is read.
     """
     try:
         from pyiceberg.io.pyarrow import ArrowScan, _read_all_delete_files
@@ -450,11 +497,16 @@ def _stream_tasks(
     def generate() -> Iterator[pa.RecordBatch]:
         deletes = _read_all_delete_files(scan.io, tasks)  # positional deletes: small
         for task in tasks:
+            rows = 0
             try:
                 plain = _plain_parquet_batches(scan, task)
-                yield from plain if plain is not None else per_file([task], deletes)
+                for batch in plain if plain is not None else per_file([task], deletes):
+                    rows += batch.num_rows
+                    yield batch
             except (pa.ArrowException, OSError, ValueError) as exc:  # ArrowInvalid: a ValueError
                 raise SourceReadError(task.file.file_path, table_name, exc) from exc
+            if files is not None:
+                files.end_file(rows)
 
     return generate()
 

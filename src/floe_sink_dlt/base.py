@@ -33,7 +33,7 @@ from floe_sink.retry import RetryPolicy, retrying
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from floe_sink.checksum import Checksum
+    from floe_sink.checksum import Checksum, DeliveryChecksum
 
 __all__ = ["BatchReceipt", "BatchSink", "SinkSettings"]
 
@@ -107,7 +107,52 @@ class BatchSink(abc.ABC):
         """Called once before the first batch with the mapped schema."""
 
     def finish(self, *, success: bool) -> None:  # noqa: B027 - optional hook
-        """Called once after the last batch (also after a failure or an interrupt)."""
+        """Called once after the last batch (also after a failure or an interrupt).
+
+        ``success`` is true only when the whole delivery is in: a unit of a delivery cut
+        into units (``delivery.unit``) finishes with ``False``, and the engine completes the
+        delivery once, after its last unit (:meth:`complete_units`).
+        """
+
+    @property
+    def rate_limit(self) -> float | None:
+        """Requests per second this sink may send, across every process of a delivery.
+
+        The Ray engine shares it between its tasks (``Delivery.pacer``); ``None``: no limit.
+        """
+        return None
+
+    # -- a delivery cut into units (the Ray engine) -----------------------------------------
+
+    def begin_units(self, schema: pa.Schema, delivery: Delivery) -> None:
+        """Before the units of ``delivery`` are delivered elsewhere: what they share.
+
+        The engine calls it once, in its own process, with the mapped schema; the default
+        runs :meth:`prepare` (create or evolve the table, ...) and closes again, so that
+        units running at once find everything made and never race to make it.
+        """
+        self.delivery = delivery
+        try:
+            self.prepare(schema)
+            self.finish(success=False)
+        finally:
+            self.delivery = None
+
+    def complete_units(self, schema: pa.Schema, delivery: Delivery) -> None:
+        """After every unit of ``delivery`` is in: what :meth:`finish` does for a whole one.
+
+        The default runs :meth:`prepare` and ``finish(success=True)`` (a replace's swap,
+        forgetting older deliveries' ledger rows), once, in the engine's process.
+
+        Raises:
+            SinkError: Completing failed; the delivery stays unfinished, to be resumed.
+        """
+        self.delivery = delivery
+        try:
+            self.prepare(schema)
+            self.finish(success=True)
+        finally:
+            self.delivery = None
 
     def delete_keys(self, batch: pa.RecordBatch, *, key: str) -> BatchReceipt:
         """Delete the rows of one batch of keys (destination names) under ``key``.
@@ -153,12 +198,11 @@ class BatchSink(abc.ABC):
         """
         import pyarrow as pa  # here, not at import: create_sink (validate) needs none of it
 
-        from floe_sink.checksum import Checksum
-
         started = time.perf_counter()
         delivery = delivery or Delivery(self.settings.destination)
         self.delivery = delivery
-        checksum = Checksum()
+        checksum = delivery.new_checksum()
+        whole = delivery.unit is None  # a unit's delivery is completed by the engine
         prepared = False
         success = False
 
@@ -191,7 +235,7 @@ class BatchSink(abc.ABC):
         finally:
             if prepared:
                 try:
-                    self.finish(success=success)
+                    self.finish(success=success and whole)
                 except SinkError as exc:
                     if success:
                         errors.append(str(exc))
@@ -234,7 +278,11 @@ class BatchSink(abc.ABC):
         return self._result(started, checksum, totals, errors)
 
     def _result(
-        self, started: float, checksum: Checksum, totals: DeliveryTotals, errors: list[str]
+        self,
+        started: float,
+        checksum: Checksum | DeliveryChecksum,
+        totals: DeliveryTotals,
+        errors: list[str],
     ) -> EgressResult:
         digest = checksum.hexdigest()
         return EgressResult(

@@ -34,9 +34,11 @@ Configuration (``SinkConfig.connection_config``; ``batch_size`` defaults to 500)
     Limits of one request: a batch is cut into as many requests as they need.
 ``max_requests_per_second``
     Client-side rate limit across all requests of a write, retries included (default: none).
+    With the Ray engine it holds across all the tasks of the delivery (one shared pacer).
 ``rate_limit_headers``
     The response headers that say how many requests remain and when the count resets
-    (:mod:`floe_sink_dlt.saas.pacing`); the common ``X-RateLimit-*`` names by default.
+    (:mod:`floe_sink_dlt.saas.pacing`); the common ``X-RateLimit-*`` names by default. With
+    the Ray engine each task follows the answers it receives itself.
 ``preset``, ``preset_parameters``
     A ready-made destination (:mod:`floe_sink_dlt.saas.presets`): its config, with the
     parameters filled in, under the destination's own keys (a key given here wins).
@@ -146,6 +148,11 @@ class RestApiSink(BatchSink):
         options = RestApiOptions.from_config(config, default_timeout=settings.retry.timeout)
         return cls(settings, options)
 
+    @property
+    def rate_limit(self) -> float | None:
+        """``max_requests_per_second`` (shared by the Ray engine's tasks)."""
+        return self.options.max_requests_per_second
+
     def describe(self) -> str:
         """The destination name, method and URL (without credentials or query)."""
         return f"{self.settings.destination} ({self.options.method} {safe_url(self.options.url)})"
@@ -253,6 +260,7 @@ class RestApiSink(BatchSink):
                     sink_type=self.sink_type,
                     destination=self.settings.destination,
                     max_wait=max(self.settings.retry.max_wait, 1.0),
+                    shared_pacer=self.delivery.pacer if self.delivery is not None else None,
                 )
             return self._client
 

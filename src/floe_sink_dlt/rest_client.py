@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import httpx
 
+from floe_sink.delivery import Pacer
 from floe_sink.errors import ErrorCategory, SinkConnectionError, SinkWriteError
 from floe_sink.retry import parse_retry_after
 from floe_sink.secrets import Secret, reveal, safe_url, scrub_text
@@ -37,10 +38,19 @@ class RestClient:
         sink_type: For the errors' context.
         destination: For the errors' context.
         max_wait: The longest the pacer waits before a request.
+        shared_pacer: The engine's pacer of the whole delivery (the Ray engine's tasks share
+            one): it then holds ``max_requests_per_second``, and this client's own pacer
+            only follows the API's rate-limit headers.
     """
 
     def __init__(
-        self, options: RestApiOptions, *, sink_type: str, destination: str, max_wait: float
+        self,
+        options: RestApiOptions,
+        *,
+        sink_type: str,
+        destination: str,
+        max_wait: float,
+        shared_pacer: Pacer | None = None,
     ) -> None:
         self.options = options
         self.sink_type = sink_type
@@ -67,8 +77,10 @@ class RestClient:
             follow_redirects=False,
             auth=self._auth,
         )
+        rate = options.max_requests_per_second
+        self._shared_pacer = shared_pacer if rate is not None else None
         self._pacer = AdaptivePacer(
-            max_requests_per_second=options.max_requests_per_second,
+            max_requests_per_second=rate if self._shared_pacer is None else None,
             headers=options.rate_limit_headers,
             max_wait=max_wait,
         )
@@ -89,6 +101,8 @@ class RestClient:
             SinkConnectionError: A timeout or a connection failure (transient).
             SinkWriteError: The request could not be sent at all (permanent).
         """
+        if self._shared_pacer is not None:
+            self._shared_pacer.acquire()
         self._pacer.acquire()
         response = self._send(method, url, body, key=key, attempt=attempt)
         self._pacer.observe(response.status_code, response.headers)

@@ -17,6 +17,8 @@ from floe_sink.config import (
     CatalogConfig,
     CatalogType,
     DestinationConfig,
+    EngineConfig,
+    EngineType,
     ManifestScope,
     PlatformManifest,
     WriteDisposition,
@@ -60,6 +62,10 @@ def test_manifest_schema_matches_the_model() -> None:
     assert set(catalog["properties"]) == named
     assert set(catalog.get("required", [])) == required_fields(CatalogConfig)
     assert catalog["properties"]["type"]["enum"] == [t.value for t in CatalogType]
+    engine = schema["$defs"]["Engine"]
+    assert set(engine["properties"]) == {f.name for f in attrs.fields(EngineConfig)}
+    assert [v for v in engine["properties"]["type"]["enum"] if v] == [e.value for e in EngineType]
+    assert engine["additionalProperties"] is False
 
 
 @SC004

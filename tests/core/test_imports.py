@@ -13,7 +13,17 @@ from fixtures.command import FloeProject
 from fixtures.http_server import RecordingServer
 from fixtures.iceberg import customers
 
-HEAVY = ("pyarrow", "structlog", "yaml", "dlt", "tenacity", "pyiceberg", "sqlalchemy", "httpx")
+HEAVY = (
+    "pyarrow",
+    "structlog",
+    "yaml",
+    "dlt",
+    "tenacity",
+    "pyiceberg",
+    "sqlalchemy",
+    "httpx",
+    "ray",
+)
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
@@ -82,6 +92,23 @@ def test_lazy_names_load_on_first_use() -> None:
     assert completed.returncode == 0, completed.stderr
 
 
+def test_the_command_and_the_local_engine_never_import_ray() -> None:
+    completed = _python(
+        """
+        import sys
+        from types import SimpleNamespace
+        import floe_sink.cli, floe_sink.job, floe_sink.units, floe_sink.engines
+        from floe_sink.engines import engine_settings, open_engine
+        settings = engine_settings(SimpleNamespace(engine=None))
+        with open_engine(settings, catalog=None, secrets_dir=None, state_dir=".") as engine:
+            assert engine is None
+        print("ray" in sys.modules)
+        """
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "False"
+
+
 # -- each command imports only what it needs ---------------------------------------------------
 #
 # The command runs in a subprocess through a tiny wrapper that writes the names of the modules
@@ -95,7 +122,7 @@ sys.argv[0] = "floe-sink"
 from floe_sink.cli import main
 main()
 """
-NEVER_LIGHT = ("pyarrow", "dlt", "duckdb", "pyiceberg", "sqlalchemy")
+NEVER_LIGHT = ("pyarrow", "dlt", "duckdb", "pyiceberg", "sqlalchemy", "ray")
 """What validate, schema, sinks, status and rejects never import."""
 DRIVERS = ("duckdb", "adbc_driver_postgresql", "adbc_driver_manager", "psycopg", "sqlalchemy")
 
@@ -186,7 +213,7 @@ def test_run_into_sqlite_imports_no_http_client_other_driver_or_sqlalchemy(
     imported = _imported_by(sql_project, "run", *COMMON, "--output", "json")
     assert (sql_project.root / "ops.sqlite").is_file()
     assert {"pyarrow", "pyiceberg", "floe_sink_dlt.sql.sqlite"} <= imported
-    unwanted = {*DRIVERS, "httpx", "dlt", "floe_sink_dlt.rest"}
+    unwanted = {*DRIVERS, "httpx", "dlt", "ray", "floe_sink_dlt.rest"}
     assert not imported & unwanted, sorted(imported & unwanted)
 
 
@@ -209,5 +236,5 @@ def test_run_into_http_imports_no_database_driver_or_sql_sink(
     imported = _imported_by(floe_project, "run", *COMMON, "--output", "json")
     assert len(http_server.requests) == 1
     assert {"pyarrow", "pyiceberg", "httpx"} <= imported
-    unwanted = {*DRIVERS, "dlt", "floe_sink_dlt.sql", "floe_sink_dlt.sql.sqlite"}
+    unwanted = {*DRIVERS, "dlt", "ray", "floe_sink_dlt.sql", "floe_sink_dlt.sql.sqlite"}
     assert not imported & unwanted, sorted(imported & unwanted)

@@ -17,6 +17,7 @@ from floe_sink.config.destinations import (
     SyncMode,
     WriteDisposition,
 )
+from floe_sink.config.engine import EngineConfig, EngineType
 from floe_sink.config.errors import (
     ConfigError,
     GovernanceError,
@@ -45,6 +46,8 @@ __all__ = [
     "CatalogType",
     "ConfigError",
     "DestinationConfig",
+    "EngineConfig",
+    "EngineType",
     "FloeSpec",
     "GovernanceError",
     "GuardsConfig",

@@ -1,5 +1,5 @@
-"""manifest.yaml's part owned by floe-sink: governance scope, approved sinks, the catalog and
-where delivery state lives.
+"""manifest.yaml's part owned by floe-sink: governance scope, approved sinks, the catalog,
+where delivery state lives and where runs deliver.
 
 A platform engineer restricts what data teams may use::
 
@@ -14,6 +14,8 @@ A platform engineer restricts what data teams may use::
     state:
       backend: sql                       # local (default) | sql | a plugin's backend
       connection_secret_ref: floe-state  # its key `url`: a PostgreSQL/SQLite/DuckDB URL
+    engine:
+      type: ray                          # local (default) | ray (floe_sink.config.engine)
 
 Every other top-level section belongs to another floe component and is left alone.
 """
@@ -28,6 +30,7 @@ from typing import Any
 import attrs
 
 from floe_sink.config.credential_scan import credential_problems
+from floe_sink.config.engine import EngineConfig
 from floe_sink.config.validators import (
     check_non_empty_text,
     check_secret_ref,
@@ -324,6 +327,8 @@ class PlatformManifest:
         catalog: pyiceberg catalog properties; ``None`` uses the embedded default (a SQL
             catalog on SQLite under ``./.floe/``).
         state: Where delivery state lives; ``None`` is ``backend: local``.
+        engine: Where runs deliver (``local`` or ``ray``, see ``docs/scale-out.md``);
+            ``None``: the local engine.
     """
 
     scope: ManifestScope = ManifestScope.NONE
@@ -332,6 +337,7 @@ class PlatformManifest:
     )
     catalog: CatalogConfig | None = None
     state: StateConfig | None = None
+    engine: EngineConfig | None = None
 
     def __attrs_post_init__(self) -> None:
         problems = _manifest_rules(attrs.asdict(self, recurse=False))
@@ -359,7 +365,7 @@ def _manifest_rules(values: Mapping[str, Any]) -> list[ConfigValueError]:
 
 
 def _manifest_near_misses(data: Mapping[str, Any]) -> tuple[list[ConfigValueError], set[str]]:
-    owned = ["scope", "approved_sinks", "catalog", "state"]
+    owned = ["scope", "approved_sinks", "catalog", "state", "engine"]
     problems = [
         ConfigValueError(f"unknown top-level key; did you mean {hint!r}?", at=(key,))
         for key in data

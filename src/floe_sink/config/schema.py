@@ -420,7 +420,7 @@ def _add_sink_configs(schema: Schema) -> None:
 
 
 def manifest_json_schema() -> Schema:
-    """The JSON Schema of manifest.yaml's ``scope``, ``approved_sinks`` and ``catalog``.
+    """The JSON Schema of manifest.yaml's fields (``scope`` ... ``state``, ``engine``).
 
     Returns:
         A fresh, JSON-serialisable dict (callers may change it).

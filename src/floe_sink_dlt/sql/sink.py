@@ -260,6 +260,39 @@ class SqlDatabaseSink(BatchSink):
         finally:
             self.dialect.close()
 
+    def begin_units(self, schema: pa.Schema, delivery: Delivery) -> None:
+        """Create or evolve the table (and a replace's staging table) before the units run.
+
+        Units of one delivery write at once from several processes: the tables they share
+        are made here, once, so that none of them races another to create or drop them. A
+        resumed delivery keeps its staging table and the rows its units staged.
+        """
+        self.delivery = delivery
+        try:
+            self.prepare(schema)
+            try:
+                if self.write_disposition == "replace" and self._target_schema is not None:
+                    self.with_retries(
+                        self._begin_staging, what="prepare_staging", table=str(self.staging)
+                    )
+            finally:
+                self.finish(success=False)
+        finally:
+            self.delivery = None
+
+    def _begin_staging(self) -> None:
+        dialect = self.dialect
+        dialect.begin()
+        try:
+            self._ensure_staging(self._delivery_id())
+            dialect.commit()
+        except BaseException as exc:
+            dialect.rollback()
+            self._staging_ready = False
+            if isinstance(exc, SinkError):
+                raise
+            raise dialect.error(exc, doing=f"preparing {str(self.staging)!r}") from None
+
     def _delivery_id(self) -> str:
         if self.delivery is None:  # deliver() called directly, outside write()
             self.delivery = Delivery(self.settings.destination)
