@@ -499,13 +499,17 @@ def test_a_failed_delivery_resumed_from_the_journal_sends_only_the_rest(
 
 @pytest.mark.requirement("4G-FR-016")
 def test_rate_limit_spaces_the_requests(http_server: RecordingServer, tmp_path: Path) -> None:
-    result = make_sink(http_server, tmp_path, batch_size=10, max_requests_per_second=20).write(
-        people(100)
-    )
+    sink = make_sink(http_server, tmp_path, batch_size=10, max_requests_per_second=20)
+    table = people(100)
+    started = time.monotonic()
+    result = sink.write(table)
     assert result.success, result.errors
     arrivals = [request.at for request in http_server.requests]
     assert len(arrivals) == 10
-    assert arrivals[-1] - arrivals[0] >= 9 / 20 * 0.9
+    # the 10th request may leave 9 intervals of 1/20 s after the first: measured from before
+    # the write (not from the first arrival, which a loaded machine can delay), so load can
+    # only lengthen it
+    assert arrivals[-1] - started >= 9 / 20 * 0.95
 
 
 @pytest.mark.requirement("4G-FR-016")
