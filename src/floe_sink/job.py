@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
     from floe_sink.delivery import Delivery
     from floe_sink.state import StateStore
+    from floe_sink.sync import SyncDiff
 
 __all__ = [
     "Configured",
@@ -668,14 +669,14 @@ def guard_violations(diff: Any, guards: Any) -> list[str]:
     return found
 
 
-def diff_of(prepared: PreparedDestination, state_path: Path, work_dir: Path) -> Any:
+def diff_of(prepared: PreparedDestination, state_path: Path, work_dir: Path) -> SyncDiff:
     """The change-aware diff of a prepared destination's snapshot against its sync state.
 
     When the table only grew by appends since the snapshot of the sync state (and the
     configuration is the same), only the appended files are diffed.
     """
     from floe_sink.source import appended_files, open_table
-    from floe_sink.sync import compute_diff, read_state_info
+    from floe_sink.sync import SyncDiff, read_state_info
 
     config = prepared.sink_config
     plan = delivery_plan(prepared.destination, config)
@@ -693,7 +694,7 @@ def diff_of(prepared: PreparedDestination, state_path: Path, work_dir: Path) -> 
         added = appended_files(open_table(prepared.source_config), info.snapshot_id, scan)
         if added is not None:
             scan, base_rows = scan.only_files(added), info.source_rows
-    return compute_diff(
+    return SyncDiff(
         mode=config.sync,
         scan=scan,
         key_columns=list(config.primary_key or []),
@@ -728,7 +729,7 @@ def _deliver_changes(
     diff = diff_of(prepared, path, work_dir)
     try:
         violations = guard_violations(diff, getattr(prepared.destination, "guards", None))
-        counts = {
+        counts: dict[str, Any] = {
             "sync": config.sync,
             "rows_inserted": diff.inserts,
             "rows_updated": diff.updates,
