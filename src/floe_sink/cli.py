@@ -19,6 +19,7 @@ import os
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -298,6 +299,16 @@ _manifest_option = click.option(
 )
 
 
+_destinations_option = click.option(
+    "--destination",
+    "-d",
+    "destinations",
+    multiple=True,
+    metavar="NAME",
+    help="Only this destination (repeatable); default: every enabled one.",
+)
+
+
 _secrets_dir_option = click.option(
     "--secrets-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -328,41 +339,94 @@ def _load(floe_yaml: Path, manifest: Path | None, select: Sequence[str] = ()) ->
         _fail(exc.render(), exc.problems)
 
 
+@attrs.frozen(kw_only=True)
+class _Project:
+    """The files and folders a command works on: FLOE_YAML, ``--manifest``,
+    ``--destination``, ``--secrets-dir`` and ``--state-dir``."""
+
+    floe_yaml: Path
+    manifest: Path | None
+    destinations: tuple[str, ...]
+    secrets_dir: Path | None
+    state_dir: Path
+
+    def load(self, select: Sequence[str] | None = None) -> Any:
+        """The job: both files read, the destinations selected (default ``--destination``)."""
+        return _load(self.floe_yaml, self.manifest, self.destinations if select is None else select)
+
+    def configure(self, job: Any, manager: Any) -> Any:
+        """Every check a run makes before reading (:func:`floe_sink.job.configure`); the
+        secrets it resolved are scrubbed from all output from now on."""
+        from floe_sink.job import configure
+
+        configured = configure(job, manager, secrets_dir=self.secrets_dir, state_dir=self.state_dir)
+        _scrub.add(configured.secrets)
+        return configured
+
+    def state_store(self, job: Any, manager: Any = None) -> contextlib.AbstractContextManager[Any]:
+        """The job's state store, closed after the block (:func:`_state_store`)."""
+        return _state_store(self.state_dir, job, self.secrets_dir, manager)
+
+
+def _project_options(*, select: bool = True) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """FLOE_YAML, ``--manifest``, ``--destination`` (with ``select``), ``--secrets-dir`` and
+    ``--state-dir``, handed to the command as one ``project`` (a :class:`_Project`)."""
+
+    def decorate(command: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(command)
+        def with_project(
+            *args: Any,
+            floe_yaml: Path,
+            manifest: Path | None,
+            secrets_dir: Path | None,
+            state_dir: Path,
+            destinations: tuple[str, ...] = (),
+            **kwargs: Any,
+        ) -> int:
+            project = _Project(
+                floe_yaml=floe_yaml,
+                manifest=manifest,
+                destinations=destinations,
+                secrets_dir=secrets_dir,
+                state_dir=state_dir,
+            )
+            return command(*args, project=project, **kwargs)
+
+        options = [_floe_yaml_argument, _manifest_option]
+        if select:
+            options.append(_destinations_option)
+        options += [_secrets_dir_option, _state_dir_option]
+        decorated: Callable[..., int] = with_project
+        for option in reversed(options):
+            decorated = option(decorated)
+        return decorated
+
+    return decorate
+
+
 @cli.command()
-@_floe_yaml_argument
-@_manifest_option
-@_secrets_dir_option
-@_state_dir_option
+@_project_options(select=False)
 @_common_options
 @click.pass_context
-def validate(
-    ctx: click.Context,
-    floe_yaml: Path,
-    manifest: Path | None,
-    secrets_dir: Path | None,
-    state_dir: Path,
-) -> int:
+def validate(ctx: click.Context, project: _Project) -> int:
     """Check FLOE_YAML and the manifest as a run would, reading and sending nothing.
 
     Schema, governance, the sink types installed, each destination's secret, and each sink's
     own configuration checks (the same ones `run` makes before it sends anything).
     """
-    from floe_sink.job import JobConfigurationError, configure
+    from floe_sink.job import JobConfigurationError
     from floe_sink.manager import get_plugin_manager
 
     _apply_logging(ctx)
-
-    job = _load(floe_yaml, manifest)
-    manager = get_plugin_manager()
-    configured = configure(job, manager, secrets_dir=secrets_dir, state_dir=state_dir)
-    _scrub.add(configured.secrets)
+    job = project.load()
+    configured = project.configure(job, get_plugin_manager())
     try:
         configured.raise_problems()
     except JobConfigurationError as exc:
         _fail(exc.render(), exc.problems)
     declared = list(job.spec.destinations or [])
     where = f" with {job.manifest_path}" if job.manifest_path else ""
-    click.echo(f"{floe_yaml}: valid{where} ({len(declared)} destination(s))")
+    click.echo(f"{project.floe_yaml}: valid{where} ({len(declared)} destination(s))")
     for dest in declared:
         state = "" if getattr(dest, "enabled", True) else " [disabled]"
         click.echo(f"  {dest.name}: {dest.source_table} -> {dest.sink_type}{state}")
@@ -683,49 +747,27 @@ def _print_dry_run(reports: Sequence[Any], failed: Sequence[Any], output: str) -
 
 # -- plan, status, reset ------------------------------------------------------------------------
 
-_destinations_option = click.option(
-    "--destination",
-    "-d",
-    "destinations",
-    multiple=True,
-    metavar="NAME",
-    help="Only this destination (repeatable); default: every enabled one.",
-)
-
 
 @cli.command()
-@_floe_yaml_argument
-@_manifest_option
-@_destinations_option
-@_secrets_dir_option
-@_state_dir_option
+@_project_options()
 @_output_option("Plain text, or one JSON array on stdout.")
 @_common_options
 @click.pass_context
-def plan(
-    ctx: click.Context,
-    floe_yaml: Path,
-    manifest: Path | None,
-    destinations: tuple[str, ...],
-    secrets_dir: Path | None,
-    state_dir: Path,
-    output: str,
-) -> int:
+def plan(ctx: click.Context, project: _Project, output: str) -> int:
     """Show what a run would send to each destination, sending nothing and writing no state."""
-    from floe_sink.job import JobConfigurationError, configure, diff_of, guard_violations, prepare
+    from floe_sink.job import JobConfigurationError, diff_of, guard_violations, prepare
     from floe_sink.manager import get_plugin_manager
 
     _apply_logging(ctx)
-    job = _load(floe_yaml, manifest, destinations)
+    job = project.load()
     manager = get_plugin_manager()
-    configured = configure(job, manager, secrets_dir=secrets_dir, state_dir=state_dir)
-    _scrub.add(configured.secrets)
+    configured = project.configure(job, manager)
     try:
-        prepared = prepare(configured, manager, state_dir=state_dir)
+        prepared = prepare(configured, manager, state_dir=project.state_dir)
     except JobConfigurationError as exc:
         _fail(exc.render())
     records: list[dict[str, Any]] = []
-    store = ctx.with_resource(_state_store(state_dir, job, secrets_dir, manager))
+    store = ctx.with_resource(project.state_store(job, manager))
     for item in prepared.ready:
         mode = item.sink_config.sync
         record: dict[str, Any] = {"destination": item.name, "sync": mode}
@@ -736,7 +778,7 @@ def plan(
             record.update(inserts=rows, updates=0, deletes=0, unchanged=0, guard_violations=[])
             record["sample"] = {"inserts": [], "updates": [], "deletes": []}
         else:
-            work = state_dir / "tmp"
+            work = project.state_dir / "tmp"
             diff = diff_of(item, store.load_sync_state(item.name), work)
             try:
                 record.update(
@@ -789,31 +831,18 @@ _STATUS_FIELDS = (
 
 
 @cli.command()
-@_floe_yaml_argument
-@_manifest_option
-@_destinations_option
+@_project_options()
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@_secrets_dir_option
-@_state_dir_option
 @_output_option("Plain text, or one JSON array on stdout.")
 @_common_options
 @click.pass_context
-def status(
-    ctx: click.Context,
-    floe_yaml: Path,
-    manifest: Path | None,
-    destinations: tuple[str, ...],
-    limit: int,
-    secrets_dir: Path | None,
-    state_dir: Path,
-    output: str,
-) -> int:
+def status(ctx: click.Context, project: _Project, limit: int, output: str) -> int:
     """Show the run history of FLOE_YAML's destinations, most recent first."""
     _apply_logging(ctx)
-    job = _load(floe_yaml, manifest, destinations)
-    names = [dest.name for dest in job.destinations] if destinations else None
+    job = project.load()
+    names = [dest.name for dest in job.destinations] if project.destinations else None
     runs: list[dict[str, Any]] = []
-    with _state_store(state_dir, job, secrets_dir) as store:
+    with project.state_store(job) as store:
         for run_record in store.runs(limit=None):
             if names is not None and run_record.destination not in names:
                 continue
@@ -851,25 +880,15 @@ def status(
 
 
 @cli.command()
-@_floe_yaml_argument
-@_manifest_option
+@_project_options(select=False)
 @click.option("--destination", "-d", "destination", required=True, metavar="NAME")
-@_secrets_dir_option
-@_state_dir_option
 @_common_options
 @click.pass_context
-def reset(
-    ctx: click.Context,
-    floe_yaml: Path,
-    manifest: Path | None,
-    destination: str,
-    secrets_dir: Path | None,
-    state_dir: Path,
-) -> int:
+def reset(ctx: click.Context, project: _Project, destination: str) -> int:
     """Forget a destination's sync state: its next changes/mirror run sends every row."""
     _apply_logging(ctx)
-    job = _load(floe_yaml, manifest, (destination,))
-    with _state_store(state_dir, job, secrets_dir) as store, store.lock(destination):
+    job = project.load((destination,))
+    with project.state_store(job) as store, store.lock(destination):
         store.forget(destination)
     click.echo(
         f"{destination}: sync state and unfinished deliveries forgotten; the next run "
@@ -879,11 +898,7 @@ def reset(
 
 
 @cli.command()
-@_floe_yaml_argument
-@_manifest_option
-@_destinations_option
-@_secrets_dir_option
-@_state_dir_option
+@_project_options()
 @click.option(
     "--output",
     type=click.Choice(["text", "json", "csv"]),
@@ -893,20 +908,12 @@ def reset(
 )
 @_common_options
 @click.pass_context
-def rejects(
-    ctx: click.Context,
-    floe_yaml: Path,
-    manifest: Path | None,
-    destinations: tuple[str, ...],
-    secrets_dir: Path | None,
-    state_dir: Path,
-    output: str,
-) -> int:
+def rejects(ctx: click.Context, project: _Project, output: str) -> int:
     """List the records destinations refused: key, reason, when, attempts."""
     _apply_logging(ctx)
-    job = _load(floe_yaml, manifest, destinations)
+    job = project.load()
     names = {dest.name for dest in job.destinations}
-    with _state_store(state_dir, job, secrets_dir) as store:
+    with project.state_store(job) as store:
         found = [r for r in store.rejects() if r.destination in names]
     records = [
         {
