@@ -26,7 +26,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
 import click
@@ -37,6 +37,11 @@ from floe_sink.interrupts import EXIT_CODES, StopRequest, stop_on_signals
 from floe_sink.logs import configure_logging, get_logger
 from floe_sink.secrets import scrub_text
 from floe_sink.state import DEFAULT_STATE_DIR
+
+if TYPE_CHECKING:
+    from floe_sink.job import Configured, DestinationOutcome, DryRunReport, Job
+    from floe_sink.manager import SinkPluginManager
+    from floe_sink.state import StateStore
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "cli", "main"]
 
@@ -328,7 +333,7 @@ _state_dir_option = click.option(
 )
 
 
-def _load(floe_yaml: Path, manifest: Path | None, select: Sequence[str] = ()) -> Any:
+def _load(floe_yaml: Path, manifest: Path | None, select: Sequence[str] = ()) -> Job:
     from floe_sink.job import JobConfigurationError, default_manifest, load_job
 
     if manifest is None:
@@ -350,11 +355,11 @@ class _Project:
     secrets_dir: Path | None
     state_dir: Path
 
-    def load(self, select: Sequence[str] | None = None) -> Any:
+    def load(self, select: Sequence[str] | None = None) -> Job:
         """The job: both files read, the destinations selected (default ``--destination``)."""
         return _load(self.floe_yaml, self.manifest, self.destinations if select is None else select)
 
-    def configure(self, job: Any, manager: Any) -> Any:
+    def configure(self, job: Job, manager: SinkPluginManager) -> Configured:
         """Every check a run makes before reading (:func:`floe_sink.job.configure`); the
         secrets it resolved are scrubbed from all output from now on."""
         from floe_sink.job import configure
@@ -363,7 +368,9 @@ class _Project:
         _scrub.add(configured.secrets)
         return configured
 
-    def state_store(self, job: Any, manager: Any = None) -> contextlib.AbstractContextManager[Any]:
+    def state_store(
+        self, job: Job, manager: SinkPluginManager | None = None
+    ) -> contextlib.AbstractContextManager[StateStore]:
         """The job's state store, closed after the block (:func:`_state_store`)."""
         return _state_store(self.state_dir, job, self.secrets_dir, manager)
 
@@ -663,8 +670,8 @@ def _run(
 
 @contextlib.contextmanager
 def _state_store(
-    state_dir: Path, job: Any, secrets_dir: Path | None, manager: Any = None
-) -> Iterator[Any]:
+    state_dir: Path, job: Job, secrets_dir: Path | None, manager: SinkPluginManager | None = None
+) -> Iterator[StateStore]:
     """The state store the manifest's ``state:`` names (``local`` under ``state_dir`` by
     default), opened through the plugins' ``get_state_store``; closed after the block."""
     from floe_sink.manager import get_plugin_manager
@@ -682,7 +689,7 @@ def _state_store(
         store.close()
 
 
-def _print_results(outcomes: Sequence[Any], output: str) -> None:
+def _print_results(outcomes: Sequence[DestinationOutcome], output: str) -> None:
     from floe_sink.job import result_record
 
     if output == "json":
@@ -710,7 +717,9 @@ def _print_results(outcomes: Sequence[Any], output: str) -> None:
     )
 
 
-def _print_dry_run(reports: Sequence[Any], failed: Sequence[Any], output: str) -> None:
+def _print_dry_run(
+    reports: Sequence[DryRunReport], failed: Sequence[DestinationOutcome], output: str
+) -> None:
     if output == "json":
         records: list[dict[str, Any]] = [
             {"dry_run": True, **attrs.asdict(report)} for report in reports

@@ -48,9 +48,14 @@ from floe_sink.state import DEFAULT_STATE_DIR
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from pyiceberg.table import Table
 
+    from floe_sink.config import DestinationConfig, FloeSpec, GuardsConfig, PlatformManifest
     from floe_sink.delivery import Delivery
-    from floe_sink.state import StateStore
+    from floe_sink.manager import SinkPluginManager
+    from floe_sink.progress import ProgressReporter
+    from floe_sink.source import SourceScan
+    from floe_sink.state import DeliveryRecord, StateStore
     from floe_sink.sync import SyncDiff
 
 __all__ = [
@@ -90,10 +95,10 @@ class Job:
 
     floe_yaml: Path
     manifest_path: Path | None
-    spec: Any
-    manifest: Any
-    destinations: tuple[Any, ...]
-    """The destinations selected for this run (``DestinationConfig``), in file order."""
+    spec: FloeSpec
+    manifest: PlatformManifest | None
+    destinations: tuple[DestinationConfig, ...]
+    """The destinations selected for this run, in file order."""
 
 
 def default_manifest(floe_yaml: Path) -> Path | None:
@@ -173,10 +178,9 @@ class ConfiguredDestination:
 
     name: str
     sink_type: str
-    destination: Any
-    """The ``DestinationConfig``."""
+    destination: DestinationConfig
     sink_config: SinkConfig = attrs.field(repr=False)
-    sink: Any = attrs.field(repr=False)
+    sink: object = attrs.field(repr=False)
     """What the plugin's ``create_sink`` returned (it connects to nothing)."""
 
 
@@ -199,7 +203,9 @@ class Configured:
             raise JobConfigurationError(self.problems)
 
 
-def _sink_config(dest: Any, secret: Mapping[str, Secret], *, state_dir: Path) -> SinkConfig:
+def _sink_config(
+    dest: DestinationConfig, secret: Mapping[str, Secret], *, state_dir: Path
+) -> SinkConfig:
     """The destination's ``SinkConfig``: its config, secret and what the command knows."""
     try:
         base: SinkConfig = dest.to_sink_config(secret)
@@ -208,7 +214,9 @@ def _sink_config(dest: Any, secret: Mapping[str, Secret], *, state_dir: Path) ->
     return attrs.evolve(base, state_dir=str(state_dir))
 
 
-def configure(job: Job, manager: Any, *, secrets_dir: Path | None, state_dir: Path) -> Configured:
+def configure(
+    job: Job, manager: SinkPluginManager, *, secrets_dir: Path | None, state_dir: Path
+) -> Configured:
     """Every check a run makes before it reads or sends anything, for every destination.
 
     Resolves each destination's secret, builds its ``SinkConfig`` and has the plugin build the
@@ -293,13 +301,13 @@ class PreparedDestination:
 
     name: str
     sink_type: str
-    destination: Any
+    destination: DestinationConfig
     sink_config: SinkConfig = attrs.field(repr=False)
-    sink: Any = attrs.field(repr=False)
+    sink: object = attrs.field(repr=False)
     source_config: dict[str, Any]
-    scan: Any
-    """A :class:`floe_sink.source.SourceScan` of the delivery's snapshot."""
-    delivery: Any = None
+    scan: SourceScan
+    """The planned read of the delivery's snapshot."""
+    delivery: Delivery | None = None
     """The :class:`floe_sink.delivery.Delivery` (``None`` for a dry run)."""
 
 
@@ -325,7 +333,9 @@ class Prepared:
     """Every secret value resolved, so that messages can be scrubbed of them."""
 
 
-def _catalog_config(manifest: Any, secrets_dir: Path | None) -> tuple[dict[str, Any], list[str]]:
+def _catalog_config(
+    manifest: PlatformManifest | None, secrets_dir: Path | None
+) -> tuple[dict[str, Any], list[str]]:
     """The manifest's catalog as pyiceberg properties (``name`` included) and its secret values."""
     from floe_sink import config
 
@@ -340,7 +350,7 @@ def _catalog_config(manifest: Any, secrets_dir: Path | None) -> tuple[dict[str, 
     return properties, [value.reveal() for value in secret.values()]
 
 
-def _projection(dest: Any) -> list[str] | None:
+def _projection(dest: DestinationConfig) -> list[str] | None:
     columns = getattr(dest, "columns", None)
     if columns:
         return list(columns)
@@ -351,7 +361,7 @@ def _projection(dest: Any) -> list[str] | None:
     return None
 
 
-def _check_columns(dest: Any, schema: pa.Schema) -> None:
+def _check_columns(dest: DestinationConfig, schema: pa.Schema) -> None:
     from floe_sink.mapping import mapped_schema
 
     try:
@@ -377,7 +387,7 @@ def _check_sink_schema(item: ConfiguredDestination, schema: pa.Schema) -> None:
         check(mapped_schema(schema, item.sink_config.field_mapping))
 
 
-def _check_keys(item: ConfiguredDestination, table: Any) -> None:
+def _check_keys(item: ConfiguredDestination, table: Table) -> None:
     """Refuse NULL or repeated primary keys of a keyed write before anything is sent.
 
     Reads only the key columns of the rows the destination would receive (its row filter
@@ -397,7 +407,7 @@ def _check_keys(item: ConfiguredDestination, table: Any) -> None:
     )
 
 
-def delivery_plan(dest: Any, sink_config: SinkConfig) -> str:
+def delivery_plan(dest: DestinationConfig, sink_config: SinkConfig) -> str:
     """The fingerprint of what a delivery sends, and how: a resumed delivery must match it.
 
     It covers the source (table, filter, projection), the mapping and batching, the write
@@ -425,7 +435,7 @@ def delivery_plan(dest: Any, sink_config: SinkConfig) -> str:
 def _open_delivery(
     store: StateStore,
     configured: ConfiguredDestination,
-    table: Any,
+    table: Table,
     stop: StopRequest,
 ) -> tuple[Delivery, int | None]:
     """Resume the destination's unfinished delivery, or start a new one; return its snapshot.
@@ -491,7 +501,7 @@ def _open_delivery(
     return Delivery(configured.name, delivery_id=delivery_id, store=store, stop=stop), current_id
 
 
-def _unless_folded(store: StateStore, name: str, previous: Any) -> Any:
+def _unless_folded(store: StateStore, name: str, previous: DeliveryRecord) -> DeliveryRecord | None:
     """``previous``, unless a killed run had already folded it into the sync state.
 
     A change-aware delivery is folded (the acknowledged rows saved in the sync state, which
@@ -519,7 +529,7 @@ def _unless_folded(store: StateStore, name: str, previous: Any) -> Any:
 
 def prepare(
     configured: Configured,
-    manager: Any,
+    manager: SinkPluginManager,
     *,
     state_dir: Path,
     store: StateStore | None = None,
@@ -550,7 +560,7 @@ def prepare(
     from floe_sink.tracing import egress_span
 
     problems: list[str] = list(configured.problems)
-    planned: list[tuple[ConfiguredDestination, dict[str, Any], Any, Any]] = []
+    planned: list[tuple[ConfiguredDestination, dict[str, Any], Table, SourceScan]] = []
     failed: list[DestinationOutcome] = []
     # 1. every source is opened and planned before any state is touched: a problem anywhere
     #    stops the run with nothing locked, resumed or started
@@ -625,7 +635,9 @@ def _prefixed(name: str, problems: Iterable[str]) -> list[str]:
     return [p if f"{name!r}" in p else f"destination {name!r}: {p}" for p in problems]
 
 
-def _failure(dest: Any, exc: BaseException, *, configuration: bool = False) -> DestinationOutcome:
+def _failure(
+    dest: DestinationConfig, exc: BaseException, *, configuration: bool = False
+) -> DestinationOutcome:
     message = str(exc) if isinstance(exc, FloeSinkError) else f"{type(exc).__name__}: {exc}"
     return DestinationOutcome(
         destination=dest.name,
@@ -635,7 +647,7 @@ def _failure(dest: Any, exc: BaseException, *, configuration: bool = False) -> D
     )
 
 
-def _stoppable(batches: Iterable[Any], stop: StopRequest) -> Iterator[Any]:
+def _stoppable(batches: Iterable[pa.RecordBatch], stop: StopRequest) -> Iterator[pa.RecordBatch]:
     """``batches``, raising :class:`DeliveryInterrupted` as soon as a stop is requested."""
     from floe_sink.delivery import DeliveryInterrupted
 
@@ -645,7 +657,7 @@ def _stoppable(batches: Iterable[Any], stop: StopRequest) -> Iterator[Any]:
         yield batch
 
 
-def guard_violations(diff: Any, guards: Any) -> list[str]:
+def guard_violations(diff: SyncDiff, guards: GuardsConfig | None) -> list[str]:
     """The guards a diff would break, each named with the numbers (empty when none)."""
     if guards is None:
         return []
@@ -708,8 +720,8 @@ def diff_of(prepared: PreparedDestination, state_path: Path, work_dir: Path) -> 
 
 def _deliver_changes(
     prepared: PreparedDestination,
-    manager: Any,
-    reporter: Any,
+    manager: SinkPluginManager,
+    reporter: ProgressReporter,
     store: StateStore,
     *,
     ignore_guards: bool,
@@ -783,7 +795,9 @@ def _deliver_changes(
         diff.close()
 
 
-def _fold_acknowledged(diff: Any, delivery: Delivery, store: StateStore, *, complete: bool) -> None:
+def _fold_acknowledged(
+    diff: SyncDiff, delivery: Delivery, store: StateStore, *, complete: bool
+) -> None:
     """Save the sync state with exactly what the destination acknowledged, in the store.
 
     Acknowledged deletes are folded whatever stopped the delivery (a failure, an interrupt,
@@ -831,8 +845,8 @@ def _fold_acknowledged(diff: Any, delivery: Delivery, store: StateStore, *, comp
 
 def deliver(
     prepared: PreparedDestination,
-    manager: Any,
-    reporter: Any,
+    manager: SinkPluginManager,
+    reporter: ProgressReporter,
     *,
     store: StateStore | None = None,
     ignore_guards: bool = False,
@@ -931,7 +945,9 @@ def deliver(
     return outcome
 
 
-def _check_rejected_fraction(outcome: DestinationOutcome, guards: Any) -> DestinationOutcome:
+def _check_rejected_fraction(
+    outcome: DestinationOutcome, guards: GuardsConfig | None
+) -> DestinationOutcome:
     """Fail a run whose destination refused more records than ``max_rejected_fraction``."""
     limit = getattr(guards, "max_rejected_fraction", None)
     result = outcome.result
@@ -947,7 +963,7 @@ def _check_rejected_fraction(outcome: DestinationOutcome, guards: Any) -> Destin
     return attrs.evolve(outcome, result=failed)
 
 
-def _describe(sink: Any) -> str | None:
+def _describe(sink: object) -> str | None:
     describe = getattr(sink, "describe", None)
     if callable(describe):
         try:
@@ -975,7 +991,7 @@ class DryRunReport:
     (its optional ``preview_request(batch)``): method, url, headers, records, body."""
 
 
-def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
+def dry_run(prepared: PreparedDestination, reporter: ProgressReporter) -> DryRunReport:
     """Read the source of one destination and apply its field mapping, sending nothing.
 
     ``batches`` counts the batches of ``batch_size`` rows that would be sent; it is ``None``
