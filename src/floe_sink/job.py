@@ -176,12 +176,20 @@ def load_job(
 class ConfiguredDestination:
     """A destination whose configuration passed every check made without the network."""
 
-    name: str
-    sink_type: str
     destination: DestinationConfig
     sink_config: SinkConfig = attrs.field(repr=False)
     sink: object = attrs.field(repr=False)
     """What the plugin's ``create_sink`` returned (it connects to nothing)."""
+
+    @property
+    def name(self) -> str:
+        """The destination's name."""
+        return self.destination.name
+
+    @property
+    def sink_type(self) -> str:
+        """The destination's sink type."""
+        return self.destination.sink_type
 
 
 @attrs.frozen(kw_only=True)
@@ -278,13 +286,7 @@ def configure(
             problems.extend(_prefixed(dest.name, found))
             continue
         configured.append(
-            ConfiguredDestination(
-                name=dest.name,
-                sink_type=dest.sink_type,
-                destination=dest,
-                sink_config=sink_config,
-                sink=sink,
-            )
+            ConfiguredDestination(destination=dest, sink_config=sink_config, sink=sink)
         )
     return Configured(
         job=job,
@@ -296,14 +298,9 @@ def configure(
 
 
 @attrs.frozen(kw_only=True)
-class PreparedDestination:
+class PreparedDestination(ConfiguredDestination):
     """A destination ready to run: its sink, its delivery and its planned source scan."""
 
-    name: str
-    sink_type: str
-    destination: DestinationConfig
-    sink_config: SinkConfig = attrs.field(repr=False)
-    sink: object = attrs.field(repr=False)
     source_config: dict[str, Any]
     scan: SourceScan
     """The planned read of the delivery's snapshot."""
@@ -618,11 +615,7 @@ def prepare(
             continue
         ready.append(
             PreparedDestination(
-                name=dest.name,
-                sink_type=dest.sink_type,
-                destination=dest,
-                sink_config=item.sink_config,
-                sink=item.sink,
+                **attrs.asdict(item, recurse=False),
                 source_config=read_config,
                 scan=scan,
                 delivery=delivery,
