@@ -7,8 +7,9 @@ timestamp with time zone, bool, int32, a 10-value category) in batches of ``--ba
 rows as JSON arrays, one POST per batch with an ``Idempotency-Key``, over one keep-alive
 connection, to a counting HTTP server in its own process on 127.0.0.1:
 
-* ``floe-sink``: ``RestApiSink.write(table)``: dlt pipeline, load package on disk, checksum,
-  keys, retries, logs; everything a real run pays except imports;
+* ``floe-sink``: ``RestApiSink.write(table)``: the core's delivery loop (batches, idempotency
+  keys, the journal of acknowledged batches), checksum, retries, logs; everything a real run
+  pays except imports;
 * ``raw httpx``: a loop over ``table.to_batches()`` doing
   ``json.dumps(batch.to_pylist())`` and ``client.post(...)``: no state, no resume, no retry.
 
@@ -76,15 +77,23 @@ class _Counter(BaseHTTPRequestHandler):
     wbufsize = 64 * 1024
     requests = 0
     received = 0
+    answer_ids = False  # answer {"ids": [...]}, one new integer per record of the batch
+    next_id = 0
     lock = threading.Lock()
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
+        records = body.count(b"{") if _Counter.answer_ids else 0  # flat records only
         with _Counter.lock:
             _Counter.requests += 1
             _Counter.received += len(body)
-        self._answer(b"{}")
+            first = _Counter.next_id
+            _Counter.next_id += records
+        if _Counter.answer_ids:
+            self._answer(json.dumps({"ids": list(range(first, first + records))}).encode())
+        else:
+            self._answer(b"{}")
 
     def do_GET(self) -> None:
         with _Counter.lock:
@@ -102,7 +111,15 @@ class _Counter(BaseHTTPRequestHandler):
         pass
 
 
-def serve() -> None:
+def serve(*, answer_ids: bool = False) -> None:
+    """Serve on a free port of 127.0.0.1 (printed on stdout) until killed.
+
+    Args:
+        answer_ids: Answer each POST with ``{"ids": [...]}``, one new ID per record (counted
+            as the ``{`` of the body: flat JSON records), as an API that creates records does;
+            otherwise with ``{}``.
+    """
+    _Counter.answer_ids = answer_ids
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Counter)
     server.daemon_threads = True
     print(server.server_address[1], flush=True)
@@ -169,7 +186,7 @@ def run_case(name: str, port: int, rows: int, batch_size: int) -> None:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if name == "floe-sink":
-        import floe_sink_dlt.rest  # noqa: F401 - imports (dlt) are not part of the timing
+        import floe_sink_dlt.rest  # noqa: F401 - imports are not part of the timing
 
     table = make_table(rows)
     # Nothing is chunked by the source here: a Gold table read from Iceberg arrives as
@@ -220,12 +237,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--min-ratio", type=float, default=0.8)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--answer-ids", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.serve:
-        serve()
+        serve(answer_ids=args.answer_ids)
         return 0
     if args.case:
         run_case(args.case, args.port, args.rows, args.batch_size)

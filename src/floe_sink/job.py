@@ -384,11 +384,18 @@ def _check_sink_schema(item: ConfiguredDestination, schema: pa.Schema) -> None:
         check(mapped_schema(schema, item.sink_config.field_mapping))
 
 
-def _check_keys(item: ConfiguredDestination, table: Table) -> None:
+def _check_keys(
+    item: ConfiguredDestination,
+    table: Table,
+    scan: SourceScan | None = None,
+    store: StateStore | None = None,
+) -> None:
     """Refuse NULL or repeated primary keys of a keyed write before anything is sent.
 
     Reads only the key columns of the rows the destination would receive (its row filter
-    applies): a ``merge`` on such keys would invent or lose rows, or fail half-way.
+    applies): a ``merge`` on such keys would invent or lose rows, or fail half-way. A
+    change-aware destination whose local sync state vouches for part of the snapshot reads
+    less (:func:`_keys_checked_before`).
     """
     from floe_sink.keys import check_primary_key
     from floe_sink.source import plan_scan
@@ -399,9 +406,72 @@ def _check_keys(item: ConfiguredDestination, table: Table) -> None:
         return
     dest = item.destination
     keys = plan_scan(table, row_filter=getattr(dest, "row_filter", None), columns=key)
+    if (
+        scan is not None
+        and store is not None
+        and _keys_checked_before(item, table, scan, keys, store)
+    ):
+        return
     check_primary_key(
         keys.reader(), key, destination=item.name, source_table=str(dest.source_table)
     )
+
+
+def _keys_checked_before(
+    item: ConfiguredDestination,
+    table: Table,
+    scan: SourceScan,
+    keys: SourceScan,
+    store: StateStore | None,
+) -> bool:
+    """True when the keys of ``scan`` are known to be valid without reading them all.
+
+    A complete local sync state made with the same plan names the snapshot it was made from,
+    and that run checked the keys of that snapshot. When it is this snapshot, nothing is
+    read. When the table only grew by appends since, only the appended files' keys are
+    checked (NULLs, duplicates among them, raising as a full check would), and they are
+    valid when none of them is in the state (the state holds every key of its snapshot);
+    otherwise the full check decides. Anything else: ``False``.
+    """
+    from floe_sink.keys import check_primary_key
+    from floe_sink.source import appended_files
+    from floe_sink.sync import read_state_info
+
+    config = item.sink_config
+    path_of = getattr(store, "sync_state_path", None)
+    if config.sync == "full" or not callable(path_of):
+        return False
+    path = path_of(item.name)
+    info = read_state_info(path)
+    if (
+        info is None
+        or info.snapshot_id is None
+        or info.source_rows is None
+        or info.keys != tuple(config.primary_key or ())
+        or info.plan != delivery_plan(item.destination, config)
+        or scan.snapshot_id is None
+    ):
+        return False
+    if info.snapshot_id == scan.snapshot_id:
+        return True
+    added = appended_files(table, info.snapshot_id, scan)
+    if added is None:
+        return False
+    import pyarrow.parquet as pq
+
+    appended = keys.only_files(added).reader().read_all()
+    check_primary_key(
+        appended,
+        info.keys,
+        destination=item.name,
+        source_table=str(item.destination.source_table),
+    )
+    state_keys = pq.read_table(path, columns=[f"k{i}" for i in range(len(info.keys))])
+    state_keys = state_keys.rename_columns(list(info.keys))
+    appended = appended.select(list(info.keys))
+    # the hash table is built on the right side: the appended keys (few), not the state
+    found = state_keys.join(appended, keys=list(info.keys), join_type="left semi")
+    return bool(found.num_rows == 0)
 
 
 def delivery_plan(dest: DestinationConfig, sink_config: SinkConfig) -> str:
@@ -582,7 +652,7 @@ def prepare(
                 span.set_attribute("floe.source.files", scan.files)
             _check_columns(dest, scan.schema)
             _check_sink_schema(item, scan.schema)
-            _check_keys(item, table)
+            _check_keys(item, table, scan, store)
         except SinkConfigurationError as exc:
             problems.extend(_prefixed(dest.name, problems_of(exc)))
             continue

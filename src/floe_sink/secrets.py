@@ -25,6 +25,7 @@ __all__ = [
     "is_credential_key",
     "redact_url",
     "reveal",
+    "safe_url",
     "scrub_text",
     "secret_keys",
 ]
@@ -159,6 +160,19 @@ def redact_url(url: str) -> str:
     userinfo, _, host = parts.netloc.rpartition("@")
     user = userinfo.split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{host}"))
+
+
+def safe_url(url: str) -> str:
+    """``url`` without user info, query or fragment (any of them may hold a credential): what
+    a message or a log may show of an endpoint."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+    except ValueError:
+        return "<invalid url>"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def scrub_text(text: str, secrets: Iterable[str]) -> str:

@@ -180,12 +180,8 @@ class SyncDiff:
             )
             info = None  # another key: the old state says nothing about these rows
         has_state = info is not None
-        if has_state:
-            self._db.sql(
-                f"CREATE TEMP TABLE st AS SELECT {keys}, fp FROM read_parquet(?)",
-                params=[str(self.state_path)],
-            )
-            self.state_rows = info.rows if info is not None else 0
+        if info is not None:
+            self.state_rows = info.rows
         if (
             info is not None
             and info.snapshot_id is not None
@@ -193,10 +189,16 @@ class SyncDiff:
             and info.plan == self.plan
         ):
             # the state was made from this very snapshot, configured the same: nothing changed
+            # (nor is the state loaded: the run neither sends nor saves anything)
             self.unchanged = info.source_rows if info.source_rows is not None else info.rows
             self._changed = _empty_positions()
             self.skipped_read = True
             return
+        if has_state:
+            self._db.sql(
+                f"CREATE TEMP TABLE st AS SELECT {keys}, fp FROM read_parquet(?)",
+                params=[str(self.state_path)],
+            )
         self._fingerprinted(self.scan.reader()).create("cur")
         if not has_state:
             self.inserts = self._count("SELECT count(*) FROM cur")

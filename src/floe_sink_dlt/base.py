@@ -29,7 +29,6 @@ from floe_sink.errors import SinkConfigurationError, SinkError
 from floe_sink.idempotency import idempotency_key
 from floe_sink.logs import get_logger
 from floe_sink.retry import RetryPolicy, retrying
-from floe_sink.secrets import Secret
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -129,27 +128,6 @@ class BatchSink(abc.ABC):
         return self.settings.destination
 
     # -- shared machinery -------------------------------------------------------------------
-
-    @staticmethod
-    def refuse_unknown_keys(config: SinkConfig, allowed: set[str]) -> None:
-        """Refuse unknown ``connection_config`` keys, naming them and the allowed ones.
-
-        Keys whose value is a :class:`floe_sink.secrets.Secret` came from the mounted
-        Secret, which often holds more keys than one sink uses (a ``username`` next to the
-        ``token``): those are left alone, not refused.
-        """
-        unknown = sorted(
-            key
-            for key, value in config.connection_config.items()
-            if key not in allowed and not isinstance(value, Secret)
-        )
-        if unknown:
-            raise SinkConfigurationError(
-                f"unknown key(s) in config: {', '.join(unknown)}; "
-                f"{config.sink_type} accepts: {', '.join(sorted(allowed))}",
-                sink_type=config.sink_type,
-                destination=config.destination,
-            )
 
     def with_retries(self, attempt: Any, *, what: str, **log_context: Any) -> Any:
         """Run ``attempt()`` under this sink's retry policy and return its result."""

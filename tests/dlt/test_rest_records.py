@@ -379,17 +379,17 @@ def test_a_template_naming_a_missing_column_fails_before_anything_is_sent(
             {"template": {"record": {"id": {"column": "id", "as": "text"}}}},
             "config.template.record.id.as",
         ),
-        ({"template": {"record": {}}, "records_key": "x"}, "config.records_key does not go with"),
+        ({"template": {"record": {}}, "records_key": "x"}, "config.records_key: does not go with"),
         ({"results": {"mode": "by_row"}}, "config.results.mode: must be one of"),
         (
             {"results": {"mode": "by_key", "errors": "errors", "key": "id"}},
-            "config.record_key is needed for results by key",
+            "config.record_key: is needed for results by key",
         ),
         ({"max_body_bytes": 0}, "config.max_body_bytes: must be an integer >= 1"),
-        ({"max_records_per_request": "10"}, "config.max_records_per_request: must be an integer"),
+        ({"max_records_per_request": "10"}, "config.max_records_per_request: expected an integer"),
         (
             {"rate_limit_headers": {"remain": "X"}},
-            "config.rate_limit_headers: unknown key(s) 'remain'",
+            "config.rate_limit_headers.remain: unknown key",
         ),
         ({"auth": {"type": "magic"}}, "config.auth.type: must be one of"),
         ({"auth": {"type": "basic"}}, "config.auth: type basic needs the key(s) 'username'"),
@@ -420,7 +420,7 @@ def test_a_template_naming_a_missing_column_fails_before_anything_is_sent(
         ({"delete": {"url": "https://x/del"}}, "config.delete.template: needs 'record'"),
         (
             {"delete": {"url": "https://x/{email}"}},
-            "config.delete names column(s) 'email' that are not",
+            "config.delete: names column(s) 'email' that are not",
         ),
     ],
 )

@@ -420,10 +420,14 @@ def test_auth_from_config_builds_each_type() -> None:
 @pytest.mark.parametrize(
     ("spec", "secret", "message"),
     [
-        ("bearer", {}, "config.auth: must be a mapping with 'type'"),
+        ("bearer", {}, "config.auth: expected a mapping, got a string"),
         ({"type": "token"}, {}, "config.auth.type: must be one of bearer, api_key, basic"),
-        ({"type": "basic", "header": "X"}, {}, "config.auth: unknown key(s) 'header' for type"),
-        ({"type": "api_key", "header": 1}, {"api_key": "k"}, "config.auth.header: must be a"),
+        ({"type": "basic", "header": "X"}, {}, "config.auth.header: does not apply to type basic"),
+        (
+            {"type": "api_key", "header": 1},
+            {"api_key": "k"},
+            "config.auth.header: expected a string",
+        ),
         ({"type": "basic"}, {"username": "u"}, "needs the key(s) 'password' in the destination"),
         (
             {"type": "oauth2_client_credentials", "token_url": "https://x/t"},

@@ -23,7 +23,7 @@ import yaml
 
 from floe_sink.config import floe_yaml_json_schema, load_floe_spec
 from floe_sink.secrets import Secret
-from floe_sink_dlt.rest import _KEYS, RestApiSink
+from floe_sink_dlt.rest import KEYS, RestApiSink
 from floe_sink_dlt.saas.presets import PresetParts, load_preset, preset_names
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "sinks"
@@ -167,7 +167,7 @@ def test_the_template_example_encodes_as_documented(tmp_path: Path) -> None:
 
 def test_the_editor_schema_knows_every_rest_api_key() -> None:
     schema = floe_yaml_json_schema()["$defs"]["RestApiConfig"]
-    assert set(schema["properties"]) == set(_KEYS) - {"token"}  # the token is the secret's
+    assert set(schema["properties"]) == set(KEYS) - {"token"}  # the token is the secret's
     bad = {
         "destinations": [
             {

@@ -177,8 +177,11 @@ def test_threads_share_the_pacing() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ([], "config.rate_limit_headers: must be a mapping"),
-        ({"remain": "x"}, "unknown key(s) 'remain'"),
+        ([], "config.rate_limit_headers: expected a mapping"),
+        (
+            {"remain": "x"},
+            "config.rate_limit_headers.remain: unknown key; did you mean 'remaining'?",
+        ),
         ({"remaining": ""}, "config.rate_limit_headers.remaining: must be a header name"),
         ({"reset": [1]}, "config.rate_limit_headers.reset: must be a header name"),
         ({"reset_unit": "minutes"}, "config.rate_limit_headers.reset_unit: must be one of auto"),

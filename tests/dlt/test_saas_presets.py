@@ -278,10 +278,13 @@ def test_malformed_preset_data_is_refused(data: Any, message: str) -> None:
         ({"max_records_per_request": 0}, "config.max_records_per_request: must be an integer"),
         ({"max_requests_per_second": -1}, "config.max_requests_per_second: must be a number"),
         ({"auth": {"type": "magic"}}, "config.auth.type: must be one of"),
-        ({"retries": 3}, "config: unknown key(s) 'retries'"),
+        ({"retries": 3}, "config.retries: unknown key (allowed: url, method, auth"),
         ({"delete": {"url": "https://x", "template": {}}}, "config.delete.template: needs"),
-        ({"delete": {"url": "https://x", "path": "/a"}}, "config.delete: unknown key(s) 'path'"),
-        ({"delete": []}, "config.delete: must be a mapping"),
+        (
+            {"delete": {"url": "https://x", "path": "/a"}},
+            "config.delete.path: unknown key (allowed: url, method",
+        ),
+        ({"delete": []}, "config.delete: expected a mapping, got a list"),
         ({"results": {"mode": "by_row"}}, "config.results.mode: must be one of"),
     ],
 )

@@ -274,9 +274,9 @@ def test_an_error_without_a_message_is_quoted_whole() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ([], "config.results: must be a mapping"),
+        ([], "config.results: expected a mapping, got a list"),
         ({"mode": "by_row"}, "config.results.mode: must be one of none, by_position, by_key"),
-        ({"moed": "none"}, "config.results: unknown key(s) 'moed'"),
+        ({"moed": "none"}, "config.results.moed: unknown key; did you mean 'mode'?"),
         ({"mode": "by_position"}, "config.results.items: is required for mode by_position"),
         ({"mode": "by_key", "key": "id"}, "config.results.errors: is required for mode by_key"),
         ({"mode": "by_key", "errors": "e"}, "config.results.key: is required for mode by_key"),
@@ -287,7 +287,7 @@ def test_an_error_without_a_message_is_quoted_whole() -> None:
         ({"mode": "by_key", "errors": "", "key": "k"}, "config.results.errors: must be a path"),
         ({"mode": "by_key", "errors": "e", "key": "k", "key_is": "id"}, "key_is: must be one"),
         ({"mode": "by_key", "errors": "e", "key": "k", "match": ["x"]}, "results.match: must"),
-        ({"bisect": "yes"}, "config.results.bisect: must be true or false"),
+        ({"bisect": "yes"}, "config.results.bisect: expected true or false"),
         ({"retryable_statuses": [429, 1000]}, "retryable_statuses: must be a list of HTTP"),
         ({"fatal_statuses": "401"}, "config.results.fatal_statuses: must be a list"),
     ],

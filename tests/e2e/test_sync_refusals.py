@@ -117,6 +117,11 @@ def test_rest_a_refused_batch_is_sent_again_once_accepted_and_nothing_else(
 # -- SQL ----------------------------------------------------------------------------------
 
 
+# The default isolates a refused row and writes the rest of its batch (tests/dlt/
+# test_sql_rejects.py); these tests are of a batch the destination refuses as a whole.
+REFUSE_WHOLE_BATCHES = {"table": "items", "max_rejects_per_batch": 0}
+
+
 def pg_execute(url: str, *statements: str) -> None:
     import psycopg
 
@@ -141,7 +146,7 @@ def test_postgresql_refused_upserts_and_deletes_are_sent_again_once_accepted(
     project.secret("dest", url=url)
     scores = dict.fromkeys(range(ROWS), 0)
     project.warehouse.write(TABLE, items(scores))
-    entry = {"sink_type": "sql_database", "config": {"table": "items"}}
+    entry = {"sink_type": "sql_database", "config": REFUSE_WHOLE_BATCHES}
     project.write_floe([destination("mirror", write_disposition="merge", **entry)])
     succeeds(project)
     # every row the sink writes (an upsert's updates too) is logged, in its transaction
@@ -196,7 +201,7 @@ def test_sqlite_a_batch_refused_by_a_constraint_is_sent_again_once_accepted(
     project.secret("dest", url=f"sqlite:///{path}")
     scores = dict.fromkeys(range(ROWS), 0)
     project.warehouse.write(TABLE, items(scores))
-    entry = {"sink_type": "sql_database", "config": {"table": "items"}}
+    entry = {"sink_type": "sql_database", "config": REFUSE_WHOLE_BATCHES}
     project.write_floe([destination("changes", write_disposition="merge", **entry)])
     succeeds(project)
 

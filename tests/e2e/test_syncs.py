@@ -258,3 +258,25 @@ def test_an_appended_snapshot_is_diffed_from_the_appended_files_only(
     project.warehouse.overwrite("gold.customers", customers(range(ROWS // 2)))
     rebuilt_run = run_json(project)
     assert rebuilt_run["rows_deleted"] == (ROWS // 2 + ROWS // 100 if mode == "mirror" else 0)
+
+
+@pytest.mark.parametrize("where", ["in_the_appended_files", "against_the_synced_rows"])
+def test_duplicate_keys_brought_by_an_append_are_refused(
+    sql_project: tuple[FloeProject, Path], where: str
+) -> None:
+    """After a synced snapshot only the appended files' keys are read for the key check;
+    a key repeated among them, or one the synced snapshot already holds, is still refused."""
+    project, database = sql_project
+    project.write_floe([sql_destination("changes")])
+    run_json(project)
+    assert run_json(project)["rows_delivered"] == 0  # the unchanged snapshot: no key read
+    if where == "in_the_appended_files":
+        appended = customers([ROWS + 1, ROWS + 2, ROWS + 1])
+    else:
+        appended = customers([ROWS + 1, 17])
+    project.warehouse.append("gold.customers", appended)
+    message = project.run_job().assert_clean_error(2)
+    assert "'crm_db'" in message
+    assert "primary_key id must be unique and never NULL" in message
+    assert str(ROWS + 1 if where == "in_the_appended_files" else 17) in message
+    assert db_rows(database) == expected(customers(range(ROWS)))

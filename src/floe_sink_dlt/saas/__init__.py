@@ -3,13 +3,16 @@
 ========================  ====================================================================
 module                    job
 ========================  ====================================================================
-:mod:`.template`          request templates: the JSON shape of a record and of a request,
-                          validated against an Arrow schema and compiled to Arrow operations
+:mod:`.template_syntax`   request templates: the JSON shape of a record and of a request,
+                          parsed without any schema
+:mod:`.template`          a template validated against an Arrow schema and compiled to Arrow
+                          operations
 :mod:`.splitting`         cutting a batch's encoded records into requests that respect a
                           maximum body size in bytes and a maximum number of records
 :mod:`.results`           per-record results: an HTTP answer to delivered / rejected /
                           retryable for each record of the request
 :mod:`.bisection`         isolating the bad records of a whole-batch refusal that names none
+:mod:`.auth_config`       the ``auth`` block, checked without httpx
 :mod:`.auth`              ``httpx.Auth`` for an API-key header, HTTP Basic, a bearer token and
                           OAuth2 client credentials
 :mod:`.pacing`            a rate limiter shared by threads that follows the API's rate-limit

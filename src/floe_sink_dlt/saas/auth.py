@@ -44,15 +44,11 @@ from typing import Any, Final
 
 import httpx
 
-from floe_sink.errors import (
-    ErrorCategory,
-    SinkConfigurationError,
-    SinkConnectionError,
-    SinkWriteError,
-)
+from floe_sink.errors import ErrorCategory, SinkConnectionError, SinkWriteError
 from floe_sink.logs import get_logger
 from floe_sink.retry import parse_retry_after
-from floe_sink.secrets import Secret, reveal, scrub_text
+from floe_sink.secrets import Secret, reveal, safe_url, scrub_text
+from floe_sink_dlt.saas.auth_config import AUTH_TYPES, AuthConfig, AuthType, ClientAuth
 
 __all__ = [
     "AUTH_TYPES",
@@ -65,39 +61,12 @@ __all__ = [
 
 log = get_logger(__name__)
 
-AUTH_TYPES: Final = ("bearer", "api_key", "basic", "oauth2_client_credentials")
-"""The values of ``auth.type``."""
-
 _DESCRIPTION_CHARS: Final = 200
-_CLIENT_AUTH: Final = ("basic", "post")
-_OPTIONS: Final = {
-    "bearer": frozenset(),
-    "api_key": frozenset({"header", "prefix"}),
-    "basic": frozenset(),
-    "oauth2_client_credentials": frozenset({"token_url", "scope", "audience", "client_auth"}),
-}
-_SECRET_KEYS: Final = {
-    "bearer": ("token",),
-    "api_key": ("api_key",),
-    "basic": ("username", "password"),
-    "oauth2_client_credentials": ("client_id", "client_secret"),
-}
+_CLIENT_AUTH: Final = tuple(mode.value for mode in ClientAuth)
 
 
 def _secret(value: Secret | str) -> Secret:
     return value if isinstance(value, Secret) else Secret(value)
-
-
-def _safe_url(url: str) -> str:
-    """``url`` without user info, query or fragment (they may hold credentials)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-    except ValueError:
-        return "<invalid url>"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class ApiKeyAuth(httpx.Auth):
@@ -219,7 +188,7 @@ class OAuth2ClientCredentials(httpx.Auth):
 
     def __repr__(self) -> str:
         return (
-            f"OAuth2ClientCredentials(token_url={_safe_url(self.token_url)!r}, "
+            f"OAuth2ClientCredentials(token_url={safe_url(self.token_url)!r}, "
             f"client_id={self.client_id!r})"
         )
 
@@ -292,7 +261,7 @@ class OAuth2ClientCredentials(httpx.Auth):
         else:  # RFC 6749 2.3.1: each part form-urlencoded, then HTTP Basic
             pair = f"{_form(self.client_id)}:{_form(secret)}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
-        url = _safe_url(self.token_url)
+        url = safe_url(self.token_url)
         started = self._clock()
         try:
             response = self._client.post(self.token_url, data=data, headers=headers)
@@ -375,7 +344,7 @@ def _oauth_error(document: Any) -> str:
 
 
 def auth_from_config(
-    spec: Any,
+    spec: AuthConfig | Mapping[str, Any] | None,
     secret: Mapping[str, Any],
     *,
     where: str = "config.auth",
@@ -384,7 +353,8 @@ def auth_from_config(
     """Build the auth an ``auth`` config asks for, with the values of the destination's secret.
 
     Args:
-        spec: The ``auth`` mapping (see the module docstring), or ``None``: a bearer token
+        spec: The ``auth`` block (a mapping, see the module docstring, or its parsed
+            :class:`~floe_sink_dlt.saas.auth_config.AuthConfig`), or ``None``: a bearer token
             when the secret has ``token``, else no authentication.
         secret: The destination's secret (values are :class:`Secret` or strings).
         where: The config's place, the start of every error path.
@@ -400,60 +370,29 @@ def auth_from_config(
     if spec is None:
         token = reveal(secret.get("token"))
         return BearerAuth(token) if token else None
-    if not isinstance(spec, Mapping):
-        raise SinkConfigurationError(f"{where}: must be a mapping with 'type'")
-    kind = spec.get("type")
-    if kind not in AUTH_TYPES:
-        raise SinkConfigurationError(
-            f"{where}.type: must be one of {', '.join(AUTH_TYPES)} (got {kind!r})"
-        )
-    allowed = _OPTIONS[kind] | {"type"}
-    unknown = sorted(str(key) for key in spec if key not in allowed)
-    if unknown:
-        raise SinkConfigurationError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))} for type {kind}; "
-            f"allowed: {', '.join(sorted(allowed))}"
-        )
-    for name, value in spec.items():
-        if name != "type" and value is not None and not isinstance(value, str):
-            raise SinkConfigurationError(f"{where}.{name}: must be a string")
-    missing = [key for key in _SECRET_KEYS[kind] if not reveal(secret.get(key))]
-    if missing:
-        raise SinkConfigurationError(
-            f"{where}: type {kind} needs the key(s) {', '.join(map(repr, missing))} in the "
-            "destination's secret (connection_secret_ref)"
-        )
+    config = spec if isinstance(spec, AuthConfig) else AuthConfig.parse(spec, where=where)
+    config.check_secret(secret, where=where)
 
     def secret_value(key: str) -> Secret:
         return _secret(secret[key])
 
-    if kind == "bearer":
+    if config.type is AuthType.BEARER:
         return BearerAuth(secret_value("token"))
-    if kind == "api_key":
-        header = spec.get("header") or "X-Api-Key"
-        if header.lower() in ("content-type", "idempotency-key", "content-length"):
-            raise SinkConfigurationError(f"{where}.header: {header!r} cannot carry the API key")
-        return ApiKeyAuth(secret_value("api_key"), header=header, prefix=spec.get("prefix") or "")
-    if kind == "basic":
+    if config.type is AuthType.API_KEY:
+        return ApiKeyAuth(
+            secret_value("api_key"),
+            header=config.header or "X-Api-Key",
+            prefix=config.prefix or "",
+        )
+    if config.type is AuthType.BASIC:
         return BasicAuth(str(reveal(secret["username"])), secret_value("password"))
-    token_url = spec.get("token_url")
-    parts = urllib.parse.urlsplit(token_url or "")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SinkConfigurationError(
-            f"{where}.token_url: is required for oauth2_client_credentials: an http:// or "
-            "https:// URL"
-        )
-    client_auth = spec.get("client_auth") or "basic"
-    if client_auth not in _CLIENT_AUTH:
-        raise SinkConfigurationError(
-            f"{where}.client_auth: must be one of {', '.join(_CLIENT_AUTH)} (got {client_auth!r})"
-        )
+    assert config.token_url is not None  # the model requires it for this type
     return OAuth2ClientCredentials(
-        token_url=str(token_url),
+        token_url=config.token_url,
         client_id=str(reveal(secret["client_id"])),
         client_secret=secret_value("client_secret"),
-        scope=spec.get("scope"),
-        audience=spec.get("audience"),
-        client_auth=client_auth,
+        scope=config.scope,
+        audience=config.audience,
+        client_auth=config.client_auth or ClientAuth.BASIC,
         timeout=timeout,
     )

@@ -33,6 +33,7 @@ One pacer per write, shared by every thread of it::
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -40,33 +41,71 @@ from typing import Any, Final
 
 import attrs
 
-from floe_sink.errors import SinkConfigurationError
 from floe_sink.retry import parse_retry_after
+from floe_sink.structuring import (
+    ConfigValueError,
+    converter,
+    register_checked_class,
+    register_enum,
+)
+from floe_sink_dlt.structure import structure_at
 
-__all__ = ["RESET_UNITS", "AdaptivePacer", "RateLimitHeaders"]
+__all__ = [
+    "RESET_UNITS",
+    "AdaptivePacer",
+    "HeaderNames",
+    "RateLimitHeaders",
+    "ResetUnit",
+    "WindowUnit",
+]
 
 RESET_UNITS: Final = ("auto", "seconds", "milliseconds", "epoch_seconds", "epoch_milliseconds")
 """How a reset header counts: a delay (seconds, milliseconds) or a moment (epoch), or guess."""
 
 _EPOCH_SECONDS_FROM: Final = 1e9  # 2001-09-09: a larger reset value is a moment, not a delay
 _EPOCH_MILLISECONDS_FROM: Final = 1e12
-_KEYS: Final = frozenset({"remaining", "reset", "reset_unit", "window", "window_unit"})
 
 
-def _names(value: Any, where: str) -> tuple[str, ...]:
+class ResetUnit(enum.StrEnum):
+    """The values of ``reset_unit`` (:data:`RESET_UNITS`)."""
+
+    AUTO = "auto"
+    SECONDS = "seconds"
+    MILLISECONDS = "milliseconds"
+    EPOCH_SECONDS = "epoch_seconds"
+    EPOCH_MILLISECONDS = "epoch_milliseconds"
+
+
+class WindowUnit(enum.StrEnum):
+    """The values of ``window_unit``."""
+
+    SECONDS = "seconds"
+    MILLISECONDS = "milliseconds"
+
+
+register_enum(ResetUnit)
+register_enum(WindowUnit)
+
+
+class HeaderNames(tuple[str, ...]):
+    """Header names, the first present is read: one name or a list in the configuration."""
+
+
+def _structure_names(value: Any, _type: type) -> HeaderNames:
     if isinstance(value, str) and value:
-        return (value,)
+        return HeaderNames((value,))
     if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
-        return tuple(value)
-    raise SinkConfigurationError(f"{where}: must be a header name or a list of header names")
+        return HeaderNames(value)
+    raise ConfigValueError("must be a header name or a list of header names")
 
 
-def _unit(value: Any, where: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise SinkConfigurationError(
-            f"{where}: must be one of {', '.join(allowed)} (got {value!r})"
-        )
-    return str(value)
+converter.register_structure_hook(HeaderNames, _structure_names)
+
+_REMAINING: Final = HeaderNames(
+    ("X-RateLimit-Remaining", "RateLimit-Remaining", "X-Rate-Limit-Remaining")
+)
+_RESET: Final = HeaderNames(("X-RateLimit-Reset", "RateLimit-Reset", "X-Rate-Limit-Reset"))
+_NONE: Final = HeaderNames()
 
 
 @attrs.frozen(kw_only=True)
@@ -83,15 +122,11 @@ class RateLimitHeaders:
         window_unit: ``seconds`` or ``milliseconds``.
     """
 
-    remaining: tuple[str, ...] = (
-        "X-RateLimit-Remaining",
-        "RateLimit-Remaining",
-        "X-Rate-Limit-Remaining",
-    )
-    reset: tuple[str, ...] = ("X-RateLimit-Reset", "RateLimit-Reset", "X-Rate-Limit-Reset")
-    reset_unit: str = "auto"
-    window: tuple[str, ...] = ()
-    window_unit: str = "seconds"
+    remaining: HeaderNames = _REMAINING
+    reset: HeaderNames = _RESET
+    reset_unit: ResetUnit = ResetUnit.AUTO
+    window: HeaderNames = _NONE
+    window_unit: WindowUnit = WindowUnit.SECONDS
 
     @classmethod
     def parse(cls, spec: Any, *, where: str = "config.rate_limit_headers") -> RateLimitHeaders:
@@ -106,32 +141,14 @@ class RateLimitHeaders:
             The header names.
 
         Raises:
-            SinkConfigurationError: A key is unknown or invalid (it is named).
+            SinkConfigurationError: Listing every key that is unknown or invalid.
         """
         if spec is None:
             return cls()
-        if not isinstance(spec, Mapping):
-            raise SinkConfigurationError(f"{where}: must be a mapping")
-        unknown = sorted(str(key) for key in spec if key not in _KEYS)
-        if unknown:
-            raise SinkConfigurationError(
-                f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
-                f"allowed: {', '.join(sorted(_KEYS))}"
-            )
-        default = cls()
-        return cls(
-            remaining=_names(spec["remaining"], f"{where}.remaining")
-            if "remaining" in spec
-            else default.remaining,
-            reset=_names(spec["reset"], f"{where}.reset") if "reset" in spec else default.reset,
-            reset_unit=_unit(spec.get("reset_unit", "auto"), f"{where}.reset_unit", RESET_UNITS),
-            window=_names(spec["window"], f"{where}.window") if "window" in spec else (),
-            window_unit=_unit(
-                spec.get("window_unit", "seconds"),
-                f"{where}.window_unit",
-                ("seconds", "milliseconds"),
-            ),
-        )
+        return structure_at(spec, cls, where=where)
+
+
+register_checked_class(RateLimitHeaders)
 
 
 def _header(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:
@@ -265,7 +282,7 @@ class AdaptivePacer:
         """Seconds until the remaining count resets, from the reset or window header."""
         value = _number(_header(headers, self.headers.reset))
         if value is not None:
-            unit = self.headers.reset_unit
+            unit: str = self.headers.reset_unit
             if unit == "auto":
                 if value >= _EPOCH_MILLISECONDS_FROM:
                     unit = "epoch_milliseconds"

@@ -23,6 +23,7 @@ over it, then parse the parts with the building blocks::
 from __future__ import annotations
 
 import copy
+import enum
 import importlib.resources
 import re
 import urllib.parse
@@ -33,13 +34,28 @@ import attrs
 import yaml
 
 from floe_sink.errors import SinkConfigurationError
-from floe_sink_dlt.saas.auth import AUTH_TYPES
+from floe_sink.structuring import (
+    ConfigValueError,
+    converter,
+    describe_value,
+    register_checked_class,
+)
+from floe_sink_dlt.saas.auth_config import AuthConfig
 from floe_sink_dlt.saas.pacing import RateLimitHeaders
 from floe_sink_dlt.saas.results import ResultsSpec
-from floe_sink_dlt.saas.template import RequestTemplate
+from floe_sink_dlt.saas.template_syntax import RequestTemplate
+from floe_sink_dlt.structure import (
+    HttpStatuses,
+    check_http_url,
+    check_non_empty,
+    check_positive,
+    check_rate,
+    structure_at,
+)
 
 __all__ = [
     "DeleteParts",
+    "Method",
     "Preset",
     "PresetParameter",
     "PresetParts",
@@ -50,33 +66,6 @@ __all__ = [
 _DATA: Final = "preset_data"
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _FILE_KEYS: Final = frozenset({"name", "description", "documentation", "parameters", "config"})
-_CONFIG_KEYS: Final = frozenset(
-    {
-        "url",
-        "method",
-        "auth",
-        "template",
-        "max_records_per_request",
-        "max_body_bytes",
-        "max_requests_per_second",
-        "rate_limit_headers",
-        "results",
-        "record_key",
-        "delete",
-    }
-)
-_DELETE_KEYS: Final = frozenset(
-    {
-        "url",
-        "method",
-        "template",
-        "max_records_per_request",
-        "max_body_bytes",
-        "results",
-        "absent_statuses",
-    }
-)
-_METHODS: Final = ("POST", "PUT", "PATCH", "DELETE")
 _URL_KEY = re.compile(r"(?<!\$)\{([^{}]+)\}")
 """``{column}`` in a delete URL: the key of the record, one request per key."""
 _ABSENT: Final = (404, 410)
@@ -271,46 +260,69 @@ def _substitute(value: Any, values: Mapping[str, str]) -> Any:
 # -- the parts of a (resolved) preset config ---------------------------------------------------
 
 
-def _url(value: Any, where: str) -> str:
-    parts = urllib.parse.urlsplit(value if isinstance(value, str) else "")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SinkConfigurationError(f"{where}: must be an http:// or https:// URL")
-    return str(value)
+class Method(enum.StrEnum):
+    """An HTTP method of a request that writes (``post``: ``POST``)."""
+
+    POST = "POST"
+    PUT = "PUT"
+    PATCH = "PATCH"
+    DELETE = "DELETE"
 
 
-def _method(value: Any, where: str) -> str:
-    method = value.upper() if isinstance(value, str) else value
-    if method not in _METHODS:
-        raise SinkConfigurationError(f"{where}: must be one of {', '.join(_METHODS)}")
-    return str(method)
+def _structure_method(value: Any, type_: type[Method]) -> Method:
+    if isinstance(value, str) and value.upper() in type_.__members__:
+        return type_(value.upper())
+    raise ConfigValueError(
+        f"must be one of {', '.join(type_.__members__)} (got {describe_value(value)})"
+    )
 
 
-def _count(value: Any, where: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SinkConfigurationError(f"{where}: must be an integer >= 1 (got {value!r})")
-    return value
+converter.register_structure_hook(Method, _structure_method)
+converter.register_unstructure_hook(Method, lambda member: member.value)
 
 
-def _unknown(spec: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
-    unknown = sorted(str(key) for key in spec if key not in allowed)
-    if unknown:
-        raise SinkConfigurationError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"allowed: {', '.join(sorted(allowed))}"
-        )
+@attrs.frozen(kw_only=True)
+class _DeleteKeys:
+    """The keys of a ``delete`` block (see :class:`DeleteParts`)."""
+
+    url: str = attrs.field(validator=check_http_url)
+    method: Method | None = None
+    template: dict[str, Any] | None = None
+    max_records_per_request: int | None = attrs.field(default=None, validator=check_positive)
+    max_body_bytes: int | None = attrs.field(default=None, validator=check_positive)
+    results: ResultsSpec = attrs.field(factory=ResultsSpec)
+    absent_statuses: HttpStatuses | None = None
 
 
-def _statuses(value: Any, default: tuple[int, ...], where: str) -> frozenset[int]:
-    if value is None:
-        return frozenset(default)
-    if not isinstance(value, list) or not all(
-        isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599
-        for status in value
-    ):
-        raise SinkConfigurationError(f"{where}: must be a list of HTTP statuses (100-599)")
-    return frozenset(value)
+def _delete_rules(given: Mapping[str, Any]) -> list[ConfigValueError]:
+    columns = _URL_KEY.findall(given["url"])
+    has_template = given.get("template") is not None
+    if columns and has_template:
+        return [
+            ConfigValueError(
+                f"either the URL names the key ({{{columns[0]}}}: one request per key, no "
+                "body) or 'template' shapes a body of many keys, not both"
+            )
+        ]
+    if not columns and not has_template:
+        return [
+            ConfigValueError(
+                "needs 'record' (the keys of the records to delete, in a body), or name the "
+                "key column in the URL: {column}",
+                at=("template",),
+            )
+        ]
+    if columns and (given.get("max_records_per_request") or given.get("max_body_bytes")):
+        return [
+            ConfigValueError(
+                "max_records_per_request and max_body_bytes apply to a body of keys; a URL "
+                "naming the key sends one request per key"
+            )
+        ]
+    return []
+
+
+register_checked_class(_DeleteKeys, cross_check=_delete_rules)
 
 
 @attrs.frozen(kw_only=True)
@@ -339,47 +351,27 @@ class DeleteParts:
         """Validate a ``delete`` block.
 
         Raises:
-            SinkConfigurationError: A key is unknown, missing or invalid (it is named).
+            SinkConfigurationError: Listing every key that is unknown, missing or invalid.
         """
-        if not isinstance(spec, Mapping):
-            raise SinkConfigurationError(f"{where}: must be a mapping")
-        _unknown(spec, _DELETE_KEYS, where)
-        url = _url(spec.get("url"), f"{where}.url")
-        columns = tuple(dict.fromkeys(_URL_KEY.findall(url)))
-        template_spec = spec.get("template")
-        if columns and template_spec is not None:
-            raise SinkConfigurationError(
-                f"{where}: either the URL names the key ({{{columns[0]}}}: one request per "
-                "key, no body) or 'template' shapes a body of many keys, not both"
-            )
-        if not columns and template_spec is None:
-            raise SinkConfigurationError(
-                f"{where}.template: needs 'record' (the keys of the records to delete, in a "
-                "body), or name the key column in the URL: {column}"
-            )
-        template = (
-            RequestTemplate.parse(template_spec, where=f"{where}.template")
-            if template_spec is not None
-            else None
-        )
-        if columns and (spec.get("max_records_per_request") or spec.get("max_body_bytes")):
-            raise SinkConfigurationError(
-                f"{where}: max_records_per_request and max_body_bytes apply to a body of keys; "
-                "a URL naming the key sends one request per key"
-            )
+        return cls.from_keys(structure_at(spec, _DeleteKeys, where=where), where=where)
+
+    @classmethod
+    def from_keys(cls, keys: _DeleteKeys, *, where: str) -> DeleteParts:
+        """The request of a structured ``delete`` block (its template parsed)."""
+        columns = tuple(dict.fromkeys(_URL_KEY.findall(keys.url)))
+        default = Method.DELETE if columns else Method.POST
+        absent = keys.absent_statuses
         return cls(
-            url=url,
-            method=_method(spec.get("method", "DELETE" if columns else "POST"), f"{where}.method"),
-            template=template,
-            max_records_per_request=_count(
-                spec.get("max_records_per_request"), f"{where}.max_records_per_request"
-            ),
-            max_body_bytes=_count(spec.get("max_body_bytes"), f"{where}.max_body_bytes"),
-            results=ResultsSpec.parse(spec.get("results"), where=f"{where}.results"),
+            url=keys.url,
+            method=(keys.method or default).value,
+            template=None
+            if keys.template is None
+            else RequestTemplate.parse(keys.template, where=f"{where}.template"),
+            max_records_per_request=keys.max_records_per_request,
+            max_body_bytes=keys.max_body_bytes,
+            results=keys.results,
             url_columns=columns,
-            absent_statuses=_statuses(
-                spec.get("absent_statuses"), _ABSENT if columns else (), f"{where}.absent_statuses"
-            ),
+            absent_statuses=frozenset(_ABSENT if columns else ()) if absent is None else absent,
         )
 
     def url_for(self, values: Mapping[str, str]) -> str:
@@ -390,12 +382,32 @@ class DeleteParts:
 
 
 @attrs.frozen(kw_only=True)
+class _PresetKeys:
+    """The keys of a preset's ``config`` (a subset of a ``rest_api`` destination's)."""
+
+    url: str = attrs.field(validator=check_http_url)
+    method: Method = Method.POST
+    auth: AuthConfig | None = None
+    template: dict[str, Any] | None = None
+    max_records_per_request: int | None = attrs.field(default=None, validator=check_positive)
+    max_body_bytes: int | None = attrs.field(default=None, validator=check_positive)
+    max_requests_per_second: float | None = attrs.field(default=None, validator=check_rate)
+    rate_limit_headers: RateLimitHeaders = attrs.field(factory=RateLimitHeaders)
+    results: ResultsSpec = attrs.field(factory=ResultsSpec)
+    record_key: str | None = attrs.field(default=None, validator=check_non_empty)
+    delete: _DeleteKeys | None = None
+
+
+register_checked_class(_PresetKeys)
+
+
+@attrs.frozen(kw_only=True)
 class PresetParts:
     """A resolved preset config, parsed into the building blocks the delivery loop uses."""
 
     url: str
     method: str
-    auth: Mapping[str, Any] | None
+    auth: AuthConfig | None
     template: RequestTemplate
     max_records_per_request: int | None
     max_body_bytes: int | None
@@ -418,43 +430,21 @@ class PresetParts:
             The parts.
 
         Raises:
-            SinkConfigurationError: A key is unknown, missing or invalid (it is named).
+            SinkConfigurationError: Listing every key that is unknown, missing or invalid.
         """
-        _unknown(config, _CONFIG_KEYS, where)
-        auth = config.get("auth")
-        if auth is not None and (
-            not isinstance(auth, Mapping) or auth.get("type") not in AUTH_TYPES
-        ):
-            raise SinkConfigurationError(
-                f"{where}.auth.type: must be one of {', '.join(AUTH_TYPES)}"
-            )
-        rate = config.get("max_requests_per_second")
-        if rate is not None and (
-            isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0
-        ):
-            raise SinkConfigurationError(
-                f"{where}.max_requests_per_second: must be a number > 0 (got {rate!r})"
-            )
-        delete = config.get("delete")
-        record_key = config.get("record_key")
-        if record_key is not None and (not isinstance(record_key, str) or not record_key):
-            raise SinkConfigurationError(f"{where}.record_key: must be a column name")
+        keys = structure_at(config, _PresetKeys, where=where)
         return cls(
-            url=_url(config.get("url"), f"{where}.url"),
-            method=_method(config.get("method", "POST"), f"{where}.method"),
-            auth=dict(auth) if auth is not None else None,
-            template=RequestTemplate.parse(config.get("template"), where=f"{where}.template"),
-            max_records_per_request=_count(
-                config.get("max_records_per_request"), f"{where}.max_records_per_request"
-            ),
-            max_body_bytes=_count(config.get("max_body_bytes"), f"{where}.max_body_bytes"),
-            max_requests_per_second=float(rate) if rate is not None else None,
-            rate_limit_headers=RateLimitHeaders.parse(
-                config.get("rate_limit_headers"), where=f"{where}.rate_limit_headers"
-            ),
-            results=ResultsSpec.parse(config.get("results"), where=f"{where}.results"),
-            delete=DeleteParts.parse(delete, where=f"{where}.delete")
-            if delete is not None
-            else None,
-            record_key=record_key,
+            url=keys.url,
+            method=keys.method.value,
+            auth=keys.auth,
+            template=RequestTemplate.parse(keys.template, where=f"{where}.template"),
+            max_records_per_request=keys.max_records_per_request,
+            max_body_bytes=keys.max_body_bytes,
+            max_requests_per_second=keys.max_requests_per_second,
+            rate_limit_headers=keys.rate_limit_headers,
+            results=keys.results,
+            delete=None
+            if keys.delete is None
+            else DeleteParts.from_keys(keys.delete, where=f"{where}.delete"),
+            record_key=keys.record_key,
         )

@@ -68,44 +68,53 @@ from typing import Any, Final
 
 import attrs
 
-from floe_sink.errors import SinkConfigurationError
+from floe_sink.structuring import (
+    ConfigValueError,
+    converter,
+    register_checked_class,
+    register_enum,
+)
 from floe_sink_dlt.record_ids import RecordIdsPath
+from floe_sink_dlt.structure import HttpStatuses, structure_at
 
 __all__ = [
     "MESSAGE_CHARS",
+    "KeyIs",
     "RecordOutcome",
     "RecordStatus",
     "ResponseVerdict",
+    "ResultsMode",
     "ResultsSpec",
 ]
 
 MESSAGE_CHARS: Final = 500
 """The most characters of an API message kept per record."""
 
-_MODES: Final = ("none", "by_position", "by_key")
-_KEY_KINDS: Final = ("key", "index")
-_KEYS: Final = frozenset(
-    {
-        "mode",
-        "items",
-        "success",
-        "message",
-        "errors",
-        "key",
-        "key_is",
-        "match",
-        "batch_message",
-        "bisect",
-        "retryable_statuses",
-        "fatal_statuses",
-    }
-)
 _BY_POSITION_ONLY: Final = frozenset({"items", "success"})
 _BY_KEY_ONLY: Final = frozenset({"errors", "key", "key_is", "match"})
 _RETRYABLE: Final = (408, 425, 429, 500, 502, 503, 504)
 _FATAL: Final = (401, 403, 404, 405, 407, 410)
 _PARTIAL: Final = 207
 _ROOT: Final = "$"
+
+
+class ResultsMode(enum.StrEnum):
+    """How an answer names the records' results."""
+
+    NONE = "none"
+    BY_POSITION = "by_position"
+    BY_KEY = "by_key"
+
+
+class KeyIs(enum.StrEnum):
+    """What the key of an error (``results.key``) is."""
+
+    KEY = "key"
+    INDEX = "index"
+
+
+register_enum(ResultsMode)
+register_enum(KeyIs)
 
 
 class RecordStatus(enum.StrEnum):
@@ -180,10 +189,6 @@ class ResponseVerdict:
         return self._with(RecordStatus.RETRYABLE)
 
 
-def _error(where: str, problem: str) -> SinkConfigurationError:
-    return SinkConfigurationError(f"{where}: {problem}")
-
-
 @attrs.frozen(kw_only=True)
 class _Path:
     """A path into a decoded JSON answer; ``$`` is the document itself."""
@@ -192,9 +197,14 @@ class _Path:
     steps: tuple[str | int, ...]
 
     @classmethod
-    def parse(cls, text: Any, where: str) -> _Path:
+    def parse(cls, text: Any) -> _Path:
+        """Parse ``text``.
+
+        Raises:
+            ConfigValueError: ``text`` is not a path of the grammar.
+        """
         if not isinstance(text, str) or not text:
-            raise _error(where, "must be a path such as 'errors' or 'results[*].id'")
+            raise ConfigValueError("must be a path such as 'errors' or 'results[*].id'")
         if text == _ROOT:
             return cls(text=text, steps=())
         try:
@@ -202,7 +212,7 @@ class _Path:
                 return cls(text=text, steps=RecordIdsPath.parse("_" + text[1:]).steps[1:])
             return cls(text=text, steps=RecordIdsPath.parse(text).steps)
         except ValueError as exc:
-            raise _error(where, str(exc)) from None
+            raise ConfigValueError(str(exc)) from None
 
     def values(self, document: Any) -> list[Any]:
         """The values at this path (a ``[*]`` step yields every item)."""
@@ -227,17 +237,6 @@ def _walk(value: Any, steps: tuple[str | int, ...], found: list[Any]) -> None:
         _walk(value[step], rest, found)
 
 
-def _statuses(value: Any, default: tuple[int, ...], where: str) -> frozenset[int]:
-    if value is None:
-        return frozenset(default)
-    if not isinstance(value, list) or not all(
-        isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599
-        for status in value
-    ):
-        raise _error(where, "must be a list of HTTP statuses (100-599)")
-    return frozenset(value)
-
-
 def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -260,22 +259,94 @@ def _messages(values: Iterable[Any]) -> str | None:
     return _cut("; ".join(texts)) if texts else None
 
 
+class PathMatches(tuple[tuple[_Path, str], ...]):
+    """``match``: paths into an error and the values they must have, written as a mapping."""
+
+
+def _structure_path(value: Any, _type: type) -> _Path:
+    return _Path.parse(value)
+
+
+def _structure_matches(value: Any, _type: type) -> PathMatches:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(name, str) and isinstance(expected, str | int | bool)
+        for name, expected in value.items()
+    ):
+        raise ConfigValueError("must map paths to expected values")
+    pairs = []
+    for name, expected in value.items():
+        try:
+            pairs.append((_Path.parse(name), _text(expected)))
+        except ConfigValueError as exc:
+            raise ConfigValueError(exc.reason, at=(name,)) from None
+    return PathMatches(pairs)
+
+
+converter.register_structure_hook(_Path, _structure_path)
+converter.register_structure_hook(PathMatches, _structure_matches)
+
+
+_NO_MATCHES: Final = PathMatches()
+_RETRYABLE_STATUSES: Final = HttpStatuses(_RETRYABLE)
+_FATAL_STATUSES: Final = HttpStatuses(_FATAL)
+
+
+def _mode_rules(given: Mapping[str, Any]) -> list[ConfigValueError]:
+    """The keys each mode needs, and those it has no use for."""
+    mode = given.get("mode") or ResultsMode.NONE
+    problems = [
+        ConfigValueError(f"does not apply to mode {mode}", at=(key,))
+        for key in given
+        if (key in _BY_POSITION_ONLY and mode != ResultsMode.BY_POSITION)
+        or (key in _BY_KEY_ONLY and mode != ResultsMode.BY_KEY)
+        or (key == "message" and mode == ResultsMode.NONE)
+    ]
+    needed = {
+        ResultsMode.BY_POSITION: {"items": "is required for mode by_position ('$': the body)"},
+        ResultsMode.BY_KEY: {
+            "errors": "is required for mode by_key",
+            "key": "is required for mode by_key",
+        },
+    }.get(mode, {})
+    problems.extend(
+        ConfigValueError(reason, at=(key,))
+        for key, reason in needed.items()
+        if given.get(key) is None
+    )
+    return problems
+
+
 @attrs.frozen(kw_only=True)
 class ResultsSpec:
-    """How to read per-record results out of an answer (see the module docstring)."""
+    """How to read per-record results out of an answer (see the module docstring).
 
-    mode: str = "none"
+    Attributes:
+        mode: ``none`` (default), ``by_position`` or ``by_key``.
+        items: by_position: where the list of results is (``$``: the body itself).
+        success: by_position: an item's success flag.
+        message: An item's (by_position) or an error's (by_key) message.
+        errors: by_key: where the list of errors is.
+        key: by_key: the record key(s) an error names.
+        key_is: by_key: ``key`` (default) or ``index`` (0-based position in the request).
+        match: by_key: only errors with these values.
+        batch_message: The message of a whole-batch refusal (default: the body).
+        bisect: Isolate the bad records of a refusal that names none.
+        retryable_statuses: The statuses that leave every record retryable.
+        fatal_statuses: The statuses that say the destination, not a record, is at fault.
+    """
+
+    mode: ResultsMode = ResultsMode.NONE
     items: _Path | None = None
     success: _Path | None = None
     message: _Path | None = None
     errors: _Path | None = None
     key: _Path | None = None
-    key_is: str = "key"
-    match: tuple[tuple[_Path, str], ...] = ()
+    key_is: KeyIs = KeyIs.KEY
+    match: PathMatches = _NO_MATCHES
     batch_message: _Path | None = None
     bisect: bool = True
-    retryable_statuses: frozenset[int] = frozenset(_RETRYABLE)
-    fatal_statuses: frozenset[int] = frozenset(_FATAL)
+    retryable_statuses: HttpStatuses = _RETRYABLE_STATUSES
+    fatal_statuses: HttpStatuses = _FATAL_STATUSES
 
     @classmethod
     def parse(cls, spec: Any, *, where: str = "config.results") -> ResultsSpec:
@@ -289,74 +360,11 @@ class ResultsSpec:
             The parsed spec.
 
         Raises:
-            SinkConfigurationError: A key is unknown, missing or invalid (it is named).
+            SinkConfigurationError: Listing every key that is unknown, missing or invalid.
         """
         if spec is None:
             return cls()
-        if not isinstance(spec, Mapping):
-            raise _error(where, "must be a mapping (mode: none | by_position | by_key, ...)")
-        unknown = sorted(str(key) for key in spec if key not in _KEYS)
-        if unknown:
-            raise _error(
-                where,
-                f"unknown key(s) {', '.join(map(repr, unknown))}; "
-                f"allowed: {', '.join(sorted(_KEYS))}",
-            )
-        mode = spec.get("mode", "none")
-        if mode not in _MODES:
-            raise _error(f"{where}.mode", f"must be one of {', '.join(_MODES)} (got {mode!r})")
-        misplaced = sorted(
-            key
-            for key in spec
-            if (key in _BY_POSITION_ONLY and mode != "by_position")
-            or (key in _BY_KEY_ONLY and mode != "by_key")
-            or (key == "message" and mode == "none")
-        )
-        if misplaced:
-            raise _error(f"{where}.{misplaced[0]}", f"does not apply to mode {mode}")
-
-        def path(name: str) -> _Path | None:
-            value = spec.get(name)
-            return None if value is None else _Path.parse(value, f"{where}.{name}")
-
-        if mode == "by_position" and spec.get("items") is None:
-            raise _error(f"{where}.items", "is required for mode by_position ('$': the body)")
-        if mode == "by_key":
-            for name in ("errors", "key"):
-                if spec.get(name) is None:
-                    raise _error(f"{where}.{name}", "is required for mode by_key")
-        key_is = spec.get("key_is", "key")
-        if key_is not in _KEY_KINDS:
-            raise _error(
-                f"{where}.key_is", f"must be one of {', '.join(_KEY_KINDS)} (got {key_is!r})"
-            )
-        match = spec.get("match") or {}
-        if not isinstance(match, Mapping) or not all(
-            isinstance(name, str) and isinstance(value, str | int | bool)
-            for name, value in match.items()
-        ):
-            raise _error(f"{where}.match", "must map paths to expected values")
-        bisect = spec.get("bisect", True)
-        if not isinstance(bisect, bool):
-            raise _error(f"{where}.bisect", f"must be true or false (got {bisect!r})")
-        return cls(
-            mode=mode,
-            items=path("items"),
-            success=path("success"),
-            message=path("message"),
-            errors=path("errors"),
-            key=path("key"),
-            key_is=key_is,
-            match=tuple(
-                (_Path.parse(name, f"{where}.match"), _text(value)) for name, value in match.items()
-            ),
-            batch_message=path("batch_message"),
-            bisect=bisect,
-            retryable_statuses=_statuses(
-                spec.get("retryable_statuses"), _RETRYABLE, f"{where}.retryable_statuses"
-            ),
-            fatal_statuses=_statuses(spec.get("fatal_statuses"), _FATAL, f"{where}.fatal_statuses"),
-        )
+        return structure_at(spec, cls, where=where)
 
     # -- judging an answer ------------------------------------------------------------------
 
@@ -612,6 +620,9 @@ class ResultsSpec:
                 else:
                     named.extend(positions.get(_text(item), ()))
         return sorted(set(named))
+
+
+register_checked_class(ResultsSpec, cross_check=_mode_rules)
 
 
 def _decode(headers: Mapping[str, str], body: bytes) -> Any:

@@ -51,12 +51,8 @@ class DuckDbDialect(Dialect):
 
         if self._conn is not None:
             return
-        path = self.url.path
-        assert path is not None
         try:
-            if not path.parent.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = duckdb.connect(str(path))
+            self._conn = duckdb.connect(str(self.url.database_file()))
         except (duckdb.Error, OSError) as exc:
             raise self.connection_error(exc) from None
 

@@ -49,6 +49,14 @@ _DIRECT = {
 }
 
 _STAGE = "_floe_sink_stage"
+_TABLE_COLUMNS = (
+    "FROM pg_catalog.pg_attribute a "
+    "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace {join}"
+    "WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 "
+    "AND NOT a.attisdropped ORDER BY a.attnum"
+)
+"""The live columns of the table ``$1.$2``, in order (``{join}``: another catalog to join)."""
 
 # The server's own message ("ERROR:  <primary>"; DETAIL, CONTEXT and the SQL follow it) and
 # its SQLSTATE, in the text of an ADBC error.
@@ -173,12 +181,8 @@ class PostgresDialect(Dialect):
 
     def columns(self, table: TableName) -> dict[str, str] | None:
         rows = self.query(
-            "SELECT a.attname, t.typname FROM pg_catalog.pg_attribute a "
-            "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
-            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-            "JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
-            "WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 "
-            "AND NOT a.attisdropped ORDER BY a.attnum",
+            "SELECT a.attname, t.typname "
+            + _TABLE_COLUMNS.format(join="JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "),
             (self._schema_of(table), table.name),
         )
         if not rows:
@@ -195,11 +199,7 @@ class PostgresDialect(Dialect):
         rows = self.query(
             "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, "
             "a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' "
-            "FROM pg_catalog.pg_attribute a "
-            "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
-            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 "
-            "AND NOT a.attisdropped ORDER BY a.attnum",
+            + _TABLE_COLUMNS.format(join=""),
             (self._schema_of(table), table.name),
         )
         if not rows:

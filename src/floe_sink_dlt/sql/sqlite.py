@@ -63,14 +63,13 @@ class SqliteDialect(Dialect):
     def connect(self) -> None:
         if self._conn is not None:
             return
-        path = self.url.path
-        assert path is not None
         try:
-            if path.parent != path and not path.parent.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions are ours (BEGIN/COMMIT), DDL included
             self._conn = sqlite3.connect(
-                path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+                self.url.database_file(),
+                timeout=self.timeout,
+                isolation_level=None,
+                check_same_thread=False,
             )
         except (sqlite3.Error, OSError) as exc:
             raise self.connection_error(exc) from None

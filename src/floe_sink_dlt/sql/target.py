@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -30,6 +31,18 @@ class DatabaseUrl(CoreDatabaseUrl):
         path: The database file (SQLite, DuckDB).
         host, port, database, user: Where a server database is (PostgreSQL).
     """
+
+    def database_file(self) -> Path:
+        """The database file (SQLite, DuckDB), its folder created when missing.
+
+        Raises:
+            OSError: The folder cannot be created.
+        """
+        path = self.path
+        assert path is not None, "a file database's URL has a path (checked by parse)"
+        if path.parent != path and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     @classmethod
     def parse(
