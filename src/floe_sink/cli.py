@@ -19,13 +19,14 @@ import os
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
 import contextlib
+import functools
 import json
 import logging
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
 import click
@@ -36,6 +37,11 @@ from floe_sink.interrupts import EXIT_CODES, StopRequest, stop_on_signals
 from floe_sink.logs import configure_logging, get_logger
 from floe_sink.secrets import scrub_text
 from floe_sink.state import DEFAULT_STATE_DIR
+
+if TYPE_CHECKING:
+    from floe_sink.job import Configured, DestinationOutcome, DryRunReport, Job
+    from floe_sink.manager import SinkPluginManager
+    from floe_sink.state import StateStore
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "cli", "main"]
 
@@ -298,6 +304,16 @@ _manifest_option = click.option(
 )
 
 
+_destinations_option = click.option(
+    "--destination",
+    "-d",
+    "destinations",
+    multiple=True,
+    metavar="NAME",
+    help="Only this destination (repeatable); default: every enabled one.",
+)
+
+
 _secrets_dir_option = click.option(
     "--secrets-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -317,7 +333,7 @@ _state_dir_option = click.option(
 )
 
 
-def _load(floe_yaml: Path, manifest: Path | None, select: Sequence[str] = ()) -> Any:
+def _load(floe_yaml: Path, manifest: Path | None, select: Sequence[str] = ()) -> Job:
     from floe_sink.job import JobConfigurationError, default_manifest, load_job
 
     if manifest is None:
@@ -328,41 +344,96 @@ def _load(floe_yaml: Path, manifest: Path | None, select: Sequence[str] = ()) ->
         _fail(exc.render(), exc.problems)
 
 
+@attrs.frozen(kw_only=True)
+class _Project:
+    """The files and folders a command works on: FLOE_YAML, ``--manifest``,
+    ``--destination``, ``--secrets-dir`` and ``--state-dir``."""
+
+    floe_yaml: Path
+    manifest: Path | None
+    destinations: tuple[str, ...]
+    secrets_dir: Path | None
+    state_dir: Path
+
+    def load(self, select: Sequence[str] | None = None) -> Job:
+        """The job: both files read, the destinations selected (default ``--destination``)."""
+        return _load(self.floe_yaml, self.manifest, self.destinations if select is None else select)
+
+    def configure(self, job: Job, manager: SinkPluginManager) -> Configured:
+        """Every check a run makes before reading (:func:`floe_sink.job.configure`); the
+        secrets it resolved are scrubbed from all output from now on."""
+        from floe_sink.job import configure
+
+        configured = configure(job, manager, secrets_dir=self.secrets_dir, state_dir=self.state_dir)
+        _scrub.add(configured.secrets)
+        return configured
+
+    def state_store(
+        self, job: Job, manager: SinkPluginManager | None = None
+    ) -> contextlib.AbstractContextManager[StateStore]:
+        """The job's state store, closed after the block (:func:`_state_store`)."""
+        return _state_store(self.state_dir, job, self.secrets_dir, manager)
+
+
+def _project_options(*, select: bool = True) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """FLOE_YAML, ``--manifest``, ``--destination`` (with ``select``), ``--secrets-dir`` and
+    ``--state-dir``, handed to the command as one ``project`` (a :class:`_Project`)."""
+
+    def decorate(command: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(command)
+        def with_project(
+            *args: Any,
+            floe_yaml: Path,
+            manifest: Path | None,
+            secrets_dir: Path | None,
+            state_dir: Path,
+            destinations: tuple[str, ...] = (),
+            **kwargs: Any,
+        ) -> int:
+            project = _Project(
+                floe_yaml=floe_yaml,
+                manifest=manifest,
+                destinations=destinations,
+                secrets_dir=secrets_dir,
+                state_dir=state_dir,
+            )
+            return command(*args, project=project, **kwargs)
+
+        options = [_floe_yaml_argument, _manifest_option]
+        if select:
+            options.append(_destinations_option)
+        options += [_secrets_dir_option, _state_dir_option]
+        decorated: Callable[..., int] = with_project
+        for option in reversed(options):
+            decorated = option(decorated)
+        return decorated
+
+    return decorate
+
+
 @cli.command()
-@_floe_yaml_argument
-@_manifest_option
-@_secrets_dir_option
-@_state_dir_option
+@_project_options(select=False)
 @_common_options
 @click.pass_context
-def validate(
-    ctx: click.Context,
-    floe_yaml: Path,
-    manifest: Path | None,
-    secrets_dir: Path | None,
-    state_dir: Path,
-) -> int:
+def validate(ctx: click.Context, project: _Project) -> int:
     """Check FLOE_YAML and the manifest as a run would, reading and sending nothing.
 
     Schema, governance, the sink types installed, each destination's secret, and each sink's
     own configuration checks (the same ones `run` makes before it sends anything).
     """
-    from floe_sink.job import JobConfigurationError, configure
+    from floe_sink.job import JobConfigurationError
     from floe_sink.manager import get_plugin_manager
 
     _apply_logging(ctx)
-
-    job = _load(floe_yaml, manifest)
-    manager = get_plugin_manager()
-    configured = configure(job, manager, secrets_dir=secrets_dir, state_dir=state_dir)
-    _scrub.add(configured.secrets)
+    job = project.load()
+    configured = project.configure(job, get_plugin_manager())
     try:
         configured.raise_problems()
     except JobConfigurationError as exc:
         _fail(exc.render(), exc.problems)
     declared = list(job.spec.destinations or [])
     where = f" with {job.manifest_path}" if job.manifest_path else ""
-    click.echo(f"{floe_yaml}: valid{where} ({len(declared)} destination(s))")
+    click.echo(f"{project.floe_yaml}: valid{where} ({len(declared)} destination(s))")
     for dest in declared:
         state = "" if getattr(dest, "enabled", True) else " [disabled]"
         click.echo(f"  {dest.name}: {dest.source_table} -> {dest.sink_type}{state}")
@@ -671,8 +742,8 @@ def _engine(
 
 @contextlib.contextmanager
 def _state_store(
-    state_dir: Path, job: Any, secrets_dir: Path | None, manager: Any = None
-) -> Iterator[Any]:
+    state_dir: Path, job: Job, secrets_dir: Path | None, manager: SinkPluginManager | None = None
+) -> Iterator[StateStore]:
     """The state store the manifest's ``state:`` names (``local`` under ``state_dir`` by
     default), opened through the plugins' ``get_state_store``; closed after the block."""
     from floe_sink.manager import get_plugin_manager
@@ -690,7 +761,7 @@ def _state_store(
         store.close()
 
 
-def _print_results(outcomes: Sequence[Any], output: str) -> None:
+def _print_results(outcomes: Sequence[DestinationOutcome], output: str) -> None:
     from floe_sink.job import result_record
 
     if output == "json":
@@ -718,7 +789,9 @@ def _print_results(outcomes: Sequence[Any], output: str) -> None:
     )
 
 
-def _print_dry_run(reports: Sequence[Any], failed: Sequence[Any], output: str) -> None:
+def _print_dry_run(
+    reports: Sequence[DryRunReport], failed: Sequence[DestinationOutcome], output: str
+) -> None:
     if output == "json":
         records: list[dict[str, Any]] = [
             {"dry_run": True, **attrs.asdict(report)} for report in reports
@@ -755,49 +828,27 @@ def _print_dry_run(reports: Sequence[Any], failed: Sequence[Any], output: str) -
 
 # -- plan, status, reset ------------------------------------------------------------------------
 
-_destinations_option = click.option(
-    "--destination",
-    "-d",
-    "destinations",
-    multiple=True,
-    metavar="NAME",
-    help="Only this destination (repeatable); default: every enabled one.",
-)
-
 
 @cli.command()
-@_floe_yaml_argument
-@_manifest_option
-@_destinations_option
-@_secrets_dir_option
-@_state_dir_option
+@_project_options()
 @_output_option("Plain text, or one JSON array on stdout.")
 @_common_options
 @click.pass_context
-def plan(
-    ctx: click.Context,
-    floe_yaml: Path,
-    manifest: Path | None,
-    destinations: tuple[str, ...],
-    secrets_dir: Path | None,
-    state_dir: Path,
-    output: str,
-) -> int:
+def plan(ctx: click.Context, project: _Project, output: str) -> int:
     """Show what a run would send to each destination, sending nothing and writing no state."""
-    from floe_sink.job import JobConfigurationError, configure, diff_of, guard_violations, prepare
+    from floe_sink.job import JobConfigurationError, diff_of, guard_violations, prepare
     from floe_sink.manager import get_plugin_manager
 
     _apply_logging(ctx)
-    job = _load(floe_yaml, manifest, destinations)
+    job = project.load()
     manager = get_plugin_manager()
-    configured = configure(job, manager, secrets_dir=secrets_dir, state_dir=state_dir)
-    _scrub.add(configured.secrets)
+    configured = project.configure(job, manager)
     try:
-        prepared = prepare(configured, manager, state_dir=state_dir)
+        prepared = prepare(configured, manager, state_dir=project.state_dir)
     except JobConfigurationError as exc:
         _fail(exc.render())
     records: list[dict[str, Any]] = []
-    store = ctx.with_resource(_state_store(state_dir, job, secrets_dir, manager))
+    store = ctx.with_resource(project.state_store(job, manager))
     for item in prepared.ready:
         mode = item.sink_config.sync
         record: dict[str, Any] = {"destination": item.name, "sync": mode}
@@ -808,7 +859,7 @@ def plan(
             record.update(inserts=rows, updates=0, deletes=0, unchanged=0, guard_violations=[])
             record["sample"] = {"inserts": [], "updates": [], "deletes": []}
         else:
-            work = state_dir / "tmp"
+            work = project.state_dir / "tmp"
             diff = diff_of(item, store.load_sync_state(item.name), work)
             try:
                 record.update(
@@ -861,31 +912,18 @@ _STATUS_FIELDS = (
 
 
 @cli.command()
-@_floe_yaml_argument
-@_manifest_option
-@_destinations_option
+@_project_options()
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@_secrets_dir_option
-@_state_dir_option
 @_output_option("Plain text, or one JSON array on stdout.")
 @_common_options
 @click.pass_context
-def status(
-    ctx: click.Context,
-    floe_yaml: Path,
-    manifest: Path | None,
-    destinations: tuple[str, ...],
-    limit: int,
-    secrets_dir: Path | None,
-    state_dir: Path,
-    output: str,
-) -> int:
+def status(ctx: click.Context, project: _Project, limit: int, output: str) -> int:
     """Show the run history of FLOE_YAML's destinations, most recent first."""
     _apply_logging(ctx)
-    job = _load(floe_yaml, manifest, destinations)
-    names = [dest.name for dest in job.destinations] if destinations else None
+    job = project.load()
+    names = [dest.name for dest in job.destinations] if project.destinations else None
     runs: list[dict[str, Any]] = []
-    with _state_store(state_dir, job, secrets_dir) as store:
+    with project.state_store(job) as store:
         for run_record in store.runs(limit=None):
             if names is not None and run_record.destination not in names:
                 continue
@@ -923,25 +961,15 @@ def status(
 
 
 @cli.command()
-@_floe_yaml_argument
-@_manifest_option
+@_project_options(select=False)
 @click.option("--destination", "-d", "destination", required=True, metavar="NAME")
-@_secrets_dir_option
-@_state_dir_option
 @_common_options
 @click.pass_context
-def reset(
-    ctx: click.Context,
-    floe_yaml: Path,
-    manifest: Path | None,
-    destination: str,
-    secrets_dir: Path | None,
-    state_dir: Path,
-) -> int:
+def reset(ctx: click.Context, project: _Project, destination: str) -> int:
     """Forget a destination's sync state: its next changes/mirror run sends every row."""
     _apply_logging(ctx)
-    job = _load(floe_yaml, manifest, (destination,))
-    with _state_store(state_dir, job, secrets_dir) as store, store.lock(destination):
+    job = project.load((destination,))
+    with project.state_store(job) as store, store.lock(destination):
         store.forget(destination)
     click.echo(
         f"{destination}: sync state and unfinished deliveries forgotten; the next run "
@@ -951,11 +979,7 @@ def reset(
 
 
 @cli.command()
-@_floe_yaml_argument
-@_manifest_option
-@_destinations_option
-@_secrets_dir_option
-@_state_dir_option
+@_project_options()
 @click.option(
     "--output",
     type=click.Choice(["text", "json", "csv"]),
@@ -965,20 +989,12 @@ def reset(
 )
 @_common_options
 @click.pass_context
-def rejects(
-    ctx: click.Context,
-    floe_yaml: Path,
-    manifest: Path | None,
-    destinations: tuple[str, ...],
-    secrets_dir: Path | None,
-    state_dir: Path,
-    output: str,
-) -> int:
+def rejects(ctx: click.Context, project: _Project, output: str) -> int:
     """List the records destinations refused: key, reason, when, attempts."""
     _apply_logging(ctx)
-    job = _load(floe_yaml, manifest, destinations)
+    job = project.load()
     names = {dest.name for dest in job.destinations}
-    with _state_store(state_dir, job, secrets_dir) as store:
+    with project.state_store(job) as store:
         found = [r for r in store.rejects() if r.destination in names]
     records = [
         {

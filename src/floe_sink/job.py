@@ -48,10 +48,16 @@ from floe_sink.state import DEFAULT_STATE_DIR
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from pyiceberg.table import Table
 
+    from floe_sink.config import DestinationConfig, FloeSpec, GuardsConfig, PlatformManifest
     from floe_sink.delivery import Delivery
     from floe_sink.engines import Engine
-    from floe_sink.state import StateStore
+    from floe_sink.manager import SinkPluginManager
+    from floe_sink.progress import ProgressReporter
+    from floe_sink.source import SourceScan
+    from floe_sink.state import DeliveryRecord, StateStore
+    from floe_sink.sync import SyncDiff
 
 __all__ = [
     "Configured",
@@ -90,10 +96,10 @@ class Job:
 
     floe_yaml: Path
     manifest_path: Path | None
-    spec: Any
-    manifest: Any
-    destinations: tuple[Any, ...]
-    """The destinations selected for this run (``DestinationConfig``), in file order."""
+    spec: FloeSpec
+    manifest: PlatformManifest | None
+    destinations: tuple[DestinationConfig, ...]
+    """The destinations selected for this run, in file order."""
 
 
 def default_manifest(floe_yaml: Path) -> Path | None:
@@ -171,13 +177,20 @@ def load_job(
 class ConfiguredDestination:
     """A destination whose configuration passed every check made without the network."""
 
-    name: str
-    sink_type: str
-    destination: Any
-    """The ``DestinationConfig``."""
+    destination: DestinationConfig
     sink_config: SinkConfig = attrs.field(repr=False)
-    sink: Any = attrs.field(repr=False)
+    sink: object = attrs.field(repr=False)
     """What the plugin's ``create_sink`` returned (it connects to nothing)."""
+
+    @property
+    def name(self) -> str:
+        """The destination's name."""
+        return self.destination.name
+
+    @property
+    def sink_type(self) -> str:
+        """The destination's sink type."""
+        return self.destination.sink_type
 
 
 @attrs.frozen(kw_only=True)
@@ -199,7 +212,9 @@ class Configured:
             raise JobConfigurationError(self.problems)
 
 
-def _sink_config(dest: Any, secret: Mapping[str, Secret], *, state_dir: Path) -> SinkConfig:
+def _sink_config(
+    dest: DestinationConfig, secret: Mapping[str, Secret], *, state_dir: Path
+) -> SinkConfig:
     """The destination's ``SinkConfig``: its config, secret and what the command knows."""
     try:
         base: SinkConfig = dest.to_sink_config(secret)
@@ -208,7 +223,9 @@ def _sink_config(dest: Any, secret: Mapping[str, Secret], *, state_dir: Path) ->
     return attrs.evolve(base, state_dir=str(state_dir))
 
 
-def configure(job: Job, manager: Any, *, secrets_dir: Path | None, state_dir: Path) -> Configured:
+def configure(
+    job: Job, manager: SinkPluginManager, *, secrets_dir: Path | None, state_dir: Path
+) -> Configured:
     """Every check a run makes before it reads or sends anything, for every destination.
 
     Resolves each destination's secret, builds its ``SinkConfig`` and has the plugin build the
@@ -270,13 +287,7 @@ def configure(job: Job, manager: Any, *, secrets_dir: Path | None, state_dir: Pa
             problems.extend(_prefixed(dest.name, found))
             continue
         configured.append(
-            ConfiguredDestination(
-                name=dest.name,
-                sink_type=dest.sink_type,
-                destination=dest,
-                sink_config=sink_config,
-                sink=sink,
-            )
+            ConfiguredDestination(destination=dest, sink_config=sink_config, sink=sink)
         )
     return Configured(
         job=job,
@@ -288,18 +299,13 @@ def configure(job: Job, manager: Any, *, secrets_dir: Path | None, state_dir: Pa
 
 
 @attrs.frozen(kw_only=True)
-class PreparedDestination:
+class PreparedDestination(ConfiguredDestination):
     """A destination ready to run: its sink, its delivery and its planned source scan."""
 
-    name: str
-    sink_type: str
-    destination: Any
-    sink_config: SinkConfig = attrs.field(repr=False)
-    sink: Any = attrs.field(repr=False)
     source_config: dict[str, Any]
-    scan: Any
-    """A :class:`floe_sink.source.SourceScan` of the delivery's snapshot."""
-    delivery: Any = None
+    scan: SourceScan
+    """The planned read of the delivery's snapshot."""
+    delivery: Delivery | None = None
     """The :class:`floe_sink.delivery.Delivery` (``None`` for a dry run)."""
 
 
@@ -325,7 +331,9 @@ class Prepared:
     """Every secret value resolved, so that messages can be scrubbed of them."""
 
 
-def _catalog_config(manifest: Any, secrets_dir: Path | None) -> tuple[dict[str, Any], list[str]]:
+def _catalog_config(
+    manifest: PlatformManifest | None, secrets_dir: Path | None
+) -> tuple[dict[str, Any], list[str]]:
     """The manifest's catalog as pyiceberg properties (``name`` included) and its secret values."""
     from floe_sink import config
 
@@ -340,7 +348,7 @@ def _catalog_config(manifest: Any, secrets_dir: Path | None) -> tuple[dict[str, 
     return properties, [value.reveal() for value in secret.values()]
 
 
-def _projection(dest: Any) -> list[str] | None:
+def _projection(dest: DestinationConfig) -> list[str] | None:
     columns = getattr(dest, "columns", None)
     if columns:
         return list(columns)
@@ -351,7 +359,7 @@ def _projection(dest: Any) -> list[str] | None:
     return None
 
 
-def _check_columns(dest: Any, schema: pa.Schema) -> None:
+def _check_columns(dest: DestinationConfig, schema: pa.Schema) -> None:
     from floe_sink.mapping import mapped_schema
 
     try:
@@ -378,7 +386,10 @@ def _check_sink_schema(item: ConfiguredDestination, schema: pa.Schema) -> None:
 
 
 def _check_keys(
-    item: ConfiguredDestination, table: Any, scan: Any = None, store: Any = None
+    item: ConfiguredDestination,
+    table: Table,
+    scan: SourceScan | None = None,
+    store: StateStore | None = None,
 ) -> None:
     """Refuse NULL or repeated primary keys of a keyed write before anything is sent.
 
@@ -408,7 +419,11 @@ def _check_keys(
 
 
 def _keys_checked_before(
-    item: ConfiguredDestination, table: Any, scan: Any, keys: Any, store: Any
+    item: ConfiguredDestination,
+    table: Table,
+    scan: SourceScan,
+    keys: SourceScan,
+    store: StateStore | None,
 ) -> bool:
     """True when the keys of ``scan`` are known to be valid without reading them all.
 
@@ -460,7 +475,7 @@ def _keys_checked_before(
     return bool(found.num_rows == 0)
 
 
-def delivery_plan(dest: Any, sink_config: SinkConfig, engine: str = "local") -> str:
+def delivery_plan(dest: DestinationConfig, sink_config: SinkConfig, engine: str = "local") -> str:
     """The fingerprint of what a delivery sends, and how: a resumed delivery must match it.
 
     It covers the source (table, filter, projection), the mapping and batching, the write
@@ -492,7 +507,7 @@ def delivery_plan(dest: Any, sink_config: SinkConfig, engine: str = "local") -> 
 def _open_delivery(
     store: StateStore,
     configured: ConfiguredDestination,
-    table: Any,
+    table: Table,
     stop: StopRequest,
     engine: str = "local",
 ) -> tuple[Delivery, int | None]:
@@ -559,7 +574,7 @@ def _open_delivery(
     return Delivery(configured.name, delivery_id=delivery_id, store=store, stop=stop), current_id
 
 
-def _unless_folded(store: StateStore, name: str, previous: Any) -> Any:
+def _unless_folded(store: StateStore, name: str, previous: DeliveryRecord) -> DeliveryRecord | None:
     """``previous``, unless a killed run had already folded it into the sync state.
 
     A change-aware delivery is folded (the acknowledged rows saved in the sync state, which
@@ -587,7 +602,7 @@ def _unless_folded(store: StateStore, name: str, previous: Any) -> Any:
 
 def prepare(
     configured: Configured,
-    manager: Any,
+    manager: SinkPluginManager,
     *,
     state_dir: Path,
     store: StateStore | None = None,
@@ -621,7 +636,7 @@ def prepare(
     from floe_sink.tracing import egress_span
 
     problems: list[str] = list(configured.problems)
-    planned: list[tuple[ConfiguredDestination, dict[str, Any], Any, Any]] = []
+    planned: list[tuple[ConfiguredDestination, dict[str, Any], Table, SourceScan]] = []
     failed: list[DestinationOutcome] = []
     # 1. every source is opened and planned before any state is touched: a problem anywhere
     #    stops the run with nothing locked, resumed or started
@@ -679,11 +694,7 @@ def prepare(
             continue
         ready.append(
             PreparedDestination(
-                name=dest.name,
-                sink_type=dest.sink_type,
-                destination=dest,
-                sink_config=item.sink_config,
-                sink=item.sink,
+                **attrs.asdict(item, recurse=False),
                 source_config=read_config,
                 scan=scan,
                 delivery=delivery,
@@ -696,7 +707,9 @@ def _prefixed(name: str, problems: Iterable[str]) -> list[str]:
     return [p if f"{name!r}" in p else f"destination {name!r}: {p}" for p in problems]
 
 
-def _failure(dest: Any, exc: BaseException, *, configuration: bool = False) -> DestinationOutcome:
+def _failure(
+    dest: DestinationConfig, exc: BaseException, *, configuration: bool = False
+) -> DestinationOutcome:
     message = str(exc) if isinstance(exc, FloeSinkError) else f"{type(exc).__name__}: {exc}"
     return DestinationOutcome(
         destination=dest.name,
@@ -706,7 +719,7 @@ def _failure(dest: Any, exc: BaseException, *, configuration: bool = False) -> D
     )
 
 
-def _stoppable(batches: Iterable[Any], stop: StopRequest) -> Iterator[Any]:
+def _stoppable(batches: Iterable[pa.RecordBatch], stop: StopRequest) -> Iterator[pa.RecordBatch]:
     """``batches``, raising :class:`DeliveryInterrupted` as soon as a stop is requested."""
     from floe_sink.delivery import DeliveryInterrupted
 
@@ -716,7 +729,7 @@ def _stoppable(batches: Iterable[Any], stop: StopRequest) -> Iterator[Any]:
         yield batch
 
 
-def guard_violations(diff: Any, guards: Any) -> list[str]:
+def guard_violations(diff: SyncDiff, guards: GuardsConfig | None) -> list[str]:
     """The guards a diff would break, each named with the numbers (empty when none)."""
     if guards is None:
         return []
@@ -740,14 +753,14 @@ def guard_violations(diff: Any, guards: Any) -> list[str]:
     return found
 
 
-def diff_of(prepared: PreparedDestination, state_path: Path, work_dir: Path) -> Any:
+def diff_of(prepared: PreparedDestination, state_path: Path, work_dir: Path) -> SyncDiff:
     """The change-aware diff of a prepared destination's snapshot against its sync state.
 
     When the table only grew by appends since the snapshot of the sync state (and the
     configuration is the same), only the appended files are diffed.
     """
     from floe_sink.source import appended_files, open_table
-    from floe_sink.sync import compute_diff, read_state_info
+    from floe_sink.sync import SyncDiff, read_state_info
 
     config = prepared.sink_config
     plan = delivery_plan(prepared.destination, config)
@@ -765,7 +778,7 @@ def diff_of(prepared: PreparedDestination, state_path: Path, work_dir: Path) -> 
         added = appended_files(open_table(prepared.source_config), info.snapshot_id, scan)
         if added is not None:
             scan, base_rows = scan.only_files(added), info.source_rows
-    return compute_diff(
+    return SyncDiff(
         mode=config.sync,
         scan=scan,
         key_columns=list(config.primary_key or []),
@@ -779,8 +792,8 @@ def diff_of(prepared: PreparedDestination, state_path: Path, work_dir: Path) -> 
 
 def _deliver_changes(
     prepared: PreparedDestination,
-    manager: Any,
-    reporter: Any,
+    manager: SinkPluginManager,
+    reporter: ProgressReporter,
     store: StateStore,
     *,
     ignore_guards: bool,
@@ -800,7 +813,7 @@ def _deliver_changes(
     diff = diff_of(prepared, path, work_dir)
     try:
         violations = guard_violations(diff, getattr(prepared.destination, "guards", None))
-        counts = {
+        counts: dict[str, Any] = {
             "sync": config.sync,
             "rows_inserted": diff.inserts,
             "rows_updated": diff.updates,
@@ -854,7 +867,9 @@ def _deliver_changes(
         diff.close()
 
 
-def _fold_acknowledged(diff: Any, delivery: Delivery, store: StateStore, *, complete: bool) -> None:
+def _fold_acknowledged(
+    diff: SyncDiff, delivery: Delivery, store: StateStore, *, complete: bool
+) -> None:
     """Save the sync state with exactly what the destination acknowledged, in the store.
 
     Acknowledged deletes are folded whatever stopped the delivery (a failure, an interrupt,
@@ -902,8 +917,8 @@ def _fold_acknowledged(diff: Any, delivery: Delivery, store: StateStore, *, comp
 
 def deliver(
     prepared: PreparedDestination,
-    manager: Any,
-    reporter: Any,
+    manager: SinkPluginManager,
+    reporter: ProgressReporter,
     *,
     store: StateStore | None = None,
     ignore_guards: bool = False,
@@ -995,7 +1010,9 @@ def deliver(
     return outcome
 
 
-def _check_rejected_fraction(outcome: DestinationOutcome, guards: Any) -> DestinationOutcome:
+def _check_rejected_fraction(
+    outcome: DestinationOutcome, guards: GuardsConfig | None
+) -> DestinationOutcome:
     """Fail a run whose destination refused more records than ``max_rejected_fraction``."""
     limit = getattr(guards, "max_rejected_fraction", None)
     result = outcome.result
@@ -1011,7 +1028,9 @@ def _check_rejected_fraction(outcome: DestinationOutcome, guards: Any) -> Destin
     return attrs.evolve(outcome, result=failed)
 
 
-def _write_here(prepared: PreparedDestination, manager: Any, reporter: Any) -> EgressResult:
+def _write_here(
+    prepared: PreparedDestination, manager: SinkPluginManager, reporter: ProgressReporter
+) -> EgressResult:
     """The local engine: stream the scan through the sink's ``write`` in this process."""
     import pyarrow as pa
 
@@ -1038,7 +1057,7 @@ def _write_here(prepared: PreparedDestination, manager: Any, reporter: Any) -> E
     return result
 
 
-def _describe(sink: Any) -> str | None:
+def _describe(sink: object) -> str | None:
     describe = getattr(sink, "describe", None)
     if callable(describe):
         try:
@@ -1066,7 +1085,7 @@ class DryRunReport:
     (its optional ``preview_request(batch)``): method, url, headers, records, body."""
 
 
-def dry_run(prepared: PreparedDestination, reporter: Any) -> DryRunReport:
+def dry_run(prepared: PreparedDestination, reporter: ProgressReporter) -> DryRunReport:
     """Read the source of one destination and apply its field mapping, sending nothing.
 
     ``batches`` counts the batches of ``batch_size`` rows that would be sent; it is ``None``

@@ -49,24 +49,17 @@ from floe_sink.errors import FloeSinkError, SinkConfigurationError
 from floe_sink.logs import get_logger
 from floe_sink.secrets import Secret, reveal
 from floe_sink.state import (
-    ABANDONED,
-    DONE,
-    FAILED,
-    OPEN,
-    REJECT_SEEN_AGAIN,
-    RUNS_KEPT,
-    BatchRecord,
-    DeliveryRecord,
     DestinationLockedError,
-    RejectRecord,
-    RunRecord,
+    JournalStore,
+    Session,
+    SQLiteSession,
     StateStoreError,
     escape_name,
     flock_held,
+    in_transaction,
+    journal_schema,
     lock_holder,
     now_utc,
-    reject_record,
-    run_record,
 )
 
 __all__ = ["DIALECTS", "SYNC_CHUNK_BYTES", "SqlStateStore", "StateUrl"]
@@ -121,58 +114,7 @@ class StateUrl(DatabaseUrl):
 # -- the three drivers -----------------------------------------------------------------------
 
 
-class _Connection:
-    """One database session: statements with ``?`` placeholders, explicit transactions."""
-
-    blob = "BLOB"
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        raise NotImplementedError
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
-    def begin(self) -> None:
-        self.execute("BEGIN TRANSACTION")
-
-    def commit(self) -> None:
-        self.execute("COMMIT")
-
-    def rollback(self) -> None:
-        self.execute("ROLLBACK")
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def lost(self, error: BaseException) -> bool:
-        """True when ``error`` means the session is gone (reconnect and try again)."""
-        return False
-
-
-class _SQLite(_Connection):
-    def __init__(self, path: Path) -> None:
-        import sqlite3
-
-        self._db = sqlite3.connect(
-            path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._db.execute(sql, tuple(params))
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._db.execute(sql, tuple(params)).fetchall()
-
-    def begin(self) -> None:
-        self.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
-
-    def close(self) -> None:
-        self._db.close()
-
-
-class _DuckDB(_Connection):
+class _DuckDB(Session):
     def __init__(self, path: Path) -> None:
         import duckdb
 
@@ -191,7 +133,7 @@ class _DuckDB(_Connection):
 _PLACEHOLDER = re.compile(r"\?")
 
 
-class _Postgres(_Connection):
+class _Postgres(Session):
     blob = "BYTEA"
 
     def __init__(self, url: StateUrl) -> None:
@@ -242,28 +184,11 @@ class _Postgres(_Connection):
 
 def _schema(blob: str) -> tuple[str, ...]:
     return (
-        """CREATE TABLE IF NOT EXISTS floe_deliveries (
-            delivery_id TEXT PRIMARY KEY, destination TEXT NOT NULL, plan TEXT NOT NULL,
-            snapshot_id BIGINT, status TEXT NOT NULL, created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL, seq BIGINT NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS floe_deliveries_dest ON floe_deliveries (destination)",
-        """CREATE TABLE IF NOT EXISTS floe_batches (
-            delivery_id TEXT NOT NULL, position BIGINT NOT NULL, batch_key TEXT NOT NULL,
-            rows BIGINT NOT NULL, bytes BIGINT NOT NULL, PRIMARY KEY (delivery_id, position))""",
-        """CREATE TABLE IF NOT EXISTS floe_runs (
-            run_id TEXT PRIMARY KEY, destination TEXT NOT NULL, delivery_id TEXT NOT NULL,
-            started_at TEXT NOT NULL, finished_at TEXT, success INTEGER, sync TEXT NOT NULL,
-            snapshot_id BIGINT, result TEXT NOT NULL, seq BIGINT NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS floe_runs_dest ON floe_runs (destination, started_at)",
+        *journal_schema(sequenced=True),
         f"""CREATE TABLE IF NOT EXISTS floe_sync_state (
             destination TEXT NOT NULL, version TEXT NOT NULL, chunk BIGINT NOT NULL,
             data {blob} NOT NULL, saved_at TEXT NOT NULL,
             PRIMARY KEY (destination, version, chunk))""",
-        """CREATE TABLE IF NOT EXISTS floe_rejects (
-            destination TEXT NOT NULL, record_key TEXT NOT NULL, record TEXT NOT NULL,
-            status TEXT NOT NULL, message TEXT NOT NULL, run_id TEXT NOT NULL,
-            first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, attempts BIGINT NOT NULL,
-            PRIMARY KEY (destination, record_key))""",
         """CREATE TABLE IF NOT EXISTS floe_locks (
             destination TEXT PRIMARY KEY, pid BIGINT, host TEXT, since TEXT, token TEXT)""",
     )
@@ -277,12 +202,8 @@ def lock_key(destination: str) -> int:
 
 _SCHEMA_LOCK = lock_key("\x00floe-sink state schema")
 
-_RUN_COLUMNS = (
-    "destination, run_id, started_at, finished_at, success, sync, snapshot_id, delivery_id, result"
-)
 
-
-class SqlStateStore:
+class SqlStateStore(JournalStore):
     """The ``sql`` state store (see the module doc). Thread-safe: sinks acknowledge batches
     from their worker threads.
 
@@ -294,11 +215,13 @@ class SqlStateStore:
         StateStoreError: The database cannot be opened (unreachable, refused, in use).
     """
 
+    _order = "seq"
+
     def __init__(self, url: StateUrl, *, state_dir: Path) -> None:
         self.url = url
         self.state_dir = Path(state_dir)
         self._mutex = threading.RLock()
-        self._conn: _Connection | None = None
+        self._conn: Session | None = None
         self._schema_ready = False
         self._temp: Path | None = None
         self._copies: dict[str, tuple[str, Path, tuple[int, int, int] | None]] = {}
@@ -314,7 +237,7 @@ class SqlStateStore:
 
     # -- connections ------------------------------------------------------------------------
 
-    def _connect(self) -> _Connection:
+    def _connect(self) -> Session:
         url = self.url
         try:
             if url.dialect == "postgresql":
@@ -323,23 +246,16 @@ class SqlStateStore:
             url.path.parent.mkdir(parents=True, exist_ok=True)
             if url.dialect == "duckdb":
                 return _DuckDB(url.path)
-            return _SQLite(url.path)
+            return SQLiteSession(url.path)
         except Exception as exc:
             raise self._error(exc, "cannot open") from None
 
-    def _open(self) -> _Connection:
+    def _open(self) -> Session:
         """A session with the tables created (once per store)."""
         conn = self._connect()
         if not self._schema_ready:
             try:
-                conn.begin()
-                try:
-                    self._create_schema(conn)
-                    conn.commit()
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        conn.rollback()
-                    raise
+                in_transaction(conn, self._create_schema)
             except Exception as exc:
                 conn.close()
                 raise self._error(exc, "cannot create the tables in") from None
@@ -359,7 +275,7 @@ class SqlStateStore:
             f"{message}{hint}"
         )
 
-    def _call(self, work: Callable[[_Connection], T]) -> T:
+    def _call(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` on the session; reconnect and run it once more when the session was
         lost (every operation here is safe to repeat)."""
         with self._mutex:
@@ -379,43 +295,23 @@ class SqlStateStore:
                     raise self._error(exc) from None
             raise AssertionError("unreachable")  # pragma: no cover
 
-    def _transaction(self, work: Callable[[_Connection], T]) -> T:
-        def run(conn: _Connection) -> T:
-            conn.begin()
-            try:
-                result = work(conn)
-                conn.commit()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    conn.rollback()
-                raise
-            return result
-
-        return self._call(run)
-
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._call(lambda conn: conn.execute(sql, params))
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._call(lambda conn: conn.query(sql, params))
-
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def _create_schema(self, conn: _Connection) -> None:
+    def _create_schema(self, conn: Session) -> None:
         if self.url.dialect == "postgresql":
             # two runners creating the tables at once would collide in the catalog
             conn.query("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
         for statement in _schema(conn.blob):
             conn.execute(statement)
 
-    def _next_seq(self) -> int:
+    def _sequence(self) -> dict[str, Any]:
         with self._mutex:
             self._seq = max(self._seq + 1, time.time_ns())
-            return self._seq
+            return {"seq": self._seq}
 
     # -- locks ------------------------------------------------------------------------------
 
@@ -466,162 +362,6 @@ class SqlStateStore:
                     conn.query("SELECT pg_advisory_unlock(?)", (key,))
         finally:
             conn.close()
-
-    # -- deliveries -------------------------------------------------------------------------
-
-    def latest_unfinished(self, destination: str) -> DeliveryRecord | None:
-        rows = self._query(
-            "SELECT delivery_id, destination, plan, snapshot_id, status, created_at "
-            "FROM floe_deliveries WHERE destination = ? AND status IN (?, ?) "
-            "ORDER BY created_at DESC, seq DESC LIMIT 1",
-            (destination, OPEN, FAILED),
-        )
-        if not rows:
-            return None
-        delivery_id, dest, plan, snapshot_id, status, created = rows[0]
-        return DeliveryRecord(
-            delivery_id=delivery_id,
-            destination=dest,
-            plan=plan,
-            snapshot_id=None if snapshot_id is None else int(snapshot_id),
-            status=status,
-            created_at=created,
-        )
-
-    def create_delivery(self, destination: str, plan: str, snapshot_id: int | None) -> str:
-        delivery_id = uuid.uuid4().hex
-        at = now_utc()
-        self._execute(
-            "INSERT INTO floe_deliveries (delivery_id, destination, plan, snapshot_id, status, "
-            "created_at, updated_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (delivery_id) DO NOTHING",
-            (delivery_id, destination, plan, snapshot_id, OPEN, at, at, self._next_seq()),
-        )
-        return delivery_id
-
-    def set_status(self, delivery_id: str, status: str) -> None:
-        def work(conn: _Connection) -> None:
-            conn.execute(
-                "UPDATE floe_deliveries SET status = ?, updated_at = ? WHERE delivery_id = ?",
-                (status, now_utc(), delivery_id),
-            )
-            if status in (DONE, ABANDONED):
-                conn.execute("DELETE FROM floe_batches WHERE delivery_id = ?", (delivery_id,))
-                # a finished delivery's row is history enough in floe_runs
-                conn.execute("DELETE FROM floe_deliveries WHERE delivery_id = ?", (delivery_id,))
-
-        self._transaction(work)
-
-    def batches(self, delivery_id: str) -> dict[int, BatchRecord]:
-        rows = self._query(
-            "SELECT position, batch_key, rows, bytes FROM floe_batches WHERE delivery_id = ?",
-            (delivery_id,),
-        )
-        return {
-            int(position): BatchRecord(
-                position=int(position), key=key, rows=int(count), bytes=int(size)
-            )
-            for position, key, count, size in rows
-        }
-
-    def acknowledge(self, delivery_id: str, batch: BatchRecord) -> None:
-        self._execute(
-            "INSERT INTO floe_batches (delivery_id, position, batch_key, rows, bytes) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (delivery_id, position) DO UPDATE SET "
-            "batch_key = excluded.batch_key, rows = excluded.rows, bytes = excluded.bytes",
-            (delivery_id, batch.position, batch.key, batch.rows, batch.bytes),
-        )
-
-    # -- runs -------------------------------------------------------------------------------
-
-    def start_run(self, run: RunRecord) -> None:
-        import json
-
-        def work(conn: _Connection) -> None:
-            conn.execute(
-                f"INSERT INTO floe_runs ({_RUN_COLUMNS}, seq) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
-                (
-                    run.destination,
-                    run.run_id,
-                    run.started_at,
-                    None,
-                    None,
-                    run.sync,
-                    run.snapshot_id,
-                    run.delivery_id,
-                    json.dumps(run.result, default=str),
-                    self._next_seq(),
-                ),
-            )
-            conn.execute(
-                "DELETE FROM floe_runs WHERE destination = ? AND run_id NOT IN ("
-                "SELECT run_id FROM floe_runs WHERE destination = ? "
-                "ORDER BY started_at DESC, seq DESC LIMIT ?)",
-                (run.destination, run.destination, RUNS_KEPT),
-            )
-
-        self._transaction(work)
-
-    def finish_run(self, run_id: str, *, success: bool, result: Mapping[str, Any]) -> None:
-        import json
-
-        self._execute(
-            "UPDATE floe_runs SET finished_at = ?, success = ?, result = ? WHERE run_id = ?",
-            (now_utc(), int(success), json.dumps(dict(result), default=str), run_id),
-        )
-
-    def runs(self, destination: str | None = None, *, limit: int | None = None) -> list[RunRecord]:
-        where = "WHERE destination = ?" if destination is not None else ""
-        params: tuple[Any, ...] = (destination,) if destination is not None else ()
-        bound = f" LIMIT {int(limit)}" if limit else ""
-        rows = self._query(
-            f"SELECT {_RUN_COLUMNS} FROM floe_runs {where} "
-            f"ORDER BY started_at DESC, seq DESC{bound}",
-            params,
-        )
-        return [run_record(row) for row in rows]
-
-    # -- rejected records -------------------------------------------------------------------
-
-    def reject(
-        self,
-        destination: str,
-        *,
-        key: str,
-        record: str,
-        status: str,
-        message: str,
-        run_id: str,
-        attempts: int = 1,
-    ) -> None:
-        at = now_utc()
-        self._execute(
-            "INSERT INTO floe_rejects (destination, record_key, record, status, message, run_id, "
-            "first_seen, last_seen, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            + REJECT_SEEN_AGAIN,
-            (destination, key, record, status, message, run_id, at, at, attempts),
-        )
-
-    def rejects(self, destination: str | None = None) -> list[RejectRecord]:
-        where = "WHERE destination = ?" if destination is not None else ""
-        rows = self._query(
-            "SELECT destination, record_key, record, status, message, run_id, first_seen, "
-            f"last_seen, attempts FROM floe_rejects {where} ORDER BY first_seen, record_key",
-            (destination,) if destination is not None else (),
-        )
-        return [reject_record(row) for row in rows]
-
-    def clear_rejects(self, destination: str, keys: list[str]) -> None:
-        def work(conn: _Connection) -> None:
-            for key in keys:
-                conn.execute(
-                    "DELETE FROM floe_rejects WHERE destination = ? AND record_key = ?",
-                    (destination, key),
-                )
-
-        if keys:
-            self._transaction(work)
 
     # -- sync state -------------------------------------------------------------------------
 
@@ -682,7 +422,7 @@ class SqlStateStore:
         version = uuid.uuid4().hex
         at = now_utc()
 
-        def work(conn: _Connection) -> int:
+        def work(conn: Session) -> int:
             size = 0
             with Path(path).open("rb") as source:
                 for chunk in range(1 << 40):
@@ -707,15 +447,9 @@ class SqlStateStore:
         log.info("sync_state_uploaded", destination=destination, store=repr(self), bytes=size)
 
     def forget(self, destination: str) -> None:
-        def work(conn: _Connection) -> None:
+        def work(conn: Session) -> None:
             conn.execute("DELETE FROM floe_sync_state WHERE destination = ?", (destination,))
-            conn.execute("DELETE FROM floe_rejects WHERE destination = ?", (destination,))
-            conn.execute(
-                "DELETE FROM floe_batches WHERE delivery_id IN ("
-                "SELECT delivery_id FROM floe_deliveries WHERE destination = ?)",
-                (destination,),
-            )
-            conn.execute("DELETE FROM floe_deliveries WHERE destination = ?", (destination,))
+            self._forget_journal(conn, destination)
 
         self._transaction(work)
         self._copies.pop(destination, None)

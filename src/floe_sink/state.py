@@ -42,10 +42,10 @@ import socket
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
@@ -263,78 +263,162 @@ class StateStore(Protocol):
         """Release connections."""
 
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS floe_deliveries (
-        delivery_id TEXT PRIMARY KEY, destination TEXT NOT NULL, plan TEXT NOT NULL,
-        snapshot_id BIGINT, status TEXT NOT NULL, created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS floe_deliveries_dest ON floe_deliveries (destination, status)",
-    """CREATE TABLE IF NOT EXISTS floe_batches (
-        delivery_id TEXT NOT NULL, position BIGINT NOT NULL, batch_key TEXT NOT NULL,
-        rows BIGINT NOT NULL, bytes BIGINT NOT NULL, PRIMARY KEY (delivery_id, position))""",
-    """CREATE TABLE IF NOT EXISTS floe_runs (
-        run_id TEXT PRIMARY KEY, destination TEXT NOT NULL, delivery_id TEXT NOT NULL,
-        started_at TEXT NOT NULL, finished_at TEXT, success INTEGER, sync TEXT NOT NULL,
-        snapshot_id BIGINT, result TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS floe_runs_dest ON floe_runs (destination, started_at)",
-    """CREATE TABLE IF NOT EXISTS floe_rejects (
-        destination TEXT NOT NULL, record_key TEXT NOT NULL, record TEXT NOT NULL,
-        status TEXT NOT NULL, message TEXT NOT NULL, run_id TEXT NOT NULL,
-        first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, attempts BIGINT NOT NULL,
-        PRIMARY KEY (destination, record_key))""",
-)
+def journal_schema(*, sequenced: bool) -> tuple[str, ...]:
+    """The tables of the journal, run history and refused records (``CREATE ... IF NOT EXISTS``).
+
+    ``sequenced`` adds a ``seq`` column to ``floe_deliveries`` and ``floe_runs``, which orders
+    records created within the same millisecond in databases that have no ``rowid``.
+    """
+    seq = ", seq BIGINT NOT NULL" if sequenced else ""
+    return (
+        f"""CREATE TABLE IF NOT EXISTS floe_deliveries (
+            delivery_id TEXT PRIMARY KEY, destination TEXT NOT NULL, plan TEXT NOT NULL,
+            snapshot_id BIGINT, status TEXT NOT NULL, created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL{seq})""",
+        "CREATE INDEX IF NOT EXISTS floe_deliveries_dest ON floe_deliveries (destination, status)",
+        """CREATE TABLE IF NOT EXISTS floe_batches (
+            delivery_id TEXT NOT NULL, position BIGINT NOT NULL, batch_key TEXT NOT NULL,
+            rows BIGINT NOT NULL, bytes BIGINT NOT NULL, PRIMARY KEY (delivery_id, position))""",
+        f"""CREATE TABLE IF NOT EXISTS floe_runs (
+            run_id TEXT PRIMARY KEY, destination TEXT NOT NULL, delivery_id TEXT NOT NULL,
+            started_at TEXT NOT NULL, finished_at TEXT, success INTEGER, sync TEXT NOT NULL,
+            snapshot_id BIGINT, result TEXT NOT NULL{seq})""",
+        "CREATE INDEX IF NOT EXISTS floe_runs_dest ON floe_runs (destination, started_at)",
+        """CREATE TABLE IF NOT EXISTS floe_rejects (
+            destination TEXT NOT NULL, record_key TEXT NOT NULL, record TEXT NOT NULL,
+            status TEXT NOT NULL, message TEXT NOT NULL, run_id TEXT NOT NULL,
+            first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, attempts BIGINT NOT NULL,
+            PRIMARY KEY (destination, record_key))""",
+    )
+
 
 RUNS_KEPT = 1000
 """Run records kept per destination (older ones are dropped as new runs start)."""
 
+_RUN_COLUMNS = (
+    "destination, run_id, started_at, finished_at, success, sync, snapshot_id, delivery_id, result"
+)
+_REJECT_COLUMNS = (
+    "destination, record_key, record, status, message, run_id, first_seen, last_seen, attempts"
+)
+_REJECT_SEEN_AGAIN = (
+    "ON CONFLICT (destination, record_key) DO UPDATE SET record = excluded.record, "
+    "status = excluded.status, message = excluded.message, run_id = excluded.run_id, "
+    "last_seen = excluded.last_seen, attempts = floe_rejects.attempts + excluded.attempts"
+)
+"""How a store files a record refused again: the latest of everything, the attempts added."""
 
-class LocalStateStore:
-    """The ``local`` state store: ``state.db`` and ``locks/`` under the state directory.
+T = TypeVar("T")
 
-    Thread-safe: sinks acknowledge batches from their worker threads.
+
+class Session:
+    """One database session: statements with ``?`` placeholders, explicit transactions."""
+
+    blob = "BLOB"
+    """The column type of binary data."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        raise NotImplementedError
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def begin(self) -> None:
+        self.execute("BEGIN TRANSACTION")
+
+    def commit(self) -> None:
+        self.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.execute("ROLLBACK")
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def lost(self, error: BaseException) -> bool:
+        """True when ``error`` means the session is gone (reconnect and try again)."""
+        return False
+
+
+class SQLiteSession(Session):
+    """A session on a SQLite file: WAL journal, ``synchronous=NORMAL``, usable from threads."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(
+            path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._db.execute(sql, tuple(params))
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._db.execute(sql, tuple(params)).fetchall()
+
+    def begin(self) -> None:
+        self.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def in_transaction(conn: Session, work: Callable[[Session], T]) -> T:
+    """Run ``work`` in one transaction of ``conn``: committed, or rolled back if it raises."""
+    conn.begin()
+    try:
+        result = work(conn)
+        conn.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        raise
+    return result
+
+
+class JournalStore:
+    """The journal, run history and refused records of a store that keeps them in SQL tables
+    (:func:`journal_schema`): what the ``local`` and the ``sql`` store share.
+
+    A subclass runs statements (:meth:`_call`), says which column orders records created in
+    the same millisecond (:attr:`_order`) and provides locks and sync state.
     """
 
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = Path(state_dir)
-        try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.state_dir / STATE_FILE,
-                timeout=30.0,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            for statement in _SCHEMA:
-                self._db.execute(statement)
-        except (OSError, sqlite3.Error) as exc:
-            raise SinkConfigurationError(
-                f"cannot use state directory {str(self.state_dir)!r}: {exc}; "
-                "point --state-dir (or $FLOE_STATE_DIR) at a writable folder"
-            ) from exc
-        self._mutex = threading.Lock()
+    _order = "rowid"
+    """The column that orders records created within the same millisecond."""
 
-    def __repr__(self) -> str:
-        return f"LocalStateStore({str(self.state_dir)!r})"
+    def _call(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` on the store's session."""
+        raise NotImplementedError
 
-    # -- locks --------------------------------------------------------------------------
+    def _sequence(self) -> dict[str, Any]:
+        """The ``seq`` column of a new delivery or run, for stores whose tables have one."""
+        return {}
 
-    def lock(self, destination: str) -> contextlib.AbstractContextManager[None]:
-        folder = self.state_dir / LOCKS_DIR
-        return flock_held(folder / f"{escape_name(destination)}.lock", destination)
+    def _transaction(self, work: Callable[[Session], T]) -> T:
+        return self._call(lambda conn: in_transaction(conn, work))
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._call(lambda conn: conn.execute(sql, params))
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._call(lambda conn: conn.query(sql, params))
+
+    def _insert(self, conn: Session, table: str, values: Mapping[str, Any], tail: str) -> None:
+        columns = {**values, **self._sequence()}
+        conn.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * len(columns))}) {tail}",
+            tuple(columns.values()),
+        )
 
     # -- deliveries ---------------------------------------------------------------------
 
-    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._mutex:
-            return self._db.execute(sql, params).fetchall()
-
     def latest_unfinished(self, destination: str) -> DeliveryRecord | None:
-        rows = self._execute(
+        rows = self._query(
             "SELECT delivery_id, destination, plan, snapshot_id, status, created_at "
             "FROM floe_deliveries WHERE destination = ? AND status IN (?, ?) "
-            "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            f"ORDER BY created_at DESC, {self._order} DESC LIMIT 1",
             (destination, OPEN, FAILED),
         )
         if not rows:
@@ -344,7 +428,7 @@ class LocalStateStore:
             delivery_id=delivery_id,
             destination=dest,
             plan=plan,
-            snapshot_id=snapshot_id,
+            snapshot_id=None if snapshot_id is None else int(snapshot_id),
             status=status,
             created_at=created,
         )
@@ -352,79 +436,78 @@ class LocalStateStore:
     def create_delivery(self, destination: str, plan: str, snapshot_id: int | None) -> str:
         delivery_id = uuid.uuid4().hex
         at = now_utc()
-        self._execute(
-            "INSERT INTO floe_deliveries VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (delivery_id, destination, plan, snapshot_id, OPEN, at, at),
+        values = {
+            "delivery_id": delivery_id,
+            "destination": destination,
+            "plan": plan,
+            "snapshot_id": snapshot_id,
+            "status": OPEN,
+            "created_at": at,
+            "updated_at": at,
+        }
+        self._call(
+            lambda conn: self._insert(
+                conn, "floe_deliveries", values, "ON CONFLICT (delivery_id) DO NOTHING"
+            )
         )
         return delivery_id
 
     def set_status(self, delivery_id: str, status: str) -> None:
-        with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "UPDATE floe_deliveries SET status = ?, updated_at = ? WHERE delivery_id = ?",
-                    (status, now_utc(), delivery_id),
-                )
-                if status in (DONE, ABANDONED):
-                    self._db.execute(
-                        "DELETE FROM floe_batches WHERE delivery_id = ?", (delivery_id,)
-                    )
-                    # a finished delivery's row is history enough in floe_runs
-                    self._db.execute(
-                        "DELETE FROM floe_deliveries WHERE delivery_id = ?", (delivery_id,)
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        def work(conn: Session) -> None:
+            conn.execute(
+                "UPDATE floe_deliveries SET status = ?, updated_at = ? WHERE delivery_id = ?",
+                (status, now_utc(), delivery_id),
+            )
+            if status in (DONE, ABANDONED):
+                conn.execute("DELETE FROM floe_batches WHERE delivery_id = ?", (delivery_id,))
+                # a finished delivery's row is history enough in floe_runs
+                conn.execute("DELETE FROM floe_deliveries WHERE delivery_id = ?", (delivery_id,))
+
+        self._transaction(work)
 
     def batches(self, delivery_id: str) -> dict[int, BatchRecord]:
-        rows = self._execute(
+        rows = self._query(
             "SELECT position, batch_key, rows, bytes FROM floe_batches WHERE delivery_id = ?",
             (delivery_id,),
         )
         return {
-            int(position): BatchRecord(position=int(position), key=key, rows=rows_, bytes=size)
-            for position, key, rows_, size in rows
+            int(position): BatchRecord(
+                position=int(position), key=key, rows=int(count), bytes=int(size)
+            )
+            for position, key, count, size in rows
         }
 
     def acknowledge(self, delivery_id: str, batch: BatchRecord) -> None:
         self._execute(
-            "INSERT OR REPLACE INTO floe_batches VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO floe_batches (delivery_id, position, batch_key, rows, bytes) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (delivery_id, position) DO UPDATE SET "
+            "batch_key = excluded.batch_key, rows = excluded.rows, bytes = excluded.bytes",
             (delivery_id, batch.position, batch.key, batch.rows, batch.bytes),
         )
 
     # -- runs ---------------------------------------------------------------------------
 
     def start_run(self, run: RunRecord) -> None:
-        with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT INTO floe_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        run.run_id,
-                        run.destination,
-                        run.delivery_id,
-                        run.started_at,
-                        None,
-                        None,
-                        run.sync,
-                        run.snapshot_id,
-                        json.dumps(run.result),
-                    ),
-                )
-                self._db.execute(
-                    "DELETE FROM floe_runs WHERE destination = ? AND run_id NOT IN ("
-                    "SELECT run_id FROM floe_runs WHERE destination = ? "
-                    "ORDER BY started_at DESC LIMIT ?)",
-                    (run.destination, run.destination, RUNS_KEPT),
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        values = {
+            "destination": run.destination,
+            "run_id": run.run_id,
+            "started_at": run.started_at,
+            "sync": run.sync,
+            "snapshot_id": run.snapshot_id,
+            "delivery_id": run.delivery_id,
+            "result": json.dumps(run.result, default=str),
+        }
+
+        def work(conn: Session) -> None:
+            self._insert(conn, "floe_runs", values, "ON CONFLICT (run_id) DO NOTHING")
+            conn.execute(
+                "DELETE FROM floe_runs WHERE destination = ? AND run_id NOT IN ("
+                "SELECT run_id FROM floe_runs WHERE destination = ? "
+                f"ORDER BY started_at DESC, {self._order} DESC LIMIT ?)",
+                (run.destination, run.destination, RUNS_KEPT),
+            )
+
+        self._transaction(work)
 
     def finish_run(self, run_id: str, *, success: bool, result: Mapping[str, Any]) -> None:
         self._execute(
@@ -435,15 +518,15 @@ class LocalStateStore:
     def runs(self, destination: str | None = None, *, limit: int | None = None) -> list[RunRecord]:
         where = "WHERE destination = ?" if destination is not None else ""
         params: tuple[Any, ...] = (destination,) if destination is not None else ()
-        rows = self._execute(
-            "SELECT destination, run_id, started_at, finished_at, success, sync, snapshot_id, "
-            f"delivery_id, result FROM floe_runs {where} "
-            f"ORDER BY started_at DESC, rowid DESC LIMIT {int(limit) if limit else -1}",
+        bound = f" LIMIT {int(limit)}" if limit else ""
+        rows = self._query(
+            f"SELECT {_RUN_COLUMNS} FROM floe_runs {where} "
+            f"ORDER BY started_at DESC, {self._order} DESC{bound}",
             params,
         )
-        return [run_record(row) for row in rows]
+        return [_run_record(row) for row in rows]
 
-    # -- rejected records ------------------------------------------------------------------
+    # -- refused records ----------------------------------------------------------------
 
     def reject(
         self,
@@ -458,25 +541,71 @@ class LocalStateStore:
     ) -> None:
         at = now_utc()
         self._execute(
-            f"INSERT INTO floe_rejects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {REJECT_SEEN_AGAIN}",
+            f"INSERT INTO floe_rejects ({_REJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            + _REJECT_SEEN_AGAIN,
             (destination, key, record, status, message, run_id, at, at, attempts),
         )
 
     def rejects(self, destination: str | None = None) -> list[RejectRecord]:
         where = "WHERE destination = ?" if destination is not None else ""
-        rows = self._execute(
-            "SELECT destination, record_key, record, status, message, run_id, first_seen, "
-            f"last_seen, attempts FROM floe_rejects {where} ORDER BY first_seen, record_key",
+        rows = self._query(
+            f"SELECT {_REJECT_COLUMNS} FROM floe_rejects {where} ORDER BY first_seen, record_key",
             (destination,) if destination is not None else (),
         )
-        return [reject_record(row) for row in rows]
+        return [_reject_record(row) for row in rows]
 
     def clear_rejects(self, destination: str, keys: list[str]) -> None:
+        def work(conn: Session) -> None:
+            for key in keys:
+                conn.execute(
+                    "DELETE FROM floe_rejects WHERE destination = ? AND record_key = ?",
+                    (destination, key),
+                )
+
+        if keys:
+            self._transaction(work)
+
+    def _forget_journal(self, conn: Session, destination: str) -> None:
+        """Drop the refused records and every unfinished delivery of ``destination``."""
+        conn.execute("DELETE FROM floe_rejects WHERE destination = ?", (destination,))
+        conn.execute(
+            "DELETE FROM floe_batches WHERE delivery_id IN ("
+            "SELECT delivery_id FROM floe_deliveries WHERE destination = ?)",
+            (destination,),
+        )
+        conn.execute("DELETE FROM floe_deliveries WHERE destination = ?", (destination,))
+
+
+class LocalStateStore(JournalStore):
+    """The ``local`` state store: ``state.db`` and ``locks/`` under the state directory.
+
+    Thread-safe: sinks acknowledge batches from their worker threads.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._db = SQLiteSession(self.state_dir / STATE_FILE)
+            for statement in journal_schema(sequenced=False):
+                self._db.execute(statement)
+        except (OSError, sqlite3.Error) as exc:
+            raise SinkConfigurationError(
+                f"cannot use state directory {str(self.state_dir)!r}: {exc}; "
+                "point --state-dir (or $FLOE_STATE_DIR) at a writable folder"
+            ) from exc
+        self._mutex = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LocalStateStore({str(self.state_dir)!r})"
+
+    def _call(self, work: Callable[[Session], T]) -> T:
         with self._mutex:
-            self._db.executemany(
-                "DELETE FROM floe_rejects WHERE destination = ? AND record_key = ?",
-                [(destination, key) for key in keys],
-            )
+            return work(self._db)
+
+    def lock(self, destination: str) -> contextlib.AbstractContextManager[None]:
+        folder = self.state_dir / LOCKS_DIR
+        return flock_held(folder / f"{escape_name(destination)}.lock", destination)
 
     def sync_state_path(self, destination: str) -> Path:
         """Where this store keeps the destination's sync state."""
@@ -492,38 +621,30 @@ class LocalStateStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(target.name + ".tmp")
         shutil.copyfile(path, temporary)
-        fd = os.open(temporary, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, target)
+        replace_durably(temporary, target)
 
     def forget(self, destination: str) -> None:
         self.sync_state_path(destination).unlink(missing_ok=True)
-        self._execute("DELETE FROM floe_rejects WHERE destination = ?", (destination,))
-        rows = self._execute(
-            "SELECT delivery_id FROM floe_deliveries WHERE destination = ?", (destination,)
-        )
-        for (delivery_id,) in rows:
-            self.set_status(delivery_id, ABANDONED)
+        self._transaction(lambda conn: self._forget_journal(conn, destination))
 
     def close(self) -> None:
         with self._mutex:
             self._db.close()
 
 
-REJECT_SEEN_AGAIN = (
-    "ON CONFLICT (destination, record_key) DO UPDATE SET record = excluded.record, "
-    "status = excluded.status, message = excluded.message, run_id = excluded.run_id, "
-    "last_seen = excluded.last_seen, attempts = floe_rejects.attempts + excluded.attempts"
-)
-"""How a store files a record refused again: the latest of everything, the attempts added."""
+def replace_durably(temporary: Path, target: Path) -> None:
+    """Make the file ``temporary`` the file ``target`` in one step, once it is on disk: a
+    crash leaves the old file or the new one, never a part of either."""
+    fd = os.open(temporary, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, target)
 
 
-def reject_record(row: tuple[Any, ...]) -> RejectRecord:
-    """A :class:`RejectRecord` from a ``floe_rejects`` row (``destination, record_key,
-    record, status, message, run_id, first_seen, last_seen, attempts``)."""
+def _reject_record(row: tuple[Any, ...]) -> RejectRecord:
+    """A :class:`RejectRecord` from a ``floe_rejects`` row (:data:`_REJECT_COLUMNS`)."""
     dest, key, record, status, message, run_id, first, last, attempts = row
     return RejectRecord(
         destination=dest,
@@ -538,9 +659,8 @@ def reject_record(row: tuple[Any, ...]) -> RejectRecord:
     )
 
 
-def run_record(row: tuple[Any, ...]) -> RunRecord:
-    """A :class:`RunRecord` from a ``floe_runs`` row (``destination, run_id, started_at,
-    finished_at, success, sync, snapshot_id, delivery_id, result``)."""
+def _run_record(row: tuple[Any, ...]) -> RunRecord:
+    """A :class:`RunRecord` from a ``floe_runs`` row (:data:`_RUN_COLUMNS`)."""
     dest, run_id, started, finished, success, sync, snapshot_id, delivery_id, result = row
     return RunRecord(
         destination=dest,

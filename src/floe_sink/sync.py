@@ -2,7 +2,7 @@
 
 A destination with ``sync: changes`` or ``mirror`` has a **sync state**: for every key
 floe-sink delivered there, the fingerprint of the content it delivered (a 64-bit hash of the
-mapped columns: a change in a column that is not sent is not a change). :func:`compute_diff`
+mapped columns: a change in a column that is not sent is not a change). :class:`SyncDiff`
 compares a snapshot with that state:
 
 * **inserts**: keys the state lacks; **updates**: keys whose fingerprint differs;
@@ -37,7 +37,6 @@ the delivery under way, while keys are marked for it).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ import pyarrow as pa
 
 from floe_sink.logs import get_logger
 
-__all__ = ["DELETE_POSITIONS", "StateInfo", "SyncDiff", "compute_diff", "read_state_info"]
+__all__ = ["DELETE_POSITIONS", "StateInfo", "SyncDiff", "read_state_info"]
 
 log = get_logger(__name__)
 
@@ -103,6 +102,11 @@ def _key_names(count: int) -> list[str]:
 class SyncDiff:
     """The diff of one snapshot against one destination's sync state (a DuckDB session).
 
+    ``SyncDiff(...)`` diffs ``scan`` (a snapshot) against the sync state at ``state_path``
+    (see the module doc). With ``base_rows``, ``scan`` reads only the files appended since
+    the state's snapshot (which had ``base_rows`` rows): the cost follows the appended files.
+    The caller closes the diff (it holds a DuckDB session).
+
     Attributes:
         mode: ``changes`` or ``mirror``.
         inserts, updates, deletes, unchanged: Row counts (``deletes`` is 0 for ``changes``).
@@ -141,6 +145,22 @@ class SyncDiff:
         self._changed: pa.Array | None = None  # sorted row numbers to send; None: all rows
         self._all_changed = False
         self._keys = _key_names(len(self.key_columns))
+        try:
+            self._compute()
+        except BaseException:
+            self.close()
+            raise
+        log.info(
+            "sync_diff",
+            mode=mode,
+            inserts=self.inserts,
+            updates=self.updates,
+            deletes=self.deletes,
+            unchanged=self.unchanged,
+            state_rows=self.state_rows,
+            read=not self.skipped_read,
+            incremental=base_rows is not None,
+        )
 
     def close(self) -> None:
         """Release the DuckDB session."""
@@ -459,17 +479,14 @@ def write_state(path: Path, table: pa.Table, meta: Mapping[str, Any]) -> None:
     """Write a sync state file atomically (a temp file, fsynced, renamed over the old one)."""
     import pyarrow.parquet as pq
 
+    from floe_sink.state import replace_durably
+
     path.parent.mkdir(parents=True, exist_ok=True)
     schema = table.schema.with_metadata({_META: json.dumps(dict(meta)).encode()})
     temporary = path.with_name(path.name + ".tmp")
     with pa.OSFile(str(temporary), "wb") as sink:
         pq.write_table(table.replace_schema_metadata(schema.metadata), sink)
-    fd = os.open(temporary, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
+    replace_durably(temporary, path)
 
 
 def _rows_of(rows: pa.Array, batches: Sequence[int] | None, batch_size: int | None) -> pa.Array:
@@ -487,50 +504,3 @@ def _empty_positions() -> pa.Array:
 
 def _sql_text(text: str) -> str:
     return text.replace("'", "''")
-
-
-def compute_diff(
-    *,
-    mode: str,
-    scan: Any,
-    key_columns: Sequence[str],
-    field_mapping: Mapping[str, str] | None,
-    state_path: Path,
-    work_dir: Path,
-    plan: str,
-    base_rows: int | None = None,
-) -> SyncDiff:
-    """Diff ``scan`` (a snapshot) against the sync state at ``state_path``; see the module doc.
-
-    With ``base_rows``, ``scan`` reads only the files appended since the state's snapshot
-    (which had ``base_rows`` rows): the cost follows the appended files.
-
-    The caller closes the returned :class:`SyncDiff` (it holds a DuckDB session).
-    """
-    diff = SyncDiff(
-        mode=mode,
-        scan=scan,
-        key_columns=key_columns,
-        field_mapping=field_mapping,
-        state_path=state_path,
-        work_dir=work_dir,
-        plan=plan,
-        base_rows=base_rows,
-    )
-    try:
-        diff._compute()
-    except BaseException:
-        diff.close()
-        raise
-    log.info(
-        "sync_diff",
-        mode=mode,
-        inserts=diff.inserts,
-        updates=diff.updates,
-        deletes=diff.deletes,
-        unchanged=diff.unchanged,
-        state_rows=diff.state_rows,
-        read=not diff.skipped_read,
-        incremental=base_rows is not None,
-    )
-    return diff

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -77,6 +77,13 @@ class CatalogType(enum.StrEnum):
 register_enum(CatalogType)
 
 
+def _enforce(rules: Callable[[Mapping[str, Any]], list[ConfigValueError]], instance: Any) -> None:
+    """Raise the problems ``rules`` finds in the fields of ``instance``, all in one error."""
+    problems = rules(attrs.asdict(instance, recurse=False))
+    if problems:
+        raise ConfigValueError("; ".join(str(problem) for problem in problems))
+
+
 CATALOG_CREDENTIALS_HINT = (
     "credentials must not be written in manifest.yaml; store them in a Kubernetes Secret and "
     "name it in catalog.credential_secret_ref (its keys become catalog properties)"
@@ -111,9 +118,7 @@ class CatalogConfig:
     properties: dict[str, _Property] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
-        problems = _catalog_rules(attrs.asdict(self, recurse=False))
-        if problems:
-            raise ConfigValueError("; ".join(str(problem) for problem in problems))
+        _enforce(_catalog_rules, self)
 
     def to_pyiceberg_properties(self, secret: Mapping[str, Secret] | None = None) -> dict[str, str]:
         """The properties for ``pyiceberg.catalog.load_catalog(self.name, **properties)``.
@@ -245,9 +250,7 @@ class StateConfig:
     options: dict[str, Any] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
-        problems = _state_rules(attrs.asdict(self, recurse=False))
-        if problems:
-            raise ConfigValueError("; ".join(str(problem) for problem in problems))
+        _enforce(_state_rules, self)
 
 
 _NO_BACKEND = {"not": {"required": ["backend"]}}

@@ -118,13 +118,7 @@ def check_batch_size(_instance: Any, attribute: attrs.Attribute[Any], value: int
 @json_schema({"items": _NAMED, "uniqueItems": True})
 def check_column_list(_instance: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
     """Column names: non-empty strings, each listed once."""
-    seen: set[str] = set()
-    for index, column in enumerate(value):
-        if not column.strip():
-            _fail(attribute, "column names must not be empty", (index,))
-        if column in seen:
-            _fail(attribute, f"column {column!r} is listed twice", (index,))
-        seen.add(column)
+    _check_names(attribute, value, "column", "column names")
 
 
 @json_schema({"items": _NAMED, "uniqueItems": True, "minItems": 1})
@@ -159,13 +153,20 @@ def check_field_mapping(
 @json_schema({"items": _NAMED, "uniqueItems": True})
 def check_sink_list(_instance: Any, attribute: attrs.Attribute[Any], value: Sequence[str]) -> None:
     """Sink type names: non-empty, each listed once."""
+    _check_names(attribute, value, "sink type", "sink types")
+
+
+def _check_names(
+    attribute: attrs.Attribute[Any], value: Sequence[str], noun: str, plural: str
+) -> None:
+    """Each of ``value`` a non-empty ``noun`` (``column``, ``sink type``), listed once."""
     seen: set[str] = set()
-    for index, sink in enumerate(value):
-        if not sink.strip():
-            _fail(attribute, "sink types must not be empty", (index,))
-        if sink in seen:
-            _fail(attribute, f"sink type {sink!r} is listed twice", (index,))
-        seen.add(sink)
+    for index, name in enumerate(value):
+        if not name.strip():
+            _fail(attribute, f"{plural} must not be empty", (index,))
+        if name in seen:
+            _fail(attribute, f"{noun} {name!r} is listed twice", (index,))
+        seen.add(name)
 
 
 @json_schema({"pattern": r"\S"})  # that it parses, only the loader can tell

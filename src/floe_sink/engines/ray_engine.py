@@ -64,7 +64,7 @@ def _worker_env() -> dict[str, str]:
     """Variables passed to the workers of a cluster we connect to (a local one inherits all):
     OpenTelemetry's, and floe-sink's tracing and plugin switches."""
     from floe_sink.manager import BLOCK_ENV, LOAD_ENV, STRICT_ENV
-    from floe_sink.otel import OTEL_ENV
+    from floe_sink.trace_export import OTEL_ENV
 
     named = {OTEL_ENV, BLOCK_ENV, LOAD_ENV, STRICT_ENV}
     return {k: v for k, v in os.environ.items() if k.startswith("OTEL_") or k in named}

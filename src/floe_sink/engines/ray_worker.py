@@ -176,7 +176,7 @@ def _set_up_process(context: DestinationContext) -> None:
         import structlog
 
         from floe_sink.logs import configure_logging
-        from floe_sink.otel import setup_tracing
+        from floe_sink.trace_export import setup_tracing
 
         configure_logging(level=context.log_level, json=True, stream=sys.stderr)
         processors = list(structlog.get_config()["processors"])

@@ -36,27 +36,6 @@ from floe_sink.testing._subject import (
     broken,
 )
 
-__all__ = [
-    "check_arrow_type",
-    "check_bad_configs",
-    "check_batch_size",
-    "check_deletes",
-    "check_egress_result",
-    "check_empty_stream",
-    "check_empty_table",
-    "check_exact_resume",
-    "check_idempotency_keys",
-    "check_permanent_failure",
-    "check_record_ids",
-    "check_record_results",
-    "check_secrets_not_in_logs",
-    "check_secrets_not_in_repr",
-    "check_secrets_not_in_spans",
-    "check_sink",
-    "check_transient_failure",
-]
-
-
 # -- helpers ----------------------------------------------------------------------------------
 
 
@@ -219,6 +198,47 @@ def _never_hit(property: str) -> ConformanceError:
         f"while checking {property}, the injected fault was never hit: the target's fault "
         "injector does not sit between the sink and the destination (point the config at it)",
     )
+
+
+@attrs.frozen
+class _FaultedWrite:
+    """A write made while the target's fault injector served a fault."""
+
+    data: Any
+    delivery: JournalDelivery
+    result: EgressResult | None
+    """``None`` when the write raised :attr:`error`."""
+    error: SinkError | None
+    hits: int
+    """Operations the injector failed."""
+
+
+def _write_under_fault(
+    sut: SinkUnderTest, prop: str, fault: Fault, *, times: int, rows: int, batch_size: int
+) -> _FaultedWrite:
+    """Write ``rows`` rows while ``fault`` is injected ``times`` times.
+
+    Raises:
+        ConformanceError: The write raised something other than a :class:`SinkError`.
+    """
+    faults = _require_faults(sut)
+    data = standard_table(rows)
+    delivery = sut.delivery()
+    result: EgressResult | None = None
+    error: SinkError | None = None
+    with injected(faults, fault, times=times):
+        try:
+            result = sut.write(data, delivery=delivery, batch_size=batch_size)
+        except SinkError as exc:
+            error = exc
+        except Exception as exc:
+            raise broken(
+                prop,
+                f"the failure escaped as {type(exc).__name__}, not a floe_sink.SinkError "
+                f"(wrap the client's errors, with a category): {exc}",
+            ) from exc
+        hits = faults.injected
+    return _FaultedWrite(data=data, delivery=delivery, result=result, error=error, hits=hits)
 
 
 # -- the checks -------------------------------------------------------------------------------
@@ -485,24 +505,17 @@ def check_exact_resume(sut: SinkUnderTest) -> None:
 
 def check_transient_failure(sut: SinkUnderTest) -> None:
     """One injected transient failure is retried: the write succeeds, every row once."""
-    faults = _require_faults(sut)
     prop = Property.TRANSIENT_FAILURE
-    data = standard_table(6)
-    delivery = sut.delivery()
-    with injected(faults, Fault.TRANSIENT, times=1):
-        try:
-            result = sut.write(data, delivery=delivery, batch_size=2)
-        except SinkError as exc:
-            if faults.injected == 0:
-                raise _never_hit(prop) from exc
-            raise broken(
-                prop,
-                "the write failed on one transient fault instead of retrying it: "
-                f"{type(exc).__name__}: {exc}",
-            ) from exc
-        hits = faults.injected
-    if hits == 0:
-        raise _never_hit(prop)
+    outcome = _write_under_fault(sut, prop, Fault.TRANSIENT, times=1, rows=6, batch_size=2)
+    data, delivery, result = outcome.data, outcome.delivery, outcome.result
+    if outcome.hits == 0:
+        raise _never_hit(prop) from outcome.error
+    if result is None:
+        raise broken(
+            prop,
+            "the write failed on one transient fault instead of retrying it: "
+            f"{type(outcome.error).__name__}: {outcome.error}",
+        ) from outcome.error
     if not result.success:
         raise broken(
             prop, f"the write reported a failure after one transient fault: {result.errors}"
@@ -518,36 +531,24 @@ def check_transient_failure(sut: SinkUnderTest) -> None:
 
 def check_permanent_failure(sut: SinkUnderTest) -> None:
     """An injected permanent failure is reported (raised or in the result), and not retried."""
-    faults = _require_faults(sut)
     prop = Property.PERMANENT_FAILURE
     # one batch: each fault hit is then an attempt at the same batch, however many batches a
     # sink keeps in flight
-    data = standard_table(4)
-    delivery = sut.delivery()
-    result: EgressResult | None = None
-    with injected(faults, Fault.PERMANENT, times=100):
-        try:
-            result = sut.write(data, delivery=delivery, batch_size=4)
-        except SinkError as exc:
-            if faults.injected and exc.category is ErrorCategory.TRANSIENT:
-                raise broken(
-                    prop,
-                    f"a permanent failure was raised as a transient {type(exc).__name__} (a "
-                    f"caller would retry it): {exc}",
-                ) from exc
-            if faults.injected and isinstance(exc, SinkConfigurationError):
-                raise broken(
-                    prop,
-                    "a refusal by the destination was raised as a configuration error "
-                    f"(SinkConfigurationError): {exc}",
-                ) from exc
-        except Exception as exc:
-            raise broken(
-                prop,
-                f"the failure escaped as {type(exc).__name__}, not a floe_sink.SinkError "
-                f"(wrap the client's errors, with a category): {exc}",
-            ) from exc
-        hits = faults.injected
+    outcome = _write_under_fault(sut, prop, Fault.PERMANENT, times=100, rows=4, batch_size=4)
+    data, delivery, result, error = outcome.data, outcome.delivery, outcome.result, outcome.error
+    hits = outcome.hits
+    if error is not None and hits and error.category is ErrorCategory.TRANSIENT:
+        raise broken(
+            prop,
+            f"a permanent failure was raised as a transient {type(error).__name__} (a "
+            f"caller would retry it): {error}",
+        ) from error
+    if error is not None and hits and isinstance(error, SinkConfigurationError):
+        raise broken(
+            prop,
+            "a refusal by the destination was raised as a configuration error "
+            f"(SinkConfigurationError): {error}",
+        ) from error
     if hits == 0:
         raise _never_hit(prop)
     if result is not None:
