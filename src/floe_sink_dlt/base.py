@@ -131,12 +131,7 @@ class BatchSink(abc.ABC):
         runs :meth:`prepare` (create or evolve the table, ...) and closes again, so that
         units running at once find everything made and never race to make it.
         """
-        self.delivery = delivery
-        try:
-            self.prepare(schema)
-            self.finish(success=False)
-        finally:
-            self.delivery = None
+        self._prepare_and_finish(schema, delivery, success=False)
 
     def complete_units(self, schema: pa.Schema, delivery: Delivery) -> None:
         """After every unit of ``delivery`` is in: what :meth:`finish` does for a whole one.
@@ -147,10 +142,13 @@ class BatchSink(abc.ABC):
         Raises:
             SinkError: Completing failed; the delivery stays unfinished, to be resumed.
         """
+        self._prepare_and_finish(schema, delivery, success=True)
+
+    def _prepare_and_finish(self, schema: pa.Schema, delivery: Delivery, *, success: bool) -> None:
         self.delivery = delivery
         try:
             self.prepare(schema)
-            self.finish(success=True)
+            self.finish(success=success)
         finally:
             self.delivery = None
 
