@@ -9,6 +9,8 @@ own sinks.
 
 :class:`StateStoreSpec` adds one hook outside that contract, ``get_state_store``: where the
 command keeps delivery state (the manifest's ``state:``), so a platform can bring its own.
+:class:`SinkConfigSpec` adds another, ``get_config_model``: the model of a sink type's
+``config``, from which the editor schema of floe.yaml describes that block.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ if TYPE_CHECKING:
     from floe_sink.secrets import Secret
     from floe_sink.state import StateStore
 
-__all__ = ["PROJECT_NAME", "SinkConnectorSpec", "StateStoreSpec", "hookimpl", "hookspec"]
+__all__ = [
+    "PROJECT_NAME",
+    "SinkConfigSpec",
+    "SinkConnectorSpec",
+    "StateStoreSpec",
+    "hookimpl",
+    "hookspec",
+]
 
 PROJECT_NAME = "floe_sink"
 """The pluggy project name, also the entry-point group."""
@@ -191,4 +200,29 @@ class StateStoreSpec:
                     token=secrets["token"].reveal(),
                     scratch=state_dir / "platform",
                 )
+        """
+
+
+class SinkConfigSpec:
+    """What a sink type's ``config`` may hold: one optional hook, for editors."""
+
+    @hookspec(firstresult=True)
+    def get_config_model(self, sink_type: str) -> type | None:
+        """Return the attrs model of a ``config`` block of ``sink_type``, or ``None``.
+
+        Optional: :func:`floe_sink.config.floe_yaml_json_schema` (``floe-sink schema``) asks
+        the plugin that lists ``sink_type`` and describes the ``config`` of its destinations
+        with the JSON Schema generated from the model, as it describes floe.yaml's own fields
+        (:func:`floe_sink.config.schema.model_schema`: the field annotations, the
+        ``Attributes:`` section of the docstrings, the JSON Schema validators and value types
+        declare with :func:`floe_sink.structuring.json_schema`). Without a model, ``config``
+        stays free-form. The command imports the model's module: keep it free of heavy
+        imports (``floe-sink schema`` loads no sink's dependencies). The sink's own checks
+        remain the authority.
+
+        Example::
+
+            @floe_sink.hookimpl
+            def get_config_model(sink_type: str) -> type | None:
+                return WebhookKeys if sink_type == "webhook" else None
         """

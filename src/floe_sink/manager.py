@@ -35,7 +35,7 @@ from floe_sink.errors import (
     PluginLoadError,
     SinkNotFoundError,
 )
-from floe_sink.hookspecs import PROJECT_NAME, SinkConnectorSpec, StateStoreSpec
+from floe_sink.hookspecs import PROJECT_NAME, SinkConfigSpec, SinkConnectorSpec, StateStoreSpec
 from floe_sink.logs import get_logger
 from floe_sink.models import EgressResult, SinkConfig
 from floe_sink.tracing import egress_span, record_egress_result
@@ -107,6 +107,7 @@ class SinkPluginManager(pluggy.PluginManager):
         super().__init__(PROJECT_NAME)
         self.add_hookspecs(SinkConnectorSpec)
         self.add_hookspecs(StateStoreSpec)
+        self.add_hookspecs(SinkConfigSpec)
         self.load_failures: list[PluginFailure] = []
         self.plugin_info: dict[str, PluginInfo] = {}
         # Sinks are known by identity, never by equality: two equal sinks (attrs records
@@ -501,6 +502,30 @@ class SinkPluginManager(pluggy.PluginManager):
                 f"it returned {type(result).__name__}, not the read config (a mapping)",
             )
         return dict(result)
+
+    def config_models(self) -> dict[str, type]:
+        """The model of the ``config`` of each listed sink type whose plugin declares one
+        (``get_config_model``), by sink type, sorted.
+
+        Raises:
+            PluginConflictError: When two plugins claim the same sink type.
+            PluginContractError: A plugin returned something other than a class.
+        """
+        models: dict[str, type] = {}
+        for sink_type in self.list_available_sinks():
+            owner = self.owner_of(sink_type)
+            model = self._call_owner("get_config_model", owner, sink_type=sink_type)
+            if model is None:
+                continue
+            if not isinstance(model, type):
+                info = self.plugin_info.get(owner, PluginInfo(name=owner))
+                raise PluginContractError(
+                    info.describe(),
+                    "get_config_model",
+                    f"it returned {type(model).__name__}, not the model (an attrs class)",
+                )
+            models[sink_type] = model
+        return models
 
     def get_state_store(
         self, state_config: dict[str, Any], secrets: Mapping[str, Any], state_dir: Path

@@ -13,7 +13,8 @@ rules. :func:`collect_problems` is the one error formatter: it flattens the resu
 tree into :class:`Problem` records with a path such as ``("destinations", 1, "batch_size")``;
 :func:`structure` raises them as one :class:`~floe_sink.errors.ProblemsError`.
 
-Validators and rules may declare the JSON Schema they enforce (:func:`json_schema`), from which
+Validators, rules and value types may declare the JSON Schema they enforce (:func:`json_schema`),
+and so may a field whose type cannot say it (:func:`field_json_schema`), from which
 :mod:`floe_sink.config.schema` generates the schemas of the files.
 """
 
@@ -52,6 +53,8 @@ __all__ = [
     "collect_problems",
     "converter",
     "describe_value",
+    "field_json_schema",
+    "field_schema_of",
     "format_path",
     "json_schema",
     "near_miss",
@@ -163,12 +166,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def json_schema(schema: Schema | Callable[[], Schema]) -> Callable[[F], F]:
-    """Mark a validator or a rule with the JSON Schema keywords it enforces.
+    """Mark a validator, a rule or a value type with the JSON Schema keywords it enforces.
 
     The schema generator (:mod:`floe_sink.config.schema`) merges them into the field's (a
-    validator) or the class's (a cross-field rule) schema, so that each rule and its JSON Schema
-    counterpart are written side by side. What JSON Schema cannot say (a row filter that
-    parses, names unique across list items) stays the loaders' alone.
+    validator) or the class's (a cross-field rule) schema, or takes them as the whole schema
+    of a field of that type (a class with its own structure hook, such as a list of HTTP
+    statuses), so that each rule and its JSON Schema counterpart are written side by side.
+    What JSON Schema cannot say (a row filter that parses, names unique across list items)
+    stays the loaders' alone.
 
     Args:
         schema: The keywords, or a function returning them (for a schema built from another
@@ -183,11 +188,37 @@ def json_schema(schema: Schema | Callable[[], Schema]) -> Callable[[F], F]:
 
 
 def schema_of(function: Any) -> Schema:
-    """The JSON Schema keywords ``function`` declares (``{}`` when none)."""
+    """The JSON Schema keywords ``function`` (or a class) declares (``{}`` when none)."""
     declared = getattr(function, _SCHEMA_ATTR, None)
     if callable(declared):
         declared = declared()
     return dict(declared or {})
+
+
+def field_json_schema(schema: Schema | Callable[[], Schema] | None) -> dict[str, Any]:
+    """attrs field metadata: the JSON Schema keywords of a field its type cannot say.
+
+    ``attrs.field(metadata=field_json_schema({...}))``: the generator merges them into the
+    field's schema, as it does a validator's (a ``dict[str, Any]`` field holding a request
+    template, a string naming one of a few presets).
+
+    Args:
+        schema: The keywords, or a function returning them (computed when the schema is
+            generated); ``None``: the field is not a key of the file (a value the code fills
+            in, such as a secret), left out of the schema.
+    """
+    return {_SCHEMA_ATTR: schema}
+
+
+def field_schema_of(field: attrs.Attribute[Any]) -> Schema | None:
+    """The keywords :func:`field_json_schema` gave ``field`` (``{}`` when none, ``None`` when
+    the field is left out of the schema)."""
+    if _SCHEMA_ATTR not in field.metadata:
+        return {}
+    declared = field.metadata[_SCHEMA_ATTR]
+    if declared is None:
+        return None
+    return dict(declared() if callable(declared) else declared)
 
 
 # --- strict scalars and collections -------------------------------------------------------

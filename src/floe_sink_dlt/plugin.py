@@ -41,6 +41,14 @@ class DltPlugin(SinkConnector):
         return None  # not ours: another plugin owns it
 
     @floe_sink.hookimpl
+    def get_config_model(self, sink_type: str) -> type | None:
+        if sink_type == "rest_api":
+            from floe_sink_dlt.rest_options import RestApiKeys
+
+            return RestApiKeys
+        return None  # sql_database's config stays free-form in the editor schema
+
+    @floe_sink.hookimpl
     def write(self, sink: Any, data: Any, delivery: Delivery | None = None) -> EgressResult | None:
         from floe_sink_dlt.base import BatchSink
 

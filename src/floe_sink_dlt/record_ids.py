@@ -20,6 +20,8 @@ from typing import Any
 
 import attrs
 
+from floe_sink.structuring import json_schema
+
 __all__ = ["RecordIdsPath"]
 
 _STEP = re.compile(r"(?P<name>[^.\[\]]+)(?P<subscripts>(?:\[(?:\*|-?\d+)\])*)")
@@ -28,6 +30,7 @@ _SUBSCRIPT = re.compile(r"\[(\*|-?\d+)\]")
 _WILDCARD = "*"
 
 
+@json_schema({"type": "string", "minLength": 1})
 @attrs.frozen
 class RecordIdsPath:
     """A parsed ``record_ids_path``: call :meth:`find` on a decoded JSON response."""

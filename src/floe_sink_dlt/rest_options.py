@@ -20,13 +20,19 @@ import attrs
 from floe_sink import SinkConfig
 from floe_sink.errors import ProblemsError, SinkConfigurationError, problems_of
 from floe_sink.secrets import Secret, reveal, secret_keys
-from floe_sink.structuring import ConfigValueError, converter, register_checked_class
+from floe_sink.structuring import (
+    ConfigValueError,
+    converter,
+    field_json_schema,
+    json_schema,
+    register_checked_class,
+)
 from floe_sink_dlt.record_ids import RecordIdsPath
 from floe_sink_dlt.saas.auth_config import AuthConfig, AuthType
 from floe_sink_dlt.saas.pacing import RateLimitHeaders
-from floe_sink_dlt.saas.presets import DeleteParts, Method, _DeleteKeys, load_preset
+from floe_sink_dlt.saas.presets import DeleteParts, Method, _DeleteKeys, load_preset, preset_names
 from floe_sink_dlt.saas.results import ResultsMode, ResultsSpec
-from floe_sink_dlt.saas.template_syntax import RequestTemplate, column_nodes
+from floe_sink_dlt.saas.template_syntax import TEMPLATE_JSON_SCHEMA, RequestTemplate, column_nodes
 from floe_sink_dlt.structure import (
     check_http_url,
     check_non_empty,
@@ -53,6 +59,13 @@ def _structure_record_ids_path(value: Any, _type: type) -> RecordIdsPath:
 
 
 converter.register_structure_hook(RecordIdsPath, _structure_record_ids_path)
+
+
+@json_schema({"enum": [*(m.value for m in _WRITE_METHODS), *(m.lower() for m in _WRITE_METHODS)]})
+def _check_write_method(_instance: Any, _attribute: Any, value: Method) -> None:
+    """A request that writes: not ``DELETE`` (that is the ``delete`` block's)."""
+    if value not in _WRITE_METHODS:
+        raise ConfigValueError(f"must be one of POST, PUT, PATCH (got {value.value!r})")
 
 
 @attrs.frozen(kw_only=True)
@@ -89,23 +102,35 @@ class RestApiKeys:
     """
 
     url: str | None = attrs.field(default=None, validator=check_http_url)
-    method: Method = Method.POST
+    method: Method = attrs.field(default=Method.POST, validator=_check_write_method)
     records_key: str | None = attrs.field(default=None, validator=check_non_empty)
     headers: dict[str, str] | None = None
-    token: Any = None  # a Secret, or a plain string when built in code: checked with the auth
+    token: Any = attrs.field(default=None, metadata=field_json_schema(None))
+    """A Secret, or a plain string when built in code (checked with the auth); never a key of
+    floe.yaml, hence no key of its schema."""
     max_requests_per_second: float | None = attrs.field(default=None, validator=check_rate)
     max_concurrency: int = attrs.field(default=1, validator=check_positive)
     record_ids_path: RecordIdsPath | None = None
     timeout: float | None = attrs.field(default=None, validator=check_rate)
-    template: dict[str, Any] | None = None
+    template: dict[str, Any] | None = attrs.field(
+        default=None, metadata=field_json_schema(TEMPLATE_JSON_SCHEMA)
+    )
     results: ResultsSpec = attrs.field(factory=ResultsSpec)
     record_key: str | None = attrs.field(default=None, validator=check_non_empty)
     max_body_bytes: int | None = attrs.field(default=None, validator=check_positive)
     max_records_per_request: int | None = attrs.field(default=None, validator=check_positive)
     rate_limit_headers: RateLimitHeaders = attrs.field(factory=RateLimitHeaders)
     auth: AuthConfig | None = None
-    preset: str | None = None
-    preset_parameters: dict[str, Any] | None = None
+    preset: str | None = attrs.field(
+        default=None,  # null: no preset
+        metadata=field_json_schema(lambda: {"enum": [*preset_names(), None]}),
+    )
+    preset_parameters: dict[str, Any] | None = attrs.field(
+        default=None,  # null, or a parameter's null: its default
+        metadata=field_json_schema(
+            {"additionalProperties": {"type": ["string", "null"], "minLength": 1}}
+        ),
+    )
     delete: _DeleteKeys | None = None
 
 
@@ -183,8 +208,6 @@ class RestApiOptions:
 
         if keys.url is None:
             raise fail("url", "is required: the URL batches are sent to (http:// or https://)")
-        if keys.method not in _WRITE_METHODS:
-            raise fail("method", f"must be one of POST, PUT, PATCH (got {keys.method.value!r})")
         headers = dict(keys.headers or {})
         lowered = {name.lower() for name in headers}
         if "authorization" in lowered:

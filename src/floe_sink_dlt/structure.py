@@ -77,6 +77,7 @@ def structure_at(data: Any, cls: type[T], *, where: str, secrets_may_be_extra: b
 # -- shared values and validators --------------------------------------------------------------
 
 
+@json_schema({"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599}})
 class HttpStatuses(frozenset[int]):
     """A set of HTTP statuses, written as a list in the configuration."""
 

@@ -25,6 +25,10 @@ from floe_sink.config import (
     floe_yaml_json_schema,
     manifest_json_schema,
 )
+from floe_sink.errors import PluginContractError
+from floe_sink.hookspecs import hookimpl
+from floe_sink.manager import get_plugin_manager
+from floe_sink.structuring import field_json_schema
 
 SC004 = pytest.mark.requirement("4G-SC-004")
 SC005 = pytest.mark.requirement("4G-SC-005")
@@ -197,3 +201,95 @@ def test_the_schemas_refuse_the_malformed_corpus(case: Path) -> None:
         assert not refused, f"{case.stem}: the schema refuses it now; drop it from LOADER_ONLY"
     else:
         assert refused, f"{case.stem}: the schema accepts a file the loaders refuse"
+
+
+# -- a sink type's config: described by the model its plugin declares ---------------------------
+
+
+@attrs.frozen(kw_only=True)
+class WebhookKeys:
+    """The webhook sink's config.
+
+    Attributes:
+        url: Where batches are posted.
+        retries: How often a batch is sent again.
+        secret: From the destination's secret.
+    """
+
+    url: str
+    retries: int = attrs.field(default=2, validator=attrs.validators.ge(0))
+    secret: Any = attrs.field(default=None, metadata=field_json_schema(None))
+
+
+class WebhookPlugin:
+    def __init__(self, model: Any = WebhookKeys) -> None:
+        self.model = model
+
+    @hookimpl
+    def list_available_sinks(self) -> list[str]:
+        return ["webhook", "webhook_free"]
+
+    @hookimpl
+    def create_sink(self, config: Any) -> Any:
+        return None
+
+    @hookimpl
+    def write(self, sink: Any, data: Any, delivery: Any) -> Any:
+        return None
+
+    @hookimpl
+    def get_config_model(self, sink_type: str) -> Any:
+        return self.model if sink_type == "webhook" else None
+
+
+def _webhook_schema(model: Any = WebhookKeys) -> dict[str, Any]:
+    plugins = get_plugin_manager(load_entrypoints=False)
+    plugins.register(WebhookPlugin(model))
+    return floe_yaml_json_schema(plugins)
+
+
+def _destination(sink_type: str, config: dict[str, Any]) -> dict[str, Any]:
+    item = {"name": "hook", "sink_type": sink_type, "connection_secret_ref": "hook"}
+    return {"destinations": [{**item, "config": config}]}
+
+
+@SC004
+def test_a_plugins_config_model_describes_its_destinations_config() -> None:
+    schema = _webhook_schema()
+    described = schema["$defs"]["WebhookConfig"]
+    assert described["title"] == "WebhookConfig"
+    assert described["required"] == ["url"]
+    assert described["properties"]["retries"] == {
+        "type": "integer",
+        "minimum": 0,
+        "default": 2,
+        "description": "How often a batch is sent again.",
+    }
+    assert "secret" not in described["properties"]  # field_json_schema(None): not a key
+    validator = jsonschema.Draft202012Validator(schema)
+    assert validator.is_valid(_destination("webhook", {"url": "https://x", "retries": 0}))
+    for bad in ({}, {"url": "https://x", "retries": -1}, {"url": "https://x", "secret": "s"}):
+        assert not validator.is_valid(_destination("webhook", bad)), bad
+    # a sink type without a model, and one no plugin lists: a free-form config
+    assert validator.is_valid(_destination("webhook_free", {"anything": 1}))
+    assert validator.is_valid(_destination("other", {"anything": 1}))
+
+
+def test_a_config_model_that_is_not_a_class_is_the_plugins_bug() -> None:
+    with pytest.raises(PluginContractError, match=r"get_config_model.*not the model"):
+        _webhook_schema(model={"url": "string"})
+
+
+@SC004
+def test_every_default_is_valid_for_its_property() -> None:
+    schema = floe_yaml_json_schema()
+    checked = 0
+    for definition in schema["$defs"].values():
+        for name, property_schema in definition.get("properties", {}).items():
+            if "default" in property_schema:
+                checked += 1
+                check = jsonschema.Draft202012Validator(
+                    {**property_schema, "$defs": schema["$defs"]}
+                )
+                assert check.is_valid(property_schema["default"]), (definition["title"], name)
+    assert checked > 10

@@ -21,9 +21,12 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from floe_sink import SinkConfig
 from floe_sink.config import floe_yaml_json_schema, load_floe_spec
+from floe_sink.errors import SinkConfigurationError
 from floe_sink.secrets import Secret
 from floe_sink_dlt.rest import KEYS, RestApiSink
+from floe_sink_dlt.rest_options import RestApiOptions
 from floe_sink_dlt.saas.presets import PresetParts, load_preset, preset_names
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "sinks"
@@ -182,3 +185,29 @@ def test_the_editor_schema_knows_every_rest_api_key() -> None:
         jsonschema.validate(bad, floe_yaml_json_schema())
     other = {**bad["destinations"][0], "sink_type": "webhook"}  # another plugin's config: free
     jsonschema.validate({"destinations": [other]}, floe_yaml_json_schema())
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"url": "https://x", "method": "DELETE"},  # the delete block's method
+        {"url": "https://x", "method": "GET"},
+        {"preset": "no_such_preset"},
+        {"url": "https://x", "results": {"retryable_statuses": [99]}},
+        {"url": "https://x", "results": {"mode": "by_key", "match": {"a": 1.5}}},
+        {"url": "https://x", "rate_limit_headers": {"remaining": []}},
+        {"url": "https://x", "template": {"records_key": "x"}},  # no record
+        {"url": "https://x", "delete": {"method": "DELETE"}},  # no url
+        {"url": "https://x", "auth": {"type": "digest"}},
+        {"url": "https://x", "record_ids_path": ""},
+    ],
+    ids=repr,
+)
+def test_the_editor_schema_refuses_what_the_rest_api_sink_refuses(config: dict[str, Any]) -> None:
+    destination = {"name": "x", "sink_type": "rest_api", "connection_secret_ref": "x"}
+    document = {"destinations": [{**destination, "config": config}]}
+    assert not jsonschema.Draft202012Validator(floe_yaml_json_schema()).is_valid(document)
+    with pytest.raises(SinkConfigurationError):
+        RestApiOptions.from_config(
+            SinkConfig(sink_type="rest_api", connection_config=config), default_timeout=30
+        )

@@ -5,8 +5,12 @@ Editors (VS Code's YAML extension, JetBrains IDEs) use them to complete and chec
 they are typed. Nothing here repeats a model: a property's JSON type comes from the field's
 annotation, its description from the ``Attributes:`` section of the class docstring, its
 default from the field, its constraints from the JSON Schema its validator declares
-(:func:`floe_sink.structuring.json_schema`), and the class's cross-field rules and unknown-key
-policy from its :func:`~floe_sink.structuring.register_checked_class` registration. The loaders
+(:func:`floe_sink.structuring.json_schema`: on a validator, or on a value type with its own
+structure hook) or the field declares (:func:`floe_sink.structuring.field_json_schema`), and
+the class's cross-field rules and unknown-key policy from its
+:func:`~floe_sink.structuring.register_checked_class` registration. A destination's ``config``
+is described the same way from the model its sink type's plugin declares (the hook
+``get_config_model``, :class:`floe_sink.hookspecs.SinkConfigSpec`). The loaders
 remain the authority for what JSON Schema cannot say (credential-looking keys, duplicate keys,
 names unique across destinations, a row filter that parses).
 """
@@ -17,11 +21,14 @@ import enum
 import re
 import types
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from floe_sink.structuring import checked_classes, schema_of
+from floe_sink.structuring import checked_classes, field_schema_of, schema_of
+
+if TYPE_CHECKING:
+    from floe_sink.manager import SinkPluginManager
 
 __all__ = ["floe_yaml_json_schema", "manifest_json_schema", "model_schema"]
 
@@ -32,161 +39,6 @@ _SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool
 _ATTRIBUTE = re.compile(r"^(?P<indent>\s+)(?P<names>\w+(?:, \w+)*): (?P<text>.*)$")
 _ROLE = re.compile(r":\w+:`~?(?:[\w.]+\.)?([^`]+)`")
 _COMPARISONS = {">=": "minimum", ">": "exclusiveMinimum", "<=": "maximum", "<": "exclusiveMaximum"}
-
-
-_HTTP_STATUSES: dict[str, Any] = {
-    "type": "array",
-    "items": {"type": "integer", "minimum": 100, "maximum": 599},
-}
-_COUNT: dict[str, Any] = {"type": ["integer", "null"], "minimum": 1}
-_PATH: dict[str, Any] = {"type": "string", "minLength": 1}
-
-_TEMPLATE: dict[str, Any] = {
-    "type": "object",
-    "description": "The JSON shape of a record and of a request (docs/sinks/rest_api.md, "
-    "Request templates). Checked against the table's columns before anything is sent.",
-    "additionalProperties": False,
-    "required": ["record"],
-    "properties": {
-        "record": {
-            "description": "One record: {column: NAME, as: string|integer|number|boolean|"
-            "epoch_ms, on_null: omit, required: true}, {const: VALUE}, a scalar constant, "
-            "a mapping of keys to nodes (a nested object), {object: {...}, remaining: ...}, "
-            "{remaining: true | {as, on_null, except}}, or a list of nodes.",
-        },
-        "records_key": {
-            "description": "Where the records go: a key, or a list of keys (a nested place); "
-            "without it the body is a bare JSON array.",
-            "anyOf": [
-                {"type": "string", "minLength": 1},
-                {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
-            ],
-        },
-        "envelope": {"type": "object", "description": "Constants beside the records."},
-    },
-}
-
-_RESULTS: dict[str, Any] = {
-    "type": "object",
-    "description": "How to read per-record results out of an answer (docs/sinks/rest_api.md, "
-    "Per-record results).",
-    "additionalProperties": False,
-    "properties": {
-        "mode": {"enum": ["none", "by_position", "by_key"], "default": "none"},
-        "items": {**_PATH, "description": "by_position: where the list of results is ($)."},
-        "success": {**_PATH, "description": "by_position: an item's success flag."},
-        "message": {**_PATH, "description": "An item's or an error's message."},
-        "errors": {**_PATH, "description": "by_key: where the list of errors is."},
-        "key": {**_PATH, "description": "by_key: the record key(s) an error names."},
-        "key_is": {"enum": ["key", "index"], "default": "key"},
-        "match": {"type": "object", "description": "by_key: only errors with these values."},
-        "batch_message": {**_PATH, "description": "The message of a whole-batch refusal."},
-        "bisect": {"type": "boolean", "default": True},
-        "retryable_statuses": _HTTP_STATUSES,
-        "fatal_statuses": _HTTP_STATUSES,
-    },
-}
-
-_HEADER_NAMES: dict[str, Any] = {
-    "anyOf": [
-        {"type": "string", "minLength": 1},
-        {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
-    ]
-}
-
-_REST_API_CONFIG: dict[str, Any] = {
-    "type": ["object", "null"],
-    "title": "RestApiConfig",
-    "description": "The rest_api sink's config (docs/sinks/rest_api.md). Credentials come from "
-    "the destination's secret, never from here.",
-    "additionalProperties": False,
-    "properties": {
-        "url": {"type": "string", "pattern": "^https?://", "description": "Where requests go."},
-        "method": {"enum": ["POST", "PUT", "PATCH", "post", "put", "patch"]},
-        "records_key": {"type": "string", "minLength": 1},
-        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-        "max_requests_per_second": {"type": ["number", "null"], "exclusiveMinimum": 0},
-        "max_concurrency": {"type": "integer", "minimum": 1},
-        "record_ids_path": {"type": "string", "minLength": 1},
-        "timeout": {"type": "number", "exclusiveMinimum": 0},
-        "template": _TEMPLATE,
-        "results": _RESULTS,
-        "record_key": {
-            "type": "string",
-            "minLength": 1,
-            "description": "The column whose values the answers name records by.",
-        },
-        "max_body_bytes": {**_COUNT, "description": "The most bytes one request body may have."},
-        "max_records_per_request": {**_COUNT, "description": "The most records a request."},
-        "rate_limit_headers": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "remaining": _HEADER_NAMES,
-                "reset": _HEADER_NAMES,
-                "reset_unit": {
-                    "enum": [
-                        "auto",
-                        "seconds",
-                        "milliseconds",
-                        "epoch_seconds",
-                        "epoch_milliseconds",
-                    ]
-                },
-                "window": _HEADER_NAMES,
-                "window_unit": {"enum": ["seconds", "milliseconds"]},
-            },
-        },
-        "auth": {
-            "type": "object",
-            "description": "The kind of authentication; its values come from the secret: "
-            "bearer (token), api_key (api_key), basic (username, password), "
-            "oauth2_client_credentials (client_id, client_secret).",
-            "required": ["type"],
-            "additionalProperties": False,
-            "properties": {
-                "type": {"enum": ["bearer", "api_key", "basic", "oauth2_client_credentials"]},
-                "header": {"type": "string", "minLength": 1},
-                "prefix": {"type": "string"},
-                "token_url": {"type": "string", "pattern": "^https?://"},
-                "scope": {"type": "string"},
-                "audience": {"type": "string"},
-                "client_auth": {"enum": ["basic", "post"]},
-            },
-        },
-        "preset": {
-            "enum": [
-                "braze_users_track",
-                "hubspot_contacts",
-                "mailchimp_list_members",
-                "salesforce_sobject_collections",
-            ],
-            "description": "A ready-made destination (docs/sinks/): its config under this one.",
-        },
-        "preset_parameters": {
-            "type": "object",
-            "additionalProperties": {"type": "string", "minLength": 1},
-        },
-        "delete": {
-            "type": "object",
-            "description": "The request that deletes records (sync: mirror): the key in the url "
-            "({column}, one request per key) or a body template of many keys.",
-            "additionalProperties": False,
-            "required": ["url"],
-            "properties": {
-                "url": {"type": "string", "pattern": "^https?://"},
-                "method": {"enum": ["POST", "PUT", "PATCH", "DELETE"]},
-                "template": _TEMPLATE,
-                "max_records_per_request": _COUNT,
-                "max_body_bytes": _COUNT,
-                "results": _RESULTS,
-                "absent_statuses": _HTTP_STATUSES,
-            },
-        },
-    },
-}
-"""What a rest_api destination's ``config`` may hold (the sink's own checks are the
-authority: a template's columns, a preset's parameters)."""
 
 
 _YAML_WORDS = {"`None`": "`null`", "`True`": "`true`", "`False`": "`false`"}
@@ -229,7 +81,7 @@ def _descriptions(cls: type[Any]) -> dict[str, str]:
 
 
 def _summary(cls: type[Any]) -> str:
-    return _plain((cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "))
+    return _plain(" ".join((cls.__doc__ or "").strip().split("\n\n")[0].split()))
 
 
 def _nullable(schema: Schema) -> Schema:
@@ -246,7 +98,7 @@ def _nullable(schema: Schema) -> Schema:
 
 
 def _def_name(cls: type[Any]) -> str:
-    return cls.__name__.removesuffix("Config")
+    return cls.__name__.lstrip("_").removesuffix("Config")
 
 
 def _type_schema(annotation: Any, defs: dict[str, Schema]) -> Schema:
@@ -255,6 +107,9 @@ def _type_schema(annotation: Any, defs: dict[str, Schema]) -> Schema:
         return {}
     if annotation in _SCALARS:
         return {"type": _SCALARS[annotation]}
+    declared = schema_of(annotation) if isinstance(annotation, type) else {}
+    if declared:  # a value type with its own structure hook (a list of HTTP statuses)
+        return declared
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return {"enum": [member.value for member in annotation]}
     if isinstance(annotation, type) and attrs.has(annotation):
@@ -321,10 +176,20 @@ def _merge(schema: Schema, constraints: Schema) -> Schema:
 
 
 def _default(field: attrs.Attribute[Any]) -> Any:
+    """The field's default as YAML writes it: a scalar, or a list of scalars (a set, sorted);
+    ``attrs.NOTHING`` for none, ``None``, a factory or an empty collection."""
     default = field.default
     if default is attrs.NOTHING or isinstance(default, attrs.Factory) or default is None:  # type: ignore[arg-type]
         return attrs.NOTHING
-    return default.value if isinstance(default, enum.Enum) else default
+    if isinstance(default, enum.Enum):
+        return default.value
+    if isinstance(default, frozenset | set):
+        default = sorted(default)
+    if isinstance(default, tuple | list):
+        items = [item.value if isinstance(item, enum.Enum) else item for item in default]
+        scalars = all(type(item) in _SCALARS for item in items)
+        return items if items and scalars else attrs.NOTHING
+    return default
 
 
 def _object_schema(cls: type[Any], defs: dict[str, Schema], *, defaults: bool = True) -> Schema:
@@ -341,7 +206,11 @@ def _object_schema(cls: type[Any], defs: dict[str, Schema], *, defaults: bool = 
         if field.name == collect:
             extra = _type_schema(field.type, defs).get("additionalProperties", True)
             continue
+        declared = field_schema_of(field)
+        if declared is None:
+            continue  # not a key of the file (a secret the code fills in)
         schema = _merge(_type_schema(field.type, defs), _validator_schema(field.validator))
+        schema = _merge(schema, declared)
         if field.name in null_is_default:
             schema = _nullable(schema)
         default = _default(field)
@@ -389,34 +258,48 @@ def _document(cls: type[Any], title: str) -> Schema:
     return {"$schema": _DRAFT, "title": title, "description": description, **schema, "$defs": defs}
 
 
-def floe_yaml_json_schema() -> Schema:
+def floe_yaml_json_schema(plugins: SinkPluginManager | None = None) -> Schema:
     """The JSON Schema of floe.yaml's ``destinations:`` (other sections are allowed).
+
+    A destination's ``config`` is described by the model its sink type's plugin declares
+    (hook ``get_config_model``: ``rest_api``'s keys, say); another sink type's ``config``
+    stays free-form.
+
+    Args:
+        plugins: The plugins to ask (default: those of the ``floe_sink`` entry points).
 
     Returns:
         A fresh, JSON-serialisable dict (callers may change it).
     """
     from floe_sink.config.destinations import FloeSpec
+    from floe_sink.manager import get_plugin_manager
 
     schema = _document(FloeSpec, "floe.yaml (the destinations floe-sink owns)")
-    _add_sink_configs(schema)
+    models = (plugins or get_plugin_manager()).config_models()
+    rules = []
+    for sink_type, model in models.items():
+        name = _config_def_name(sink_type)
+        schema["$defs"][name] = _object_schema(model, schema["$defs"])
+        schema["$defs"][name]["title"] = name
+        rules.append(
+            {
+                "if": {
+                    "required": ["sink_type"],
+                    "properties": {"sink_type": {"const": sink_type}},
+                },
+                "then": {"properties": {"config": {"$ref": f"#/$defs/{name}"}}},
+            }
+        )
+    if rules:
+        destination = schema["$defs"]["Destination"]
+        # a new list: the cross-field rules' one belongs to the model's registration
+        destination["allOf"] = [*destination.get("allOf", []), *rules]
     return schema
 
 
-def _add_sink_configs(schema: Schema) -> None:
-    """Describe the ``config`` of the sink types that ship with floe-sink (``rest_api``);
-    another plugin's sink type keeps a free-form ``config``."""
-    import copy
-
-    schema["$defs"]["RestApiConfig"] = copy.deepcopy(_REST_API_CONFIG)
-    destination = schema["$defs"]["Destination"]
-    # a new list: the cross-field rules' one belongs to the model's registration
-    destination["allOf"] = [
-        *destination.get("allOf", []),
-        {
-            "if": {"required": ["sink_type"], "properties": {"sink_type": {"const": "rest_api"}}},
-            "then": {"properties": {"config": {"$ref": "#/$defs/RestApiConfig"}}},
-        },
-    ]
+def _config_def_name(sink_type: str) -> str:
+    """``rest_api`` -> ``RestApiConfig``."""
+    return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", sink_type)) + "Config"
 
 
 def manifest_json_schema() -> Schema:

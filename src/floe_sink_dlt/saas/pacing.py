@@ -45,6 +45,7 @@ from floe_sink.retry import parse_retry_after
 from floe_sink.structuring import (
     ConfigValueError,
     converter,
+    json_schema,
     register_checked_class,
     register_enum,
 )
@@ -87,6 +88,10 @@ register_enum(ResetUnit)
 register_enum(WindowUnit)
 
 
+_NAME: Final = {"type": "string", "minLength": 1}
+
+
+@json_schema({"anyOf": [_NAME, {"type": "array", "minItems": 1, "items": _NAME}]})
 class HeaderNames(tuple[str, ...]):
     """Header names, the first present is read: one name or a list in the configuration."""
 
@@ -115,8 +120,9 @@ class RateLimitHeaders:
     Attributes:
         remaining: Header names of the remaining count (the first present is read).
         reset: Header names of the reset time.
-        reset_unit: How the reset counts (see :data:`RESET_UNITS`); ``auto`` reads a value
-            over 10**12 as epoch milliseconds, over 10**9 as epoch seconds, else as seconds.
+        reset_unit: How the reset counts: ``auto`` (default), ``seconds``, ``milliseconds``,
+            ``epoch_seconds`` or ``epoch_milliseconds``; ``auto`` reads a value over 10**12 as
+            epoch milliseconds, over 10**9 as epoch seconds, else as seconds.
         window: Header names of the window's length, used as the reset time when no reset
             header is present (HubSpot sends only the window).
         window_unit: ``seconds`` or ``milliseconds``.

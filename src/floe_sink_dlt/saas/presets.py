@@ -38,12 +38,14 @@ from floe_sink.structuring import (
     ConfigValueError,
     converter,
     describe_value,
+    field_json_schema,
+    json_schema,
     register_checked_class,
 )
 from floe_sink_dlt.saas.auth_config import AuthConfig
 from floe_sink_dlt.saas.pacing import RateLimitHeaders
 from floe_sink_dlt.saas.results import ResultsSpec
-from floe_sink_dlt.saas.template_syntax import RequestTemplate
+from floe_sink_dlt.saas.template_syntax import TEMPLATE_JSON_SCHEMA, RequestTemplate
 from floe_sink_dlt.structure import (
     HttpStatuses,
     check_http_url,
@@ -260,6 +262,7 @@ def _substitute(value: Any, values: Mapping[str, str]) -> Any:
 # -- the parts of a (resolved) preset config ---------------------------------------------------
 
 
+@json_schema(lambda: {"enum": [*(m.value for m in Method), *(m.lower() for m in Method)]})
 class Method(enum.StrEnum):
     """An HTTP method of a request that writes (``post``: ``POST``)."""
 
@@ -287,7 +290,9 @@ class _DeleteKeys:
 
     url: str = attrs.field(validator=check_http_url)
     method: Method | None = None
-    template: dict[str, Any] | None = None
+    template: dict[str, Any] | None = attrs.field(
+        default=None, metadata=field_json_schema(TEMPLATE_JSON_SCHEMA)
+    )
     max_records_per_request: int | None = attrs.field(default=None, validator=check_positive)
     max_body_bytes: int | None = attrs.field(default=None, validator=check_positive)
     results: ResultsSpec = attrs.field(factory=ResultsSpec)

@@ -71,6 +71,7 @@ import attrs
 from floe_sink.structuring import (
     ConfigValueError,
     converter,
+    json_schema,
     register_checked_class,
     register_enum,
 )
@@ -189,6 +190,7 @@ class ResponseVerdict:
         return self._with(RecordStatus.RETRYABLE)
 
 
+@json_schema({"type": "string", "minLength": 1})
 @attrs.frozen(kw_only=True)
 class _Path:
     """A path into a decoded JSON answer; ``$`` is the document itself."""
@@ -259,6 +261,13 @@ def _messages(values: Iterable[Any]) -> str | None:
     return _cut("; ".join(texts)) if texts else None
 
 
+@json_schema(
+    {
+        "type": "object",
+        "propertyNames": {"minLength": 1},
+        "additionalProperties": {"type": ["string", "integer", "boolean"]},
+    }
+)
 class PathMatches(tuple[tuple[_Path, str], ...]):
     """``match``: paths into an error and the values they must have, written as a mapping."""
 
@@ -318,7 +327,8 @@ def _mode_rules(given: Mapping[str, Any]) -> list[ConfigValueError]:
 
 @attrs.frozen(kw_only=True)
 class ResultsSpec:
-    """How to read per-record results out of an answer (see the module docstring).
+    """How to read per-record results out of an answer (docs/sinks/rest_api.md, Per-record
+    results; the module docstring).
 
     Attributes:
         mode: ``none`` (default), ``by_position`` or ``by_key``.

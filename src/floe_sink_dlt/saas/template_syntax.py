@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONVERSIONS",
+    "TEMPLATE_JSON_SCHEMA",
     "ColumnNode",
     "ConstNode",
     "ListNode",
@@ -79,10 +80,33 @@ CONVERSIONS: Final = ("string", "integer", "number", "boolean", "epoch_ms")
 _DIRECTIVES: Final = frozenset({"column", "const", "object", "remaining"})
 _COLUMN_KEYS: Final = frozenset({"column", "as", "on_null", "required"})
 _REMAINING_KEYS: Final = frozenset({"as", "on_null", "except"})
-_TEMPLATE_KEYS: Final = frozenset({"record", "records_key", "envelope"})
 _ON_NULL: Final = ("null", "omit")
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _RECORDS_MARKER: Final = "\x00floe-sink:records\x00"
+_KEY: Final[dict[str, Any]] = {"type": "string", "minLength": 1}
+
+TEMPLATE_JSON_SCHEMA: Final[dict[str, Any]] = {
+    "additionalProperties": False,
+    "required": ["record"],
+    "properties": {
+        "record": {
+            "description": f"One record: {{column: NAME, as: {'|'.join(CONVERSIONS)}, "
+            "on_null: omit, required: true}, {const: VALUE}, a scalar constant, a mapping of "
+            "keys to nodes (a nested object), {object: {...}, remaining: ...}, "
+            "{remaining: true | {as, on_null, except}}, or a list of nodes.",
+        },
+        "records_key": {
+            "description": "Where the records go: a key, or a list of keys (a nested place); "
+            "without it the body is a bare JSON array.",
+            "anyOf": [_KEY, {"type": "array", "minItems": 1, "items": _KEY}],
+        },
+        "envelope": {"type": "object", "description": "Constants beside the records."},
+    },
+}
+"""The JSON Schema keywords of a template (the grammar above; the shape of ``record`` only
+described), for the editor schema of a field holding one. No ``type``: the field's own
+annotation says whether ``null`` is allowed."""
+_TEMPLATE_KEYS: Final = frozenset(TEMPLATE_JSON_SCHEMA["properties"])
 
 # -- the parsed template ----------------------------------------------------------------------
 
