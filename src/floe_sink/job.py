@@ -300,6 +300,19 @@ class PreparedDestination:
     """A :class:`floe_sink.source.SourceScan` of the delivery's snapshot."""
     delivery: Any = None
     """The :class:`floe_sink.delivery.Delivery` (``None`` for a dry run)."""
+    settled: Any = None
+    """A :class:`floe_sink.settled.Settled` when the table is unchanged since the complete
+    sync state: nothing is read or sent (``scan`` is then a :class:`SettledScan`)."""
+
+
+@attrs.frozen(kw_only=True)
+class SettledScan:
+    """What a run of an unchanged table knows of its snapshot, without opening the table."""
+
+    table_name: str
+    snapshot_id: int
+    estimated_rows: int
+    files: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -614,6 +627,7 @@ def prepare(
     problems: list[str] = list(configured.problems)
     planned: list[tuple[ConfiguredDestination, dict[str, Any], Any, Any]] = []
     failed: list[DestinationOutcome] = []
+    settled: dict[str, Any] = {}
     # 1. every source is opened and planned before any state is touched: a problem anywhere
     #    stops the run with nothing locked, resumed or started
     for item in configured.destinations:
@@ -626,6 +640,11 @@ def prepare(
                 ),
                 sink_type=dest.sink_type,
             )
+            found = _settled_snapshot(item, read_config, store)
+            if found is not None:
+                settled[dest.name] = found
+                planned.append((item, read_config, None, None))
+                continue
             with egress_span(dest.sink_type, dest.name, name="floe_sink.source.plan") as span:
                 table = open_table(read_config)
                 scan = plan_scan(
@@ -657,6 +676,12 @@ def prepare(
             if store is not None:
                 if locks is not None:
                     locks.enter_context(store.lock(dest.name))
+                found = settled.get(dest.name)
+                if found is not None and store.latest_unfinished(dest.name) is None:
+                    ready.append(_settled_destination(item, read_config, found, store, stop))
+                    continue
+                if table is None:  # settled before the lock, not since: the ordinary path
+                    table, scan = _open_source(item, read_config, store)
                 delivery, snapshot_id = _open_delivery(store, item, table, stop)
                 if snapshot_id != scan.snapshot_id:
                     scan = plan_scan(
@@ -665,7 +690,10 @@ def prepare(
                         columns=_projection(dest),
                         snapshot_id=snapshot_id,
                     )
-        except (SinkError, OSError, DestinationLockedError) as exc:
+        except SinkConfigurationError as exc:
+            failed.append(_failure(dest, exc, configuration=True))
+            continue
+        except (SinkError, PluginContractError, OSError, DestinationLockedError) as exc:
             failed.append(_failure(dest, exc))
             continue
         ready.append(
@@ -681,6 +709,96 @@ def prepare(
             )
         )
     return Prepared(ready=tuple(ready), failed=tuple(failed), secrets=configured.secrets)
+
+
+def _open_source(item: ConfiguredDestination, read_config: Mapping[str, Any], store: Any) -> Any:
+    """The table and planned scan of a destination, its columns, sink schema and keys
+    checked (raising :class:`SinkConfigurationError`)."""
+    from floe_sink.source import open_table, plan_scan
+
+    dest = item.destination
+    table = open_table(read_config)
+    scan = plan_scan(table, row_filter=getattr(dest, "row_filter", None), columns=_projection(dest))
+    _check_columns(dest, scan.schema)
+    _check_sink_schema(item, scan.schema)
+    _check_keys(item, table, scan, store)
+    return table, scan
+
+
+def _settled_snapshot(
+    item: ConfiguredDestination, read_config: Mapping[str, Any], store: Any
+) -> Any:
+    """The :class:`floe_sink.settled.Settled` of a change-aware destination of the ``local``
+    store whose table is unchanged since its complete sync state; ``None`` otherwise."""
+    from floe_sink.settled import settled_snapshot
+
+    path_of = getattr(store, "sync_state_path", None)
+    config = item.sink_config
+    if config.sync == "full" or not callable(path_of):
+        return None
+    return settled_snapshot(
+        state_path=path_of(item.name),
+        source_config=read_config,
+        plan=delivery_plan(item.destination, config),
+        keys=config.primary_key or (),
+    )
+
+
+def _settled_destination(
+    item: ConfiguredDestination,
+    read_config: Mapping[str, Any],
+    settled: Any,
+    store: StateStore,
+    stop: StopRequest,
+) -> PreparedDestination:
+    """A destination whose table is unchanged: a new delivery of the settled snapshot (in
+    the journal, done by :func:`deliver` without reading or sending anything)."""
+    from floe_sink.delivery import Delivery
+
+    plan = delivery_plan(item.destination, item.sink_config)
+    delivery_id = store.create_delivery(item.name, plan, settled.snapshot_id)
+    log.info(
+        "sync_unchanged_snapshot",
+        destination=item.name,
+        snapshot_id=settled.snapshot_id,
+        metadata_location=settled.metadata_location,
+    )
+    return PreparedDestination(
+        name=item.name,
+        sink_type=item.sink_type,
+        destination=item.destination,
+        sink_config=item.sink_config,
+        sink=item.sink,
+        source_config=dict(read_config),
+        scan=SettledScan(
+            table_name=str(read_config.get("table")),
+            snapshot_id=settled.snapshot_id,
+            estimated_rows=settled.source_rows,
+        ),
+        delivery=Delivery(item.name, delivery_id=delivery_id, store=store, stop=stop),
+        settled=settled,
+    )
+
+
+def _settled_result(prepared: PreparedDestination, started: float) -> EgressResult:
+    """The result of an unchanged table's run: every row unchanged, nothing sent."""
+    import time
+
+    from floe_sink.idempotency import idempotency_key
+    from floe_sink.state import now_utc
+
+    settled = prepared.settled
+    return EgressResult(
+        success=True,
+        duration_seconds=time.perf_counter() - started,
+        checksum=settled.checksum,
+        delivery_timestamp=now_utc(),
+        idempotency_key=idempotency_key(
+            prepared.sink_config.destination or prepared.name, settled.checksum
+        ),
+        sync=prepared.sink_config.sync,
+        rows_unchanged=settled.source_rows,
+    )
 
 
 def _prefixed(name: str, problems: Iterable[str]) -> list[str]:
@@ -778,6 +896,10 @@ def _deliver_changes(
 ) -> EgressResult:
     """Deliver what changed (``changes``/``mirror``) and fold the acknowledged part into the
     sync state; see :mod:`floe_sink.sync`."""
+    import time
+
+    if prepared.settled is not None:  # unchanged since the complete state: nothing to do
+        return _settled_result(prepared, time.perf_counter())
     import pyarrow as pa
 
     from floe_sink.delivery import DeliveryInterrupted
@@ -907,8 +1029,6 @@ def deliver(
     Raises:
         DeliveryInterrupted: A stop was requested; the delivery stays open, to be resumed.
     """
-    import pyarrow as pa
-
     from floe_sink.delivery import DeliveryInterrupted
     from floe_sink.state import ABANDONED, DONE, FAILED, RunRecord, now_utc
 
@@ -946,6 +1066,8 @@ def deliver(
                 prepared, manager, reporter, store, ignore_guards=ignore_guards
             )
         else:
+            import pyarrow as pa
+
             stop = delivery.stop if delivery is not None else StopRequest()
             source = prepared.scan.reader()
             reader = reporter.track(

@@ -46,6 +46,7 @@ import attrs
 import pyarrow as pa
 
 from floe_sink.logs import get_logger
+from floe_sink.settled import clear_settled, read_settled
 
 __all__ = ["DELETE_POSITIONS", "StateInfo", "SyncDiff", "compute_diff", "read_state_info"]
 
@@ -135,6 +136,7 @@ class SyncDiff:
         self.inserts = self.updates = self.deletes = self.unchanged = 0
         self.state_rows = 0
         self.skipped_read = False
+        self._state_delivery = ""
         work_dir.mkdir(parents=True, exist_ok=True)
         self._db = duckdb.connect(config={"memory_limit": _MEMORY_LIMIT, "threads": 2})
         self._db.sql(f"SET temp_directory = '{_sql_text(str(work_dir))}'")
@@ -173,6 +175,7 @@ class SyncDiff:
             self.unchanged = info.source_rows if info.source_rows is not None else info.rows
             self._changed = _empty_positions()
             self.skipped_read = True
+            self._state_delivery = info.delivery_id
             return
         if has_state:
             self._db.sql(
@@ -383,7 +386,11 @@ class SyncDiff:
                 refused: their keys stay in the state, so the next mirror run deletes again.
         """
         if self.skipped_read:
-            return  # nothing changed, nothing sent: the state stays as it is
+            # nothing changed, nothing sent: the state stays as it is (its sidecar written
+            # if a kill came between the two, so the next run of this table reads nothing)
+            if read_settled(self.state_path) is None:
+                self._settle(self._state_delivery, self.unchanged)
+            return
         keys = ", ".join(self._keys)
         changed = self._column("SELECT rn FROM cur ORDER BY rn") if self._all_changed else None
         every = changed if changed is not None else self._changed
@@ -440,6 +447,9 @@ class SyncDiff:
             "plan": self.plan,
         }
         write_state(self.state_path, new, meta)
+        rows_of_snapshot = meta["source_rows"]
+        if isinstance(rows_of_snapshot, int):  # complete
+            self._settle(delivery_id, rows_of_snapshot)
         log.info(
             "sync_state_saved",
             state=str(self.state_path),
@@ -447,6 +457,29 @@ class SyncDiff:
             delivery_id=delivery_id,
             complete=complete,
         )
+
+    def _settle(self, delivery_id: str, source_rows: int) -> None:
+        """Beside a complete state of the table's current snapshot, its sidecar: the next
+        run of an unchanged table then reads nothing (:mod:`floe_sink.settled`)."""
+        location = getattr(self.scan, "metadata_location", None)
+        if not location or self.scan.snapshot_id is None:
+            return
+        from floe_sink.checksum import Checksum
+        from floe_sink.mapping import mapped_schema
+        from floe_sink.settled import Settled, write_settled
+
+        empty = Checksum()
+        empty.update(mapped_schema(self.scan.schema, self.field_mapping).empty_table())
+        settled = Settled(
+            metadata_location=str(location),
+            snapshot_id=int(self.scan.snapshot_id),
+            plan=self.plan,
+            keys=self.key_columns,
+            source_rows=source_rows,
+            delivery_id=delivery_id,
+            checksum=empty.hexdigest(),
+        )
+        write_settled(self.state_path, settled)
 
     def _has_table(self, name: str) -> bool:
         found = self._table(
@@ -462,6 +495,8 @@ def write_state(path: Path, table: pa.Table, meta: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     schema = table.schema.with_metadata({_META: json.dumps(dict(meta)).encode()})
     temporary = path.with_name(path.name + ".tmp")
+    # the sidecar vouches for the file being replaced: gone first (floe_sink.settled)
+    clear_settled(path)
     with pa.OSFile(str(temporary), "wb") as sink:
         pq.write_table(table.replace_schema_metadata(schema.metadata), sink)
     fd = os.open(temporary, os.O_RDONLY)
