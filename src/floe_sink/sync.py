@@ -14,7 +14,9 @@ compares a snapshot with that state:
 * Before anything is sent, the keys the delivery will upsert or delete are marked unknown in
   the state (:meth:`SyncDiff.mark_pending`): a delivery that is killed and then abandoned
   (its plan changed, its snapshot expired) leaves nothing the state still vouches for that
-  the destination may no longer hold; the next delivery sends or deletes those keys again.
+  the destination may no longer hold; the next delivery sends or deletes those keys again
+  (a ``changes`` delivery with no updates marks nothing: it never deletes, and a key the
+  state lacks is an insert for every later diff).
 * After delivery the state is replaced (:meth:`SyncDiff.save_state`) with exactly the rows of
   the batches the destination acknowledged, and it names the delivery that made it (a
   delivery the state names is over, even when a kill kept the journal from saying so: the
@@ -322,9 +324,15 @@ class SyncDiff:
         then abandoned because its plan changed or its snapshot expired), what it may have
         changed at the destination is sent or deleted again, even when the source went back
         to what the state said before. A resume of the delivery diffs to the same rows in
-        the same order, so its batches and their keys are unchanged.
+        the same order, so its batches and their keys are unchanged. A ``changes`` delivery
+        of inserts only (a first run, appends) marks nothing: keys the state lacks are sent
+        again by any later diff, and ``changes`` never deletes.
         """
         if self.skipped_read or not (self.to_send or self.deletes):
+            return
+        if self.mode == "changes" and not self.updates:
+            # only inserts, and `changes` never deletes: a key the state lacks is sent again
+            # by any later diff, marked or not (mirror marks them: it may have to delete them)
             return
         info = read_state_info(self.state_path)
         if info is not None and info.pending == delivery_id:
