@@ -58,7 +58,7 @@ DELETE_POSITIONS = 1 << 40
 """Journal positions of a delivery's delete batches start here (upserts start at 0)."""
 
 _META = b"floe.sync"
-_MEMORY_LIMIT = "256MB"
+_MEMORY_LIMIT = "128MB"
 
 
 @attrs.frozen(kw_only=True)
