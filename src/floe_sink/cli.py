@@ -855,7 +855,7 @@ def plan(ctx: click.Context, project: _Project, output: str) -> int:
         if mode == "full":
             rows = item.scan.estimated_rows
             if rows is None:
-                rows = sum(batch.num_rows for batch in item.scan.reader())
+                rows = sum(batch.num_rows for batch in item.source_scan.reader())
             record.update(inserts=rows, updates=0, deletes=0, unchanged=0, guard_violations=[])
             record["sample"] = {"inserts": [], "updates": [], "deletes": []}
         else:

@@ -303,10 +303,30 @@ class PreparedDestination(ConfiguredDestination):
     """A destination ready to run: its sink, its delivery and its planned source scan."""
 
     source_config: dict[str, Any]
-    scan: SourceScan
+    scan: SourceScan | SettledScan
     """The planned read of the delivery's snapshot."""
     delivery: Delivery | None = None
     """The :class:`floe_sink.delivery.Delivery` (``None`` for a dry run)."""
+    settled: Any = None
+    """A :class:`floe_sink.settled.Settled` when the table is unchanged since the complete
+    sync state: nothing is read or sent (``scan`` is then a :class:`SettledScan`)."""
+
+    @property
+    def source_scan(self) -> SourceScan:
+        """The planned read; a settled destination has none (it reads nothing)."""
+        if isinstance(self.scan, SettledScan):
+            raise TypeError(f"destination {self.name!r} is settled: it reads nothing")
+        return self.scan
+
+
+@attrs.frozen(kw_only=True)
+class SettledScan:
+    """What a run of an unchanged table knows of its snapshot, without opening the table."""
+
+    table_name: str
+    snapshot_id: int
+    estimated_rows: int
+    files: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -636,8 +656,11 @@ def prepare(
     from floe_sink.tracing import egress_span
 
     problems: list[str] = list(configured.problems)
-    planned: list[tuple[ConfiguredDestination, dict[str, Any], Table, SourceScan]] = []
+    planned: list[
+        tuple[ConfiguredDestination, dict[str, Any], Table | None, SourceScan | None]
+    ] = []
     failed: list[DestinationOutcome] = []
+    settled: dict[str, Any] = {}
     # 1. every source is opened and planned before any state is touched: a problem anywhere
     #    stops the run with nothing locked, resumed or started
     for item in configured.destinations:
@@ -650,6 +673,11 @@ def prepare(
                 ),
                 sink_type=dest.sink_type,
             )
+            found = _settled_snapshot(item, read_config, store)
+            if found is not None:
+                settled[dest.name] = found
+                planned.append((item, read_config, None, None))
+                continue
             with egress_span(dest.sink_type, dest.name, name="floe_sink.source.plan") as span:
                 table = open_table(read_config)
                 scan = plan_scan(
@@ -674,33 +702,132 @@ def prepare(
     # 2. each destination's lock, and its delivery: resumed (its own snapshot) or new
     ready: list[PreparedDestination] = []
     stop = stop or StopRequest()
-    for item, read_config, table, scan in planned:
+    for item, read_config, opened, planned_scan in planned:
         dest = item.destination
         delivery = None
         try:
             if store is not None:
                 if locks is not None:
                     locks.enter_context(store.lock(dest.name))
-                delivery, snapshot_id = _open_delivery(store, item, table, stop, engine)
-                if snapshot_id != scan.snapshot_id:
-                    scan = plan_scan(
-                        table,
+                found = settled.get(dest.name)
+                if found is not None and store.latest_unfinished(dest.name) is None:
+                    ready.append(_settled_destination(item, read_config, found, store, stop))
+                    continue
+                if opened is None or planned_scan is None:
+                    # found settled before the lock, not since: the ordinary path
+                    opened, planned_scan = _open_source(item, read_config, store)
+                delivery, snapshot_id = _open_delivery(store, item, opened, stop, engine)
+                if snapshot_id != planned_scan.snapshot_id:
+                    planned_scan = plan_scan(
+                        opened,
                         row_filter=getattr(dest, "row_filter", None),
                         columns=_projection(dest),
                         snapshot_id=snapshot_id,
                     )
-        except (SinkError, OSError, DestinationLockedError) as exc:
+        except SinkConfigurationError as exc:
+            failed.append(_failure(dest, exc, configuration=True))
+            continue
+        except (SinkError, PluginContractError, OSError, DestinationLockedError) as exc:
             failed.append(_failure(dest, exc))
             continue
+        assert planned_scan is not None  # only a run with a state store finds one settled
         ready.append(
             PreparedDestination(
                 **attrs.asdict(item, recurse=False),
                 source_config=read_config,
-                scan=scan,
+                scan=planned_scan,
                 delivery=delivery,
             )
         )
     return Prepared(ready=tuple(ready), failed=tuple(failed), secrets=configured.secrets)
+
+
+def _open_source(item: ConfiguredDestination, read_config: Mapping[str, Any], store: Any) -> Any:
+    """The table and planned scan of a destination, its columns, sink schema and keys
+    checked (raising :class:`SinkConfigurationError`)."""
+    from floe_sink.source import open_table, plan_scan
+
+    dest = item.destination
+    table = open_table(read_config)
+    scan = plan_scan(table, row_filter=getattr(dest, "row_filter", None), columns=_projection(dest))
+    _check_columns(dest, scan.schema)
+    _check_sink_schema(item, scan.schema)
+    _check_keys(item, table, scan, store)
+    return table, scan
+
+
+def _settled_snapshot(
+    item: ConfiguredDestination, read_config: Mapping[str, Any], store: Any
+) -> Any:
+    """The :class:`floe_sink.settled.Settled` of a change-aware destination of the ``local``
+    store whose table is unchanged since its complete sync state; ``None`` otherwise."""
+    from floe_sink.settled import settled_snapshot
+
+    path_of = getattr(store, "sync_state_path", None)
+    config = item.sink_config
+    if config.sync == "full" or not callable(path_of):
+        return None
+    return settled_snapshot(
+        state_path=path_of(item.name),
+        source_config=read_config,
+        plan=delivery_plan(item.destination, config),
+        keys=config.primary_key or (),
+    )
+
+
+def _settled_destination(
+    item: ConfiguredDestination,
+    read_config: Mapping[str, Any],
+    settled: Any,
+    store: StateStore,
+    stop: StopRequest,
+) -> PreparedDestination:
+    """A destination whose table is unchanged: a new delivery of the settled snapshot (in
+    the journal, done by :func:`deliver` without reading or sending anything)."""
+    from floe_sink.delivery import Delivery
+
+    plan = delivery_plan(item.destination, item.sink_config)
+    delivery_id = store.create_delivery(item.name, plan, settled.snapshot_id)
+    log.info(
+        "sync_unchanged_snapshot",
+        destination=item.name,
+        snapshot_id=settled.snapshot_id,
+        metadata_location=settled.metadata_location,
+    )
+    return PreparedDestination(
+        destination=item.destination,
+        sink_config=item.sink_config,
+        sink=item.sink,
+        source_config=dict(read_config),
+        scan=SettledScan(
+            table_name=str(read_config.get("table")),
+            snapshot_id=settled.snapshot_id,
+            estimated_rows=settled.source_rows,
+        ),
+        delivery=Delivery(item.name, delivery_id=delivery_id, store=store, stop=stop),
+        settled=settled,
+    )
+
+
+def _settled_result(prepared: PreparedDestination, started: float) -> EgressResult:
+    """The result of an unchanged table's run: every row unchanged, nothing sent."""
+    import time
+
+    from floe_sink.idempotency import idempotency_key
+    from floe_sink.state import now_utc
+
+    settled = prepared.settled
+    return EgressResult(
+        success=True,
+        duration_seconds=time.perf_counter() - started,
+        checksum=settled.checksum,
+        delivery_timestamp=now_utc(),
+        idempotency_key=idempotency_key(
+            prepared.sink_config.destination or prepared.name, settled.checksum
+        ),
+        sync=prepared.sink_config.sync,
+        rows_unchanged=settled.source_rows,
+    )
 
 
 def _prefixed(name: str, problems: Iterable[str]) -> list[str]:
@@ -764,7 +891,7 @@ def diff_of(prepared: PreparedDestination, state_path: Path, work_dir: Path) -> 
 
     config = prepared.sink_config
     plan = delivery_plan(prepared.destination, config)
-    scan = prepared.scan
+    scan = prepared.source_scan
     base_rows = None
     info = read_state_info(state_path)
     if (
@@ -800,6 +927,10 @@ def _deliver_changes(
 ) -> EgressResult:
     """Deliver what changed (``changes``/``mirror``) and fold the acknowledged part into the
     sync state; see :mod:`floe_sink.sync`."""
+    import time
+
+    if prepared.settled is not None:  # unchanged since the complete state: nothing to do
+        return _settled_result(prepared, time.perf_counter())
     import pyarrow as pa
 
     from floe_sink.delivery import DeliveryInterrupted
@@ -933,7 +1064,6 @@ def deliver(
     Raises:
         DeliveryInterrupted: A stop was requested; the delivery stays open, to be resumed.
     """
-
     from floe_sink.delivery import DeliveryInterrupted
     from floe_sink.state import ABANDONED, DONE, FAILED, RunRecord, now_utc
 
@@ -1041,7 +1171,7 @@ def _write_here(
     files = FileBoundaries()  # the checksum is per data file, as the Ray engine's
     if delivery is not None:
         delivery.files = files
-    source = prepared.scan.reader(files=files)
+    source = prepared.source_scan.reader(files=files)
     reader = reporter.track(
         prepared.name,
         pa.RecordBatchReader.from_batches(source.schema, _stoppable(source, stop)),
@@ -1099,7 +1229,7 @@ def dry_run(prepared: PreparedDestination, reporter: ProgressReporter) -> DryRun
     from floe_sink.preview import preview_rows
 
     mapping = prepared.sink_config.field_mapping
-    schema = mapped_schema(prepared.scan.schema, mapping)
+    schema = mapped_schema(prepared.source_scan.schema, mapping)
     rows = source_batches = 0
     sample: list[pa.RecordBatch] = []
     sample_rows = 0
@@ -1112,7 +1242,9 @@ def dry_run(prepared: PreparedDestination, reporter: ProgressReporter) -> DryRun
     )
     first: list[pa.RecordBatch] = []
     first_count = 0
-    reader = reporter.track(prepared.name, prepared.scan.reader(), prepared.scan.estimated_rows)
+    reader = reporter.track(
+        prepared.name, prepared.source_scan.reader(), prepared.scan.estimated_rows
+    )
     for batch in reader:
         if not batch.num_rows:
             continue

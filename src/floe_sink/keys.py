@@ -7,9 +7,11 @@ stream once and refuses such data with a :class:`~floe_sink.errors.SinkConfigura
 that says which destination, which column(s), how many rows, a few of the offending key
 values (never values of any other column) and how to fix it.
 
-The work is vectorised Arrow: one hash aggregation (``Table.group_by``) over the key columns,
-and only when something is duplicated a semi-join and a second aggregation over the rows of
-the duplicated keys (to show the first ones in stream order); no Python loop runs per row.
+The work is vectorised Arrow: one hash aggregation (``Table.group_by``) over the key columns
+(skipped for a single integer or string key whose values are strictly increasing, as Gold
+tables written in key order are), and only when something is duplicated a semi-join and a second
+aggregation over the rows of the duplicated keys (to show the first ones in stream order); no
+Python loop runs per row.
 Only the key columns of each batch are kept, so memory grows with the keys (a few times their
 size at the peak), not with the other columns of the batches. Values are compared within
 their type: dictionary-encoded and view columns by their plain values, floating point keys as
@@ -263,6 +265,16 @@ def _analyse(table: pa.Table, names: tuple[str, ...]) -> KeyStats:
         null_examples = _key_values(table.take(first_rows), keys)
         complete = table.filter(pc.invert(mask))
 
+    if len(keys) == 1 and _all_distinct(complete.column(keys[0])):
+        # a key written in order (a Gold table's usual layout) needs no grouping
+        return KeyStats(
+            key_columns=names,
+            rows=table.num_rows,
+            distinct_keys=complete.num_rows,
+            null_rows=null_rows,
+            rows_with_nulls=rows_with_nulls,
+            null_examples=null_examples,
+        )
     try:
         grouped = complete.group_by(keys, use_threads=False).aggregate([([], _COUNT)])
     except pa.ArrowNotImplementedError as exc:  # a type Arrow cannot hash, e.g. an extension
@@ -298,6 +310,29 @@ def _analyse(table: pa.Table, names: tuple[str, ...]) -> KeyStats:
             )
         ),
     )
+
+
+def _all_distinct(column: pa.ChunkedArray) -> bool:
+    """True when a column of integers, strings or binaries (no NULLs) is strictly increasing,
+    so holds each value once: one vectorised comparison of neighbours, where the ``group_by``
+    hashes every key (Gold tables are often written in key order). ``False`` says nothing:
+    the ``group_by`` decides. Floats (-0.0 and NaN compare as a unique index does) always go
+    through the ``group_by``. (``count_distinct`` was measured: ~1 GB for 5M integers.)"""
+    kind = column.type
+    plain = (
+        pa.types.is_integer(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+    )
+    if not plain or column.null_count:
+        return False
+    values = column.combine_chunks()
+    if len(values) < 2:
+        return True
+    rising = pc.greater(values.slice(1), values.slice(0, len(values) - 1))
+    return bool(pc.all(rising).as_py())
 
 
 def _first_duplicates(complete: pa.Table, duplicated: pa.Table, keys: list[str]) -> pa.Table:

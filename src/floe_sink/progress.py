@@ -10,11 +10,12 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TextIO
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, TextIO
 
 from floe_sink.logs import get_logger
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["ProgressReporter", "track"]
 
@@ -71,6 +72,8 @@ class ProgressReporter:
         self, destination: str, reader: pa.RecordBatchReader, total_rows: int | None
     ) -> pa.RecordBatchReader:
         """Return ``reader`` wrapped so that rows and batches are counted as they are read."""
+        import pyarrow as pa
+
         return pa.RecordBatchReader.from_batches(
             reader.schema, self._counted(destination, reader, total_rows)
         )

@@ -23,25 +23,38 @@ pyiceberg is imported on first use, so ``import floe_sink`` stays fast.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import attrs
-import pyarrow as pa
 
 from floe_sink.errors import ErrorCategory, SinkConfigurationError, SinkConnectionError, SinkError
 from floe_sink.logs import get_logger
 from floe_sink.state import DEFAULT_STATE_DIR
 
-if pa.default_memory_pool().backend_name == "jemalloc":
-    # return freed memory to the system at once, so the peak RSS of a long run follows
-    # what is live (a few batches), not what was ever allocated (see floe_sink.cli)
-    pa.jemalloc_set_decay_ms(0)
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+_ARROW_TUNED = False
+
+
+def _tune_arrow() -> None:
+    """pyarrow is imported when a table is opened, not with this module (``source_config``
+    needs none of it: an unchanged table's run never imports it, see floe_sink.settled)."""
+    global _ARROW_TUNED
+    if _ARROW_TUNED:
+        return
+    import pyarrow as pa
+
+    if pa.default_memory_pool().backend_name == "jemalloc":
+        # return freed memory to the system at once, so the peak RSS of a long run follows
+        # what is live (a few batches), not what was ever allocated (see floe_sink.cli)
+        pa.jemalloc_set_decay_ms(0)
+    _ARROW_TUNED = True
+
 
 if TYPE_CHECKING:
     from floe_sink.checksum import FileBoundaries
@@ -258,6 +271,7 @@ def open_table(source_config: Mapping[str, Any]) -> Any:
     """
     from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
+    _tune_arrow()
     table_name = source_config.get("table")
     if not isinstance(table_name, str) or not table_name:
         raise SinkConfigurationError("The source config names no table")
@@ -283,9 +297,6 @@ def open_table(source_config: Mapping[str, Any]) -> Any:
         ) from exc
 
 
-_JDBC_COLUMNS = frozenset({"catalog_name", "table_namespace", "table_name", "metadata_location"})
-
-
 def _from_sqlite_catalog(name: str, properties: Mapping[str, Any], table_name: str) -> Any:
     """The table of a SQL catalog on SQLite, read with ``sqlite3``; ``None`` when not that.
 
@@ -295,40 +306,18 @@ def _from_sqlite_catalog(name: str, properties: Mapping[str, Any], table_name: s
     (no such file, table or row; another layout) gives ``None``: pyiceberg's own catalog then
     reads it, and says what is wrong.
     """
-    if str(properties.get("type") or "sql") != "sql":
-        return None
-    match = _SQLITE_URI.fullmatch(str(properties.get("uri") or ""))
-    database = match.group("path") if match else ""
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    path = Path(database)
-    if not path.is_file():
+    from floe_sink.settled import sqlite_metadata_location
+
+    location = sqlite_metadata_location(name, properties, table_name)
+    if location is None:
         return None
     namespace, _, table = table_name.rpartition(".")
-    try:
-        with contextlib.closing(
-            sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
-        ) as db:
-            columns = {str(row[1]) for row in db.execute("PRAGMA table_info(iceberg_tables)")}
-            if not _JDBC_COLUMNS.issubset(columns):
-                return None
-            query = (
-                "SELECT metadata_location FROM iceberg_tables "
-                "WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"
-            )
-            if "iceberg_type" in columns:  # the v1 layout: views are rows too
-                query += " AND (iceberg_type IS NULL OR iceberg_type = 'TABLE')"
-            row = db.execute(query, (name, namespace, table)).fetchone()
-    except sqlite3.Error:
-        return None
-    if row is None or not row[0]:
-        return None
+
     from pyiceberg.catalog.noop import NoopCatalog
     from pyiceberg.io import load_file_io
     from pyiceberg.serializers import FromInputFile
     from pyiceberg.table import Table
 
-    location = str(row[0])
     settings = {str(key): str(value) for key, value in properties.items()}
     try:
         metadata = FromInputFile.table_metadata(
@@ -365,6 +354,8 @@ class SourceScan:
     snapshot_id: int | None = None
     row_filter: str | None = None
     """The row filter the scan applies (pyiceberg expression text), if any."""
+    metadata_location: str | None = None
+    """The table's metadata file when the scan reads its current snapshot (else ``None``)."""
     _scan: Any = attrs.field(alias="scan", repr=False)
     _tasks: tuple[Any, ...] = attrs.field(alias="tasks", repr=False)
 
@@ -400,6 +391,8 @@ class SourceScan:
         Args:
             files: Told where each data file ends (in rows), for a per-file checksum.
         """
+        import pyarrow as pa
+
         batches = _stream_tasks(self._scan, self._tasks, self.table_name, files)
         if batches is None:
             reader = self._scan.to_arrow_batch_reader()
@@ -493,6 +486,8 @@ def _stream_tasks(
     per_file = getattr(arrow_scan, "_record_batches_from_scan_tasks_and_deletes", None)
     if per_file is None:  # pragma: no cover - pyiceberg internals moved
         return None
+
+    import pyarrow as pa
 
     def generate() -> Iterator[pa.RecordBatch]:
         deletes = _read_all_delete_files(scan.io, tasks)  # positional deletes: small
@@ -643,6 +638,7 @@ def plan_scan(
         estimated_rows=estimated,
         snapshot_id=snapshot_id,
         row_filter=row_filter or None,
+        metadata_location=getattr(table, "metadata_location", None) if pinned is None else None,
         scan=scan,
         tasks=tasks,
     )

@@ -14,7 +14,9 @@ compares a snapshot with that state:
 * Before anything is sent, the keys the delivery will upsert or delete are marked unknown in
   the state (:meth:`SyncDiff.mark_pending`): a delivery that is killed and then abandoned
   (its plan changed, its snapshot expired) leaves nothing the state still vouches for that
-  the destination may no longer hold; the next delivery sends or deletes those keys again.
+  the destination may no longer hold; the next delivery sends or deletes those keys again
+  (a ``changes`` delivery with no updates marks nothing: it never deletes, and a key the
+  state lacks is an insert for every later diff).
 * After delivery the state is replaced (:meth:`SyncDiff.save_state`) with exactly the rows of
   the batches the destination acknowledged, and it names the delivery that made it (a
   delivery the state names is over, even when a kill kept the journal from saying so: the
@@ -45,6 +47,7 @@ import attrs
 import pyarrow as pa
 
 from floe_sink.logs import get_logger
+from floe_sink.settled import clear_settled, read_settled
 
 __all__ = ["DELETE_POSITIONS", "StateInfo", "SyncDiff", "read_state_info"]
 
@@ -54,7 +57,7 @@ DELETE_POSITIONS = 1 << 40
 """Journal positions of a delivery's delete batches start here (upserts start at 0)."""
 
 _META = b"floe.sync"
-_MEMORY_LIMIT = "256MB"
+_MEMORY_LIMIT = "128MB"
 
 
 @attrs.frozen(kw_only=True)
@@ -139,6 +142,7 @@ class SyncDiff:
         self.inserts = self.updates = self.deletes = self.unchanged = 0
         self.state_rows = 0
         self.skipped_read = False
+        self._state_delivery = ""
         work_dir.mkdir(parents=True, exist_ok=True)
         self._db = duckdb.connect(config={"memory_limit": _MEMORY_LIMIT, "threads": 2})
         self._db.sql(f"SET temp_directory = '{_sql_text(str(work_dir))}'")
@@ -193,6 +197,7 @@ class SyncDiff:
             self.unchanged = info.source_rows if info.source_rows is not None else info.rows
             self._changed = _empty_positions()
             self.skipped_read = True
+            self._state_delivery = info.delivery_id
             return
         if has_state:
             self._db.sql(
@@ -339,9 +344,15 @@ class SyncDiff:
         then abandoned because its plan changed or its snapshot expired), what it may have
         changed at the destination is sent or deleted again, even when the source went back
         to what the state said before. A resume of the delivery diffs to the same rows in
-        the same order, so its batches and their keys are unchanged.
+        the same order, so its batches and their keys are unchanged. A ``changes`` delivery
+        of inserts only (a first run, appends) marks nothing: keys the state lacks are sent
+        again by any later diff, and ``changes`` never deletes.
         """
         if self.skipped_read or not (self.to_send or self.deletes):
+            return
+        if self.mode == "changes" and not self.updates:
+            # only inserts, and `changes` never deletes: a key the state lacks is sent again
+            # by any later diff, marked or not (mirror marks them: it may have to delete them)
             return
         info = read_state_info(self.state_path)
         if info is not None and info.pending == delivery_id:
@@ -403,7 +414,11 @@ class SyncDiff:
                 refused: their keys stay in the state, so the next mirror run deletes again.
         """
         if self.skipped_read:
-            return  # nothing changed, nothing sent: the state stays as it is
+            # nothing changed, nothing sent: the state stays as it is (its sidecar written
+            # if a kill came between the two, so the next run of this table reads nothing)
+            if read_settled(self.state_path) is None:
+                self._settle(self._state_delivery, self.unchanged)
+            return
         keys = ", ".join(self._keys)
         changed = self._column("SELECT rn FROM cur ORDER BY rn") if self._all_changed else None
         every = changed if changed is not None else self._changed
@@ -460,6 +475,9 @@ class SyncDiff:
             "plan": self.plan,
         }
         write_state(self.state_path, new, meta)
+        rows_of_snapshot = meta["source_rows"]
+        if isinstance(rows_of_snapshot, int):  # complete
+            self._settle(delivery_id, rows_of_snapshot)
         log.info(
             "sync_state_saved",
             state=str(self.state_path),
@@ -467,6 +485,29 @@ class SyncDiff:
             delivery_id=delivery_id,
             complete=complete,
         )
+
+    def _settle(self, delivery_id: str, source_rows: int) -> None:
+        """Beside a complete state of the table's current snapshot, its sidecar: the next
+        run of an unchanged table then reads nothing (:mod:`floe_sink.settled`)."""
+        location = getattr(self.scan, "metadata_location", None)
+        if not location or self.scan.snapshot_id is None:
+            return
+        from floe_sink.checksum import Checksum
+        from floe_sink.mapping import mapped_schema
+        from floe_sink.settled import Settled, write_settled
+
+        empty = Checksum()
+        empty.update(mapped_schema(self.scan.schema, self.field_mapping).empty_table())
+        settled = Settled(
+            metadata_location=str(location),
+            snapshot_id=int(self.scan.snapshot_id),
+            plan=self.plan,
+            keys=self.key_columns,
+            source_rows=source_rows,
+            delivery_id=delivery_id,
+            checksum=empty.hexdigest(),
+        )
+        write_settled(self.state_path, settled)
 
     def _has_table(self, name: str) -> bool:
         found = self._table(
@@ -484,6 +525,8 @@ def write_state(path: Path, table: pa.Table, meta: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     schema = table.schema.with_metadata({_META: json.dumps(dict(meta)).encode()})
     temporary = path.with_name(path.name + ".tmp")
+    # the sidecar vouches for the file being replaced: gone first (floe_sink.settled)
+    clear_settled(path)
     with pa.OSFile(str(temporary), "wb") as sink:
         pq.write_table(table.replace_schema_metadata(schema.metadata), sink)
     replace_durably(temporary, path)

@@ -368,3 +368,19 @@ def test_a_key_column_that_changes_type_is_a_type_error() -> None:
 def test_bad_key_columns_are_a_value_error(key_columns: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         _check([_batch(id=[1])], key_columns)
+
+
+@pytest.mark.parametrize(
+    ("values", "duplicates"),
+    [
+        (list(range(10)), 0),  # in key order: no grouping needed
+        ([0, 1, 2, 2, 3], 1),  # in order but not strictly: the grouping finds the repeat
+        (["a", "b", "c"], 0),
+        (["a", "c", "b", "c"], 1),
+    ],
+)
+def test_keys_in_order_are_checked_as_any_others(values: list[Any], duplicates: int) -> None:
+    batches = [pa.record_batch({"id": values[:2]}), pa.record_batch({"id": values[2:]})]
+    stats = scan_primary_key(batches, ["id"])
+    assert (stats.rows, stats.duplicate_keys) == (len(values), duplicates)
+    assert stats.distinct_keys == len(set(values))

@@ -175,7 +175,7 @@ class RayEngine:
         config = prepared.sink_config
         sink = prepared.sink
         self._check(prepared)
-        scan = prepared.scan
+        scan = prepared.source_scan
         schema = mapped_schema(scan.schema, config.field_mapping)
         units = plan_units(
             scan.tasks,
@@ -252,7 +252,7 @@ class RayEngine:
 
         config = prepared.sink_config
         safe = {k: v for k, v in config.connection_config.items() if not isinstance(v, Secret)}
-        table_scan = prepared.scan.table_scan
+        table_scan = prepared.source_scan.table_scan
         return DestinationContext(
             name=prepared.name,
             sink_type=prepared.sink_type,
@@ -267,7 +267,7 @@ class RayEngine:
             projection=table_scan.projection(),
             row_filter=table_scan.row_filter,
             case_sensitive=bool(table_scan.case_sensitive),
-            schema=prepared.scan.schema,
+            schema=prepared.source_scan.schema,
             log_level=_log_level(),
             run_id=delivery.run_id,
             key_columns=tuple(delivery.key_columns),
