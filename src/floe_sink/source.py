@@ -451,6 +451,8 @@ def read_tasks(
     Raises:
         RuntimeError: pyiceberg's per-file reading moved (no file-by-file read possible).
     """
+    import pyarrow as pa
+
     batches = _stream_tasks(scan, tasks, table_name, files)
     if batches is None:  # pragma: no cover - pyiceberg internals moved
         raise RuntimeError("this pyiceberg cannot read a scan's files one by one")
