@@ -14,8 +14,7 @@ import os
 import signal
 import sqlite3
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from fixtures.command import FloeProject, floe_command
+from fixtures.command import FloeProject, complete_run, run_and_kill
 from fixtures.http_server import RecordingServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.requirement("4G-FR-008")]
@@ -56,43 +55,6 @@ def acknowledged(state_dir: Path) -> int:
             return int(db.execute("SELECT count(*) FROM floe_batches").fetchone()[0])
     except sqlite3.Error:  # not created yet, or busy
         return 0
-
-
-def run_and_kill(
-    project: FloeProject,
-    trigger: Callable[[], bool],
-    on_start: Callable[[subprocess.Popen[str]], None] | None = None,
-) -> None:
-    """Start `floe-sink run`; SIGKILL it as soon as ``trigger()`` holds (or let ``on_start``
-    arrange for someone else to kill it)."""
-    child = subprocess.Popen(
-        [*floe_command(), "run", "floe.yaml", "--secrets-dir", "secrets", "--output", "json"],
-        cwd=project.root,
-        env=project.env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    if on_start is not None:
-        on_start(child)
-    deadline = time.monotonic() + 180
-    try:
-        while child.poll() is None and not trigger():
-            assert time.monotonic() < deadline, "the kill point was never reached"
-            time.sleep(0.002)
-    finally:
-        if child.poll() is None:
-            os.kill(child.pid, signal.SIGKILL)
-        _, stderr = child.communicate()
-    assert child.returncode == -signal.SIGKILL, f"the run ended before the kill: {stderr}"
-
-
-def complete_run(project: FloeProject) -> dict[str, Any]:
-    result = project.run("run", "floe.yaml", "--secrets-dir", "secrets", "--output", "json")
-    assert result.code == 0, result.stderr
-    (record,) = result.json()
-    assert record["success"], record["errors"]
-    return dict(record)
 
 
 # -- SQL ----------------------------------------------------------------------------------
