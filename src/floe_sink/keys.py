@@ -265,16 +265,16 @@ def _analyse(table: pa.Table, names: tuple[str, ...]) -> KeyStats:
         null_examples = _key_values(table.take(first_rows), keys)
         complete = table.filter(pc.invert(mask))
 
+    stats = KeyStats(
+        key_columns=names,
+        rows=table.num_rows,
+        distinct_keys=complete.num_rows,  # until the grouping below says otherwise
+        null_rows=null_rows,
+        rows_with_nulls=rows_with_nulls,
+        null_examples=null_examples,
+    )
     if len(keys) == 1 and _all_distinct(complete.column(keys[0])):
-        # a key written in order (a Gold table's usual layout) needs no grouping
-        return KeyStats(
-            key_columns=names,
-            rows=table.num_rows,
-            distinct_keys=complete.num_rows,
-            null_rows=null_rows,
-            rows_with_nulls=rows_with_nulls,
-            null_examples=null_examples,
-        )
+        return stats  # a key written in order (a Gold table's usual layout) needs no grouping
     try:
         grouped = complete.group_by(keys, use_threads=False).aggregate([([], _COUNT)])
     except pa.ArrowNotImplementedError as exc:  # a type Arrow cannot hash, e.g. an extension
@@ -286,20 +286,13 @@ def _analyse(table: pa.Table, names: tuple[str, ...]) -> KeyStats:
             f"primary_key column(s) {types} cannot be compared as a key ({exc}). Choose "
             "scalar columns for primary_key."
         ) from exc
-    stats = KeyStats(
-        key_columns=names,
-        rows=table.num_rows,
-        distinct_keys=grouped.num_rows,
-        null_rows=null_rows,
-        rows_with_nulls=rows_with_nulls,
-        null_examples=null_examples,
-    )
     if grouped.num_rows == complete.num_rows:
         return stats  # every complete key once: the common case ends here
     duplicates = grouped.filter(pc.greater(grouped.column(_COUNT), 1))
     shown = _first_duplicates(complete, duplicates.select(keys), keys)
     return attrs.evolve(
         stats,
+        distinct_keys=grouped.num_rows,
         duplicate_keys=duplicates.num_rows,
         duplicate_rows=int(pc.sum(duplicates.column(_COUNT)).as_py()),
         duplicate_examples=tuple(
