@@ -31,11 +31,11 @@ import io
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
 
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from _batches import rebatch  # benchmarks/ is the script's directory, on sys.path
 from psycopg import sql
 from pyiceberg.catalog import load_catalog
 
@@ -51,23 +51,6 @@ _PG_TYPES = {
     pa.timestamp("us", tz="+00:00"): "TIMESTAMPTZ",
     pa.timestamp("us"): "TIMESTAMP",
 }
-
-
-def rebatch(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
-    """The rows of ``batches`` again, in batches of exactly ``size`` rows (the last: fewer)."""
-    pending: list[pa.RecordBatch] = []
-    held = 0
-    for batch in batches:
-        while batch.num_rows:
-            take = min(size - held, batch.num_rows)
-            pending.append(batch.slice(0, take))
-            held += take
-            batch = batch.slice(take)
-            if held == size:
-                yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
-                pending, held = [], 0
-    if pending:
-        yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
 
 
 def create_table(conn: psycopg.Connection, name: str, schema: pa.Schema, key: str | None) -> None:

@@ -27,29 +27,12 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pyarrow as pa
+from _batches import rebatch  # benchmarks/ is the script's directory, on sys.path
 from pyiceberg.catalog import load_catalog
-
-
-def rebatch(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
-    """The rows of ``batches`` again, in batches of exactly ``size`` rows (the last: fewer)."""
-    pending: list[pa.RecordBatch] = []
-    held = 0
-    for batch in batches:
-        while batch.num_rows:
-            take = min(size - held, batch.num_rows)
-            pending.append(batch.slice(0, take))
-            held += take
-            batch = batch.slice(take)
-            if held == size:
-                yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
-                pending, held = [], 0
-    if pending:
-        yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
 
 
 def _iso(value: Any) -> Any:
