@@ -90,10 +90,13 @@ class _Counter(BaseHTTPRequestHandler):
             _Counter.received += len(body)
             first = _Counter.next_id
             _Counter.next_id += records
+        self._answer(self.reply(first, records))
+
+    def reply(self, first: int, records: int) -> bytes:
+        """The answer to a batch of ``records`` records, the first given the id ``first``."""
         if _Counter.answer_ids:
-            self._answer(json.dumps({"ids": list(range(first, first + records))}).encode())
-        else:
-            self._answer(b"{}")
+            return json.dumps({"ids": list(range(first, first + records))}).encode()
+        return b"{}"
 
     def do_GET(self) -> None:
         with _Counter.lock:

@@ -41,16 +41,15 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 HERE = os.path.abspath(__file__)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from bench_rest_api import machine, make_table  # noqa: E402
+from bench_rest_api import _Counter, machine, make_table  # noqa: E402
 
 HUBSPOT_TEMPLATE = {
     "records_key": "inputs",
@@ -116,36 +115,13 @@ def bench_encoding(rows: int, batch_size: int, repeat: int) -> dict[str, Any]:
 # -- 2. throughput ---------------------------------------------------------------------------
 
 
-class _HubSpotCounter(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    wbufsize = 64 * 1024
-    requests = 0
-    received = 0
-    lock = threading.Lock()
+class _HubSpotCounter(_Counter):
+    """bench_rest_api's counting server, answering as HubSpot's batch upsert does."""
+
     ANSWER = json.dumps({"status": "COMPLETE", "results": []}).encode()
 
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length)
-        with _HubSpotCounter.lock:
-            _HubSpotCounter.requests += 1
-            _HubSpotCounter.received += len(body)
-        self._answer(self.ANSWER)
-
-    def do_GET(self) -> None:
-        with _HubSpotCounter.lock:
-            stats = {"requests": _HubSpotCounter.requests, "bytes": _HubSpotCounter.received}
-        self._answer(json.dumps(stats).encode())
-
-    def _answer(self, body: bytes) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    def reply(self, first: int, records: int) -> bytes:
+        return self.ANSWER
 
 
 def serve() -> None:
