@@ -65,6 +65,7 @@ __all__ = [
     "StateStoreError",
     "escape_name",
     "flock_held",
+    "marks_path",
     "open_state_store",
     "state_settings",
     "sync_state_path",
@@ -624,7 +625,9 @@ class LocalStateStore(JournalStore):
         replace_durably(temporary, target)
 
     def forget(self, destination: str) -> None:
-        self.sync_state_path(destination).unlink(missing_ok=True)
+        path = self.sync_state_path(destination)
+        path.unlink(missing_ok=True)
+        marks_path(path).unlink(missing_ok=True)
         self._transaction(lambda conn: self._forget_journal(conn, destination))
 
     def close(self) -> None:
@@ -721,6 +724,13 @@ def _read_holder(fd: int) -> dict[str, Any] | None:
 def sync_state_path(state_dir: Path, destination: str) -> Path:
     """Where the ``local`` store keeps a destination's sync state (read without opening it)."""
     return Path(state_dir) / SYNC_DIR / f"{escape_name(destination)}.parquet"
+
+
+def marks_path(state_path: Path) -> Path:
+    """Where the marks of a delivery under way stand beside the sync state at ``state_path``
+    (:meth:`floe_sink.sync.SyncDiff.mark_pending`): a name no state file has (those end in
+    ``.parquet``)."""
+    return state_path.with_name(state_path.name + ".pending")
 
 
 BACKENDS = ("local", "sql")

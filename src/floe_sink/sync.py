@@ -11,12 +11,13 @@ compares a snapshot with that state:
   second read of the (immutable) snapshot, so batch *n* of the delivery is always the same
   rows: a killed run's resume recomputes the same diff against the state the run left
   (below) and skips what the journal holds.
-* Before anything is sent, the keys the delivery will upsert or delete are marked unknown in
-  the state (:meth:`SyncDiff.mark_pending`): a delivery that is killed and then abandoned
-  (its plan changed, its snapshot expired) leaves nothing the state still vouches for that
-  the destination may no longer hold; the next delivery sends or deletes those keys again
-  (a ``changes`` delivery with no updates marks nothing: it never deletes, and a key the
-  state lacks is an insert for every later diff).
+* Before anything is sent, the keys the delivery will upsert or delete are marked unknown
+  (:meth:`SyncDiff.mark_pending`), in a small file beside the state (``<state>.pending``,
+  only those keys: the state itself is not rewritten): a delivery that is killed and then
+  abandoned (its plan changed, its snapshot expired) leaves nothing the state still vouches
+  for that the destination may no longer hold; the next delivery sends or deletes those
+  keys again (a ``changes`` delivery with no updates marks nothing: it never deletes, and a
+  key the state lacks is an insert for every later diff).
 * After delivery the state is replaced (:meth:`SyncDiff.save_state`) with exactly the rows of
   the batches the destination acknowledged, and it names the delivery that made it (a
   delivery the state names is over, even when a kill kept the journal from saying so: the
@@ -48,6 +49,7 @@ import pyarrow as pa
 
 from floe_sink.logs import get_logger
 from floe_sink.settled import clear_settled, read_settled
+from floe_sink.state import marks_path
 
 __all__ = ["DELETE_POSITIONS", "StateInfo", "SyncDiff", "read_state_info"]
 
@@ -58,6 +60,8 @@ DELETE_POSITIONS = 1 << 40
 
 _META = b"floe.sync"
 _MEMORY_LIMIT = "128MB"
+_FINGERPRINT_BITS = (1 << 64) - 2
+"""A fingerprint is DuckDB's 64-bit ``hash`` of the mapped columns with its lowest bit 0."""
 
 
 @attrs.frozen(kw_only=True)
@@ -77,7 +81,31 @@ class StateInfo:
 
 
 def read_state_info(path: Path) -> StateInfo | None:
-    """The metadata of the sync state at ``path``; ``None`` when there is none."""
+    """The metadata of the sync state at ``path``; ``None`` when there is none.
+
+    While a delivery's marks stand beside the state (:meth:`SyncDiff.mark_pending`), the
+    state is partial (no snapshot, no row count of one) and names that delivery as pending.
+    """
+    info = _file_info(path)
+    if info is None:
+        return None
+    raw, rows = info
+    marks = _marks_meta(path, str(raw.get("delivery_id", "")))
+    if marks is not None:
+        raw = {**raw, "snapshot_id": None, "source_rows": None, "pending": marks["pending"]}
+    return StateInfo(
+        keys=tuple(raw["keys"]),
+        snapshot_id=raw.get("snapshot_id"),
+        delivery_id=str(raw.get("delivery_id", "")),
+        plan=str(raw.get("plan", "")),
+        rows=rows,
+        source_rows=raw.get("source_rows"),
+        pending=raw.get("pending"),
+    )
+
+
+def _file_info(path: Path) -> tuple[dict[str, Any], int] | None:
+    """The floe metadata and row count of a Parquet file written by :func:`write_state`."""
     if not path.exists():
         return None
     import pyarrow.parquet as pq
@@ -86,16 +114,24 @@ def read_state_info(path: Path) -> StateInfo | None:
     raw = (meta.metadata or {}).get(_META)
     if raw is None:
         return None
-    info = json.loads(raw)
-    return StateInfo(
-        keys=tuple(info["keys"]),
-        snapshot_id=info.get("snapshot_id"),
-        delivery_id=str(info.get("delivery_id", "")),
-        plan=str(info.get("plan", "")),
-        rows=int(meta.num_rows),
-        source_rows=info.get("source_rows"),
-        pending=info.get("pending"),
-    )
+    return dict(json.loads(raw)), int(meta.num_rows)
+
+
+def _marks_meta(state_path: Path, delivery_id: str) -> dict[str, Any] | None:
+    """The metadata of the marks beside the state, when they were made against it (marks
+    left by a kill after the state was replaced name another delivery: void)."""
+    found = _file_info(marks_path(state_path))
+    if found is None or found[0].get("base") != delivery_id:
+        return None
+    return found[0]
+
+
+def _marks_of(state_path: Path) -> Path | None:
+    """The marks file that applies to the state at ``state_path``, if any."""
+    info = _file_info(state_path)
+    if info is None or _marks_meta(state_path, str(info[0].get("delivery_id", ""))) is None:
+        return None
+    return marks_path(state_path)
 
 
 def _key_names(count: int) -> list[str]:
@@ -200,30 +236,48 @@ class SyncDiff:
             self._state_delivery = info.delivery_id
             return
         if has_state:
-            self._db.sql(
-                f"CREATE TEMP TABLE st AS SELECT {keys}, fp FROM read_parquet(?)",
-                params=[str(self.state_path)],
-            )
+            self._load_state()
         self._fingerprinted(self.scan.reader()).create("cur")
         if not has_state:
             self.inserts = self._count("SELECT count(*) FROM cur")
             self._all_changed = True
             return
+        # one join: the changed rows, their new and old fingerprints (NULL: an insert)
+        self._db.execute(
+            f"CREATE TEMP TABLE chg AS SELECT {', '.join('cur.' + k for k in self._keys)}, "
+            f"cur.rn, cur.fp, st.fp AS old FROM cur LEFT JOIN st USING ({keys}) "
+            "WHERE st.fp IS NULL OR st.fp <> cur.fp"
+        )
         counts = self._table(
-            f"SELECT count(*) FILTER (WHERE st.fp IS NULL) AS inserts, "
-            f"count(*) FILTER (WHERE st.fp IS NOT NULL AND st.fp <> cur.fp) AS updates, "
-            f"count(*) FILTER (WHERE st.fp = cur.fp) AS unchanged "
-            f"FROM cur LEFT JOIN st USING ({keys})"
+            "SELECT count(*) FILTER (WHERE old IS NULL) AS inserts, "
+            "count(*) FILTER (WHERE old IS NOT NULL) AS updates, "
+            "(SELECT count(*) FROM cur) AS rows FROM chg"
         ).to_pylist()[0]
         self.inserts, self.updates = int(counts["inserts"]), int(counts["updates"])
-        self.unchanged = int(counts["unchanged"])
+        self.unchanged = int(counts["rows"]) - self.inserts - self.updates
         if self.base_rows is not None:
             self.unchanged += self.base_rows - self.updates
         elif self.mode == "mirror":
             self.deletes = self._count(f"SELECT count(*) FROM st ANTI JOIN cur USING ({keys})")
-        self._changed = self._column(
-            f"SELECT cur.rn FROM cur LEFT JOIN st USING ({keys}) "
-            "WHERE st.fp IS NULL OR st.fp <> cur.fp ORDER BY cur.rn"
+        self._changed = self._column("SELECT rn FROM chg ORDER BY rn")
+
+    def _load_state(self) -> None:
+        """The state as table ``st``: the file, with the marks of a delivery under way (also
+        kept as table ``marks``, see :meth:`mark_pending`)."""
+        keys = ", ".join(self._keys)
+        self._db.execute(
+            f"CREATE TEMP TABLE st AS SELECT {keys}, fp FROM read_parquet(?)",
+            [str(self.state_path)],
+        )
+        marks = _marks_of(self.state_path)
+        if marks is None:
+            return
+        self._db.execute(
+            f"CREATE TEMP TABLE marks AS SELECT {keys}, fp FROM read_parquet(?)", [str(marks)]
+        )
+        self._db.execute(
+            f"CREATE OR REPLACE TEMP TABLE st AS SELECT {keys}, fp FROM st "
+            f"ANTI JOIN marks USING ({keys}) UNION ALL SELECT {keys}, fp FROM marks"
         )
 
     def _column(self, sql: str) -> pa.Array:
@@ -265,7 +319,10 @@ class SyncDiff:
         contents = ", ".join(field.name for field in content) or "1"
         keys = ", ".join(self._keys)
         # hash in DuckDB while streaming, so only keys, row numbers and fingerprints are kept
-        return self._db.from_arrow(staged).project(f"{keys}, rn, hash({contents}) AS fp")
+        # a fingerprint's lowest bit is 0: a marked one (mark_pending) is odd, never a fingerprint
+        return self._db.from_arrow(staged).project(
+            f"{keys}, rn, hash({contents}) & {_FINGERPRINT_BITS}::UBIGINT AS fp"
+        )
 
     # -- what to send -----------------------------------------------------------------------
 
@@ -337,16 +394,21 @@ class SyncDiff:
     def mark_pending(self, delivery_id: str) -> None:
         """Before anything is sent: mark every key the delivery may touch as unknown.
 
-        Until the delivery is folded, the keys it upserts or deletes keep a fingerprint that
-        is not the one they had (its lowest bit flipped: no longer what the state said the
-        destination holds, still an update), and the keys it inserts are in the state with
-        a NULL fingerprint (still an insert). Should the delivery never be folded (killed,
-        then abandoned because its plan changed or its snapshot expired), what it may have
-        changed at the destination is sent or deleted again, even when the source went back
-        to what the state said before. A resume of the delivery diffs to the same rows in
-        the same order, so its batches and their keys are unchanged. A ``changes`` delivery
-        of inserts only (a first run, appends) marks nothing: keys the state lacks are sent
-        again by any later diff, and ``changes`` never deletes.
+        The marks are a Parquet file beside the state (:func:`floe_sink.state.marks_path`),
+        written atomically, naming the delivery and the state it was made against (marks
+        beside a state that since replaced that one are void); the state itself is not
+        rewritten. Until the delivery is folded, the keys it upserts or deletes read with
+        their fingerprint's lowest bit set (an odd value, which no fingerprint has: no
+        longer what the state said the destination holds, still an update; marking twice
+        changes nothing), and the keys it inserts with a NULL one (still an insert); the
+        marks of an abandoned delivery stay. The fold keeps the marks of what it did not
+        deliver. Should the delivery never be folded (killed, then abandoned because its
+        plan changed or its snapshot expired), what it may have changed at the destination
+        is sent or deleted again, even when the source went back to what the state said
+        before. A resume of the delivery diffs to the same rows in the same order, so its
+        batches and their keys are unchanged. A ``changes`` delivery of inserts only (a
+        first run, appends) marks nothing: keys the state lacks are sent again by any later
+        diff, and ``changes`` never deletes.
         """
         if self.skipped_read or not (self.to_send or self.deletes):
             return
@@ -358,35 +420,41 @@ class SyncDiff:
         if info is not None and info.pending == delivery_id:
             return  # a resumed delivery: marked by the run that started it
         keys = ", ".join(self._keys)
-        if self._has_table("st"):
-            touched = (
-                f"SELECT {keys} FROM cur LEFT JOIN st USING ({keys}) "
-                "WHERE st.fp IS NULL OR st.fp <> cur.fp"
-            )
-            if self.mode == "mirror" and self.deletes:
-                touched += f" UNION ALL SELECT {keys} FROM st ANTI JOIN cur USING ({keys})"
-            kept = (
-                f"SELECT {keys}, fp FROM st ANTI JOIN touched USING ({keys}) UNION ALL "
-                f"SELECT {keys}, xor(fp, 1::UBIGINT) FROM st SEMI JOIN touched USING ({keys}) "
-                f"UNION ALL SELECT {keys}, NULL::UBIGINT FROM touched ANTI JOIN st USING ({keys})"
-            )
+        if info is None or not self._has_table("st"):
+            # no state yet (a first mirror run): the marks are the state
+            meta = {
+                "keys": list(self.key_columns),
+                "source_rows": None,
+                "snapshot_id": None,
+                "delivery_id": info.delivery_id if info is not None else "",
+                "plan": self.plan,
+                "pending": delivery_id,
+            }
+            marked = self._table(f"SELECT {keys}, NULL::UBIGINT AS fp FROM cur")
+            write_state(self.state_path, marked, meta)
         else:
-            touched = f"SELECT {keys} FROM cur"
-            kept = f"SELECT {keys}, NULL::UBIGINT AS fp FROM touched"
-        self._db.execute(f"CREATE OR REPLACE TEMP TABLE touched AS {touched}")
-        self._db.execute(f"CREATE OR REPLACE TEMP TABLE pending AS {kept}")
-        self._db.execute("CREATE OR REPLACE TEMP TABLE st AS SELECT * FROM pending")
-        self._db.execute("DROP TABLE pending")
-        self._db.execute("DROP TABLE touched")
-        meta = {
-            "keys": list(self.key_columns),
-            "source_rows": None,
-            "snapshot_id": None,
-            "delivery_id": info.delivery_id if info is not None else "",
-            "plan": self.plan,
-            "pending": delivery_id,
-        }
-        write_state(self.state_path, self._table(f"SELECT {keys}, fp FROM st"), meta)
+            # the touched keys alone, beside the state (which is not rewritten): an update
+            # or a delete gets an odd fingerprint, an insert a NULL one; the marks of an
+            # abandoned delivery stay
+            marks = f"SELECT {keys}, old | 1::UBIGINT AS fp FROM chg"
+            if self.mode == "mirror" and self.deletes:
+                marks += (
+                    f" UNION ALL SELECT {keys}, fp | 1::UBIGINT FROM st "
+                    f"ANTI JOIN cur USING ({keys})"
+                )
+            if self._has_table("marks"):
+                marks = (
+                    f"SELECT {keys}, fp FROM marks UNION ALL "
+                    f"SELECT {keys}, fp FROM ({marks}) ANTI JOIN marks USING ({keys})"
+                )
+            self._db.execute(f"CREATE OR REPLACE TEMP TABLE marks AS {marks}")
+            meta = {
+                "keys": list(self.key_columns),
+                "pending": delivery_id,
+                "base": info.delivery_id,
+            }
+            clear_settled(self.state_path)  # the state no longer says all it did
+            write_state(marks_path(self.state_path), self._table("SELECT * FROM marks"), meta)
         log.info("sync_state_pending", state=str(self.state_path), delivery_id=delivery_id)
 
     def save_state(
@@ -454,7 +522,14 @@ class SyncDiff:
                     deleted = gone.take(done)
                 self._db.register("deleted", deleted)
                 drop += f" UNION ALL SELECT {keys} FROM deleted"
-            parts.append(f"SELECT {keys}, fp FROM st ANTI JOIN ({drop}) USING ({keys})")
+            base = "st"
+            if self._has_table("marks"):
+                # what the delivery marked and did not deliver stays marked
+                base = (
+                    f"(SELECT {keys}, fp FROM st ANTI JOIN marks USING ({keys}) "
+                    f"UNION ALL SELECT {keys}, fp FROM marks)"
+                )
+            parts.append(f"SELECT {keys}, fp FROM {base} ANTI JOIN ({drop}) USING ({keys})")
         parts.append(f"SELECT {keys}, fp FROM cur SEMI JOIN sent USING (rn)")
         new = self._table(" UNION ALL ".join(parts))
         # only a state holding every row of the snapshot may name it: with refused records
@@ -475,6 +550,8 @@ class SyncDiff:
             "plan": self.plan,
         }
         write_state(self.state_path, new, meta)
+        # the new state names this delivery: marks made against the old one are void
+        marks_path(self.state_path).unlink(missing_ok=True)
         rows_of_snapshot = meta["source_rows"]
         if isinstance(rows_of_snapshot, int):  # complete
             self._settle(delivery_id, rows_of_snapshot)
