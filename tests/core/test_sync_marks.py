@@ -85,9 +85,7 @@ def state(tmp_path: Path) -> Path:
     return path
 
 
-def test_marks_stand_beside_the_state_which_is_not_rewritten(
-    tmp_path: Path, state: Path
-) -> None:
+def test_marks_stand_beside_the_state_which_is_not_rewritten(tmp_path: Path, state: Path) -> None:
     before = state.read_bytes()
     d = diff(tmp_path, table(changed=CHANGED), 2)
     assert (d.inserts, d.updates, d.unchanged) == (0, len(CHANGED), ROWS - len(CHANGED))
