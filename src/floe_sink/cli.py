@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 
 # Arrow's default allocator (mimalloc) keeps the pages it freed: a command that streams a
-# table much larger than its memory should hold gives them back at once instead (jemalloc,
-# decay 0; see floe_sink.source). Set before pyarrow is imported; the variable still wins.
+# table much larger than its memory should hold gives them back soon instead (jemalloc,
+# a short decay; see floe_sink.source). Set before pyarrow is imported; the variable still wins.
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
 import contextlib
