@@ -178,6 +178,8 @@ class SyncDiff:
         self.inserts = self.updates = self.deletes = self.unchanged = 0
         self.state_rows = 0
         self.skipped_read = False
+        self.read_natively = False
+        """The fingerprints came from DuckDB reading the data files (:meth:`_native`)."""
         self._state_delivery = ""
         work_dir.mkdir(parents=True, exist_ok=True)
         self._db = duckdb.connect(config={"memory_limit": _MEMORY_LIMIT, "threads": 2})
@@ -199,6 +201,7 @@ class SyncDiff:
             unchanged=self.unchanged,
             state_rows=self.state_rows,
             read=not self.skipped_read,
+            read_natively=self.read_natively,
             incremental=base_rows is not None,
         )
 
@@ -237,7 +240,11 @@ class SyncDiff:
             return
         if has_state:
             self._load_state()
-        self._fingerprinted(self.scan.reader()).create("cur")
+        fingerprinted = self._native(self.scan.schema)
+        self.read_natively = fingerprinted is not None
+        if fingerprinted is None:
+            fingerprinted = self._fingerprinted(self.scan.reader())
+        fingerprinted.create("cur")
         if not has_state:
             self.inserts = self._count("SELECT count(*) FROM cur")
             self._all_changed = True
@@ -315,13 +322,49 @@ class SyncDiff:
                 offset += batch.num_rows
                 yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
-        staged = pa.RecordBatchReader.from_batches(schema, batches())
         contents = ", ".join(field.name for field in content) or "1"
         keys = ", ".join(self._keys)
-        # hash in DuckDB while streaming, so only keys, row numbers and fingerprints are kept
-        # a fingerprint's lowest bit is 0: a marked one (mark_pending) is odd, never a fingerprint
+        staged = pa.RecordBatchReader.from_batches(schema, batches())
+        # hash in DuckDB while streaming, so only keys, row numbers and fingerprints are kept;
+        # a fingerprint's lowest bit is 0: a marked one (mark_pending) is odd, never one
         return self._db.from_arrow(staged).project(
             f"{keys}, rn, hash({contents}) & {_FINGERPRINT_BITS}::UBIGINT AS fp"
+        )
+
+    def _native(self, schema: pa.Schema) -> Any:
+        """The fingerprints computed by DuckDB reading the data files itself (in parallel,
+        no Arrow conversion): when the scan's files are local Parquet files read as they
+        are, and DuckDB types every column read as it types the Arrow stream (the hash
+        covers the type: the same rows give the same fingerprints on either path).
+        ``None`` otherwise."""
+        files_of = getattr(self.scan, "local_parquet_files", None)
+        files = files_of() if callable(files_of) else None
+        if not files:
+            return None
+        sources = list(self.field_mapping) if self.field_mapping else list(schema.names)
+        read = [*self.key_columns, *sources]
+        quoted = [_identifier(name) for name in read]
+        paths = [path for path, _rows in files]
+        native = self._db.sql(
+            f"SELECT {', '.join(quoted)} FROM read_parquet(?)", params=[paths]
+        ).limit(0)
+        streamed = self._db.from_arrow(schema.empty_table()).project(", ".join(quoted))
+        if [str(t) for t in native.types] != [str(t) for t in streamed.types]:
+            log.debug("sync_diff_arrow_path", reason="types", columns=list(read))
+            return None
+        bases, offset = [], 0
+        for _path, rows in files:
+            bases.append(offset)
+            offset += rows
+        self._db.register("floe_files", pa.table({"filename": paths, "base": bases}))
+        keys = ", ".join(f"{q} AS {k}" for q, k in zip(quoted, self._keys, strict=False))
+        contents = ", ".join(quoted[len(self.key_columns) :]) or "1"
+        return self._db.sql(
+            f"SELECT {keys}, base + file_row_number AS rn, "
+            f"hash({contents}) & {_FINGERPRINT_BITS}::UBIGINT AS fp "
+            "FROM read_parquet(?, filename = true, file_row_number = true) "
+            "JOIN floe_files USING (filename)",
+            params=[paths],
         )
 
     # -- what to send -----------------------------------------------------------------------
@@ -620,6 +663,11 @@ def _rows_of(rows: pa.Array, batches: Sequence[int] | None, batch_size: int | No
 
 def _empty_positions() -> pa.Array:
     return pa.array([], pa.int64())
+
+
+def _identifier(name: str) -> str:
+    """A column name as a DuckDB identifier."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _sql_text(text: str) -> str:

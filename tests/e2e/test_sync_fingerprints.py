@@ -1,0 +1,152 @@
+"""Fingerprints are the same whichever reader computed them.
+
+The diff hashes local Parquet data files with DuckDB's own reader when the scan reads them as
+they are (:meth:`floe_sink.source.SourceScan.local_parquet_files`), and the Arrow stream of
+the scan otherwise (deletes, a row filter, a renamed column, an object store). A table moves
+between the two (a filter added, a column renamed): if the fingerprints differed, every row
+would look changed and be sent again. Real Iceberg tables, written with pyiceberg.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from fixtures.iceberg import IcebergWarehouse
+from floe_sink.source import SourceScan, open_table, plan_scan, source_config
+from floe_sink.sync import SyncDiff
+
+pytestmark = pytest.mark.requirement("4G-FR-008")
+
+ROWS = 50
+UTC = datetime.UTC
+
+
+def every_type() -> pa.Table:
+    ids = list(range(ROWS))
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "name": pa.array([f"name {i}" if i % 7 else None for i in ids], pa.string()),
+            "small": pa.array([i % 5 for i in ids], pa.int32()),
+            "ratio": pa.array([i / 3 for i in ids], pa.float64()),
+            "single": pa.array([i / 7 for i in ids], pa.float32()),
+            "flag": pa.array([i % 2 == 0 for i in ids], pa.bool_()),
+            "amount": pa.array([Decimal(i) / 100 for i in ids], pa.decimal128(12, 2)),
+            "day": pa.array([datetime.date(2026, 1, 1 + i % 28) for i in ids], pa.date32()),
+            "at": pa.array(
+                [datetime.datetime(2026, 1, 1, i % 24, tzinfo=UTC) for i in ids],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "local": pa.array(
+                [datetime.datetime(2026, 2, 1, 0, i) for i in ids], pa.timestamp("us")
+            ),
+            "clock": pa.array([datetime.time(i % 24, 30) for i in ids], pa.time64("us")),
+            "blob": pa.array([bytes([i, i + 1]) for i in ids], pa.binary()),
+            "tags": pa.array([[f"t{i}", "x"] for i in ids], pa.list_(pa.string())),
+            "address": pa.array(
+                [{"city": f"c{i}", "zip": i} for i in ids],
+                pa.struct([("city", pa.string()), ("zip", pa.int64())]),
+            ),
+            "token": pa.array([uuid.UUID(int=i).bytes for i in ids], pa.binary(16)),
+        }
+    )
+
+
+def scan_of(warehouse: IcebergWarehouse, identifier: str, **plan: Any) -> SourceScan:
+    config = source_config({**warehouse.catalog_properties, "table": identifier})
+    return plan_scan(open_table(config), **plan)
+
+
+class ArrowOnly:
+    """The same scan, without its local files: the diff streams it through Arrow."""
+
+    def __init__(self, scan: SourceScan) -> None:
+        self._scan = scan
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "local_parquet_files":
+            raise AttributeError(name)
+        return getattr(self._scan, name)
+
+
+def fingerprints(
+    scan: Any, tmp_path: Path, mapping: dict[str, str] | None, *, natively: bool | None = None
+) -> pa.Table:
+    diff = SyncDiff(
+        mode="changes",
+        scan=scan,
+        key_columns=["id"],
+        field_mapping=mapping,
+        state_path=tmp_path / "none.parquet",
+        work_dir=tmp_path / "tmp",
+        plan="plan",
+    )
+    try:
+        if natively is not None:
+            assert diff.read_natively is natively
+        table: pa.Table = diff._table("SELECT k0, rn, fp FROM cur ORDER BY rn")
+        return table
+    finally:
+        diff.close()
+
+
+@pytest.mark.parametrize(
+    "mapping", [None, {"name": "full_name", "amount": "total", "id": "id", "at": "seen"}]
+)
+def test_duckdb_and_arrow_fingerprints_agree_on_every_type(
+    iceberg_warehouse: IcebergWarehouse, tmp_path: Path, mapping: dict[str, str] | None
+) -> None:
+    iceberg_warehouse.write("gold.types", every_type(), files=3)
+    scan = scan_of(iceberg_warehouse, "gold.types")
+    files = scan.local_parquet_files()
+    assert files is not None
+    assert len(files) == 3
+    assert sum(rows for _path, rows in files) == ROWS
+
+    native = fingerprints(scan, tmp_path, mapping, natively=True)
+    streamed = fingerprints(ArrowOnly(scan), tmp_path, mapping, natively=False)
+    assert native.column("rn").to_pylist() == list(range(ROWS))
+    assert sorted(native.column("k0").to_pylist()) == list(range(ROWS))  # files in path order
+    assert native.equals(streamed)
+    assert len(set(native.column("fp").to_pylist())) == ROWS  # the content is in it
+
+
+def test_a_changed_value_changes_the_fingerprint_on_both_paths(
+    iceberg_warehouse: IcebergWarehouse, tmp_path: Path
+) -> None:
+    data = every_type()
+    iceberg_warehouse.write("gold.types", data)
+    before = fingerprints(scan_of(iceberg_warehouse, "gold.types"), tmp_path, None)
+    index = data.schema.get_field_index("address")
+    changed = data.column("address").to_pylist()
+    changed[3] = {"city": "elsewhere", "zip": 3}
+    iceberg_warehouse.overwrite(
+        "gold.types", data.set_column(index, "address", pa.array(changed, data.schema[index].type))
+    )
+    scan = scan_of(iceberg_warehouse, "gold.types")
+    for after in (
+        fingerprints(scan, tmp_path, None),
+        fingerprints(ArrowOnly(scan), tmp_path, None),
+    ):
+        pairs = zip(before["fp"].to_pylist(), after["fp"].to_pylist(), strict=True)
+        differs = [i for i, (a, b) in enumerate(pairs) if a != b]
+        assert differs == [3]
+
+
+def test_filtered_renamed_or_deleted_files_are_streamed(
+    iceberg_warehouse: IcebergWarehouse,
+) -> None:
+    table = iceberg_warehouse.write("gold.types", every_type())
+    assert scan_of(iceberg_warehouse, "gold.types").local_parquet_files() is not None
+    filtered = scan_of(iceberg_warehouse, "gold.types", row_filter="id > 3")
+    assert filtered.local_parquet_files() is None
+    with table.update_schema() as update:
+        update.rename_column("name", "label")
+    assert scan_of(iceberg_warehouse, "gold.types").local_parquet_files() is None
