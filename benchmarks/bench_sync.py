@@ -18,7 +18,10 @@ json`` child process, timed by its wall time (with its peak RSS, process tree, s
 3. **(b) rebuild**: the ``sync: changes`` destination after the rebuild (sends the 1%);
 4. **(c) unchanged**: the same destination again, nothing changed;
 5. an ``append`` of 1% new rows (a new snapshot, no rebuild);
-6. **(d) append**: the ``changes`` destination again (sends the appended rows).
+6. **(d) append**: the ``changes`` destination again (sends the appended rows), then the
+   hand-written incremental script (``baseline_postgres.py --appended-since``: pyiceberg,
+   the files added since the snapshot it is told, psycopg merge into a table of its own):
+   what any process that opens the table with pyiceberg and merges into PostgreSQL costs.
 
 Floors (ratios of the medians): (b) <= 0.25x (a), (c) <= 0.15x, (d) <= 0.1x. Then
 **(e) memory**: a ``--memory-rows`` table (5M) is delivered once with ``sync: changes``
@@ -87,6 +90,7 @@ class Project:
         (root / "manifest.yaml").write_text("scope: enterprise\napproved_sinks: [sql_database]\n")
         self._yaml = yaml
         self.destinations: list[dict[str, Any]] = []
+        self.last: dict[str, Any] = {}
 
     def add(self, destination: dict[str, Any]) -> None:
         self.destinations.append(destination)
@@ -104,6 +108,28 @@ class Project:
         command = [str(script), "run", "floe.yaml", "-d", destination, "-q"]
         command += ["--manifest", "manifest.yaml", "--secrets-dir", "secrets"]
         command += ["--state-dir", str(self.state_dir), "--output", "json", "--no-progress"]
+        (record,) = json.loads(self.timed(command, destination))
+        if not record["success"]:
+            raise SystemExit(f"{destination} failed: {record['errors']}")
+        record.update(self.last)
+        return dict(record)
+
+    def baseline(self, url: str, *extra: str) -> dict[str, Any]:
+        """One ``baseline_postgres.py --mode merge`` process into ``customers_base``."""
+        from floe_sink.source import source_config
+
+        config = source_config({"table": TABLE, "state_dir": str(self.state_dir)})
+        properties = config["catalog_properties"]
+        command = [sys.executable, str(HERE / "baseline_postgres.py")]
+        command += ["--catalog-name", config["catalog_name"], "--catalog-uri", properties["uri"]]
+        command += ["--warehouse", properties["warehouse"], "--table", TABLE, "--url", url]
+        command += ["--target", "customers_base", "--mode", "merge", "--key", "customer_id"]
+        record = json.loads(self.timed([*command, *extra], "baseline"))
+        record.update(self.last)
+        return dict(record)
+
+    def timed(self, command: list[str], what: str) -> str:
+        """Run ``command`` to its exit: its stdout; wall time, peak RSS and load in ``last``."""
         load = _load()
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -119,12 +145,9 @@ class Project:
         seconds = time.perf_counter() - started
         peak = sampler.stop()
         if process.returncode != 0:
-            raise SystemExit(f"floe-sink exited with {process.returncode}:\n{stdout}\n{stderr}")
-        (record,) = json.loads(stdout)
-        if not record["success"]:
-            raise SystemExit(f"{destination} failed: {record['errors']}")
-        record.update(wall=seconds, peak_mb=peak, load=load)
-        return dict(record)
+            raise SystemExit(f"{what} exited with {process.returncode}:\n{stdout}\n{stderr}")
+        self.last = {"wall": seconds, "peak_mb": peak, "load": load}
+        return stdout
 
 
 def _rebuilt(rows: int, changed_percent: int) -> Any:
@@ -179,7 +202,7 @@ def _show(label: str, record: dict[str, Any]) -> None:
     )
 
 
-def ratios(args: argparse.Namespace, project: Project, cluster: Any) -> bool:
+def ratios(args: argparse.Namespace, project: Project, cluster: Any, url: str) -> bool:
     rows = args.rows
     step = rows // 100
     project.add(_destination("sync", "customers_sync", "changes"))
@@ -188,6 +211,8 @@ def ratios(args: argparse.Namespace, project: Project, cluster: Any) -> bool:
     print(f"seeded {rows:,} rows in {time.perf_counter() - started:.1f} s", flush=True)
     first = project.run("sync")  # untimed, and the warm-up: it compiles the bytecode
     _show("first sync", first)  # every row an insert: the state of 1M keys
+    seeded = project.baseline(url)  # untimed: the hand-written script's table, and warm-up
+    print(f"  baseline     wall {seeded['wall']:6.2f} s  its table of {seeded['rows']:,} rows")
     results: dict[str, list[dict[str, Any]]] = {}
     next_id = rows * 10
     for round_number in range(1, args.repeat + 1):
@@ -200,11 +225,21 @@ def ratios(args: argparse.Namespace, project: Project, cluster: Any) -> bool:
             record = project.run(destination)
             results.setdefault(case, []).append(record)
             _show(case, record)
+        before = project.catalog().load_table(TABLE).metadata.current_snapshot_id
         _append(project, TABLE, step, next_id)
         next_id += step
         record = project.run("sync")
         results.setdefault("append", []).append(record)
         _show("append", record)
+        record = project.baseline(url, "--appended-since", str(before))
+        if record["rows"] != step:
+            raise SystemExit(f"round {round_number}: the baseline sent {record['rows']:,} rows")
+        results.setdefault("hand-written", []).append(record)
+        print(
+            f"  hand-written wall {record['wall']:6.2f} s  peak {record['peak_mb']:4.0f} MB  "
+            f"sent {record['rows']:>9,}  (the appended files, no state)",
+            flush=True,
+        )
         cluster.psql(f'DROP TABLE "{name}"', database="bench_sync")
         checks = {
             "full": (results["full"][-1]["rows_delivered"], rows),
@@ -241,6 +276,12 @@ def ratios(args: argparse.Namespace, project: Project, cluster: Any) -> bool:
             f" s, peak {median(case, 'peak_mb'):.0f} MB)  ratio {ratio:.3f} (per round "
             f"{per_round}; floor <= {FLOORS[case]}{goal}) {'ok' if ok else 'MISSED'}"
         )
+    hand = median("hand-written")
+    print(
+        f"  (d) hand-written: {hand:6.2f} s  ratio {hand / base:.3f} to (a); (d) is "
+        f"{median('append') / hand:.2f}x it (a script that knows the snapshot it sent last, "
+        "reads the appended files and merges them with psycopg, keeping no state)"
+    )
     print(f"  peak RSS of (a): {median('full', 'peak_mb'):.0f} MB")
     return failed
 
@@ -293,7 +334,7 @@ def main() -> int:
             )
             project = Project(root, url)
             if not args.skip_ratios:
-                failed |= ratios(args, project, cluster)
+                failed |= ratios(args, project, cluster, url)
             if not args.skip_memory:
                 failed |= memory(args, project)
     finally:
