@@ -60,6 +60,10 @@ DELETE_POSITIONS = 1 << 40
 
 _META = b"floe.sync"
 _MEMORY_LIMIT = "128MB"
+_NATIVE_ROWS_FRACTION = 0.1
+"""Changed rows up to this fraction of the snapshot are read back by DuckDB (sorted by row
+number: few rows to sort); more go through the Arrow scan again, streamed as it is."""
+_BATCH_ROWS = 65_536
 _FINGERPRINT_BITS = (1 << 64) - 2
 """A fingerprint is DuckDB's 64-bit ``hash`` of the mapped columns with its lowest bit 0."""
 
@@ -179,11 +183,14 @@ class SyncDiff:
         self.state_rows = 0
         self.skipped_read = False
         self.read_natively = False
+        self._native_paths: list[str] = []  # the files DuckDB read (:meth:`_native`)
+        self._scanned = 0  # rows the diff read
         """The fingerprints came from DuckDB reading the data files (:meth:`_native`)."""
         self._state_delivery = ""
         work_dir.mkdir(parents=True, exist_ok=True)
         self._db = duckdb.connect(config={"memory_limit": _MEMORY_LIMIT, "threads": 2})
         self._db.sql(f"SET temp_directory = '{_sql_text(str(work_dir))}'")
+        self._db.sql("SET TimeZone = 'UTC'")  # timestamps handed back keep their instant
         self._changed: pa.Array | None = None  # sorted row numbers to send; None: all rows
         self._all_changed = False
         self._keys = _key_names(len(self.key_columns))
@@ -261,7 +268,8 @@ class SyncDiff:
             "(SELECT count(*) FROM cur) AS rows FROM chg"
         ).to_pylist()[0]
         self.inserts, self.updates = int(counts["inserts"]), int(counts["updates"])
-        self.unchanged = int(counts["rows"]) - self.inserts - self.updates
+        self._scanned = int(counts["rows"])
+        self.unchanged = self._scanned - self.inserts - self.updates
         if self.base_rows is not None:
             self.unchanged += self.base_rows - self.updates
         elif self.mode == "mirror":
@@ -345,13 +353,13 @@ class SyncDiff:
         read = [*self.key_columns, *sources]
         quoted = [_identifier(name) for name in read]
         paths = [path for path, _rows in files]
-        native = self._db.sql(
-            f"SELECT {', '.join(quoted)} FROM read_parquet(?)", params=[paths]
-        ).limit(0)
-        streamed = self._db.from_arrow(schema.empty_table()).project(", ".join(quoted))
+        every = ", ".join(_identifier(name) for name in schema.names)  # rows() reads them all
+        native = self._db.sql(f"SELECT {every} FROM read_parquet(?)", params=[paths]).limit(0)
+        streamed = self._db.from_arrow(schema.empty_table()).project(every)
         if [str(t) for t in native.types] != [str(t) for t in streamed.types]:
-            log.debug("sync_diff_arrow_path", reason="types", columns=list(read))
+            log.debug("sync_diff_arrow_path", reason="types", columns=list(schema.names))
             return None
+        self._native_paths = paths
         bases, offset = [], 0
         for _path, rows in files:
             bases.append(offset)
@@ -378,12 +386,14 @@ class SyncDiff:
         """The rows to upsert, source column names, in the snapshot's order (a second read)."""
         import pyarrow.compute as pc
 
-        reader = self.scan.reader()
         if self._all_changed:
-            return reader
+            return self.scan.reader()
         changed = self._changed
         if changed is None or len(changed) == 0:
-            return pa.RecordBatchReader.from_batches(reader.schema, iter(()))
+            return pa.RecordBatchReader.from_batches(self.scan.schema, iter(()))
+        if self._native_paths and len(changed) <= _NATIVE_ROWS_FRACTION * self._scanned:
+            return self._native_rows()
+        reader = self.scan.reader()
 
         def batches() -> Iterator[pa.RecordBatch]:
             offset = low = 0
@@ -400,6 +410,26 @@ class SyncDiff:
                     break
 
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+    def _native_rows(self) -> pa.RecordBatchReader:
+        """The changed rows read by DuckDB from the files it fingerprinted (:meth:`_native`),
+        in the snapshot's order, as the scan's Arrow schema types them: DuckDB decodes the
+        columns in parallel and hands over only the changed rows."""
+        schema = self.scan.schema
+        every = ", ".join(_identifier(name) for name in schema.names)
+        relation = self._db.sql(
+            f"SELECT {every} FROM read_parquet(?, filename = true, file_row_number = true) "
+            "JOIN floe_files USING (filename) "
+            "SEMI JOIN chg ON chg.rn = base + file_row_number ORDER BY base + file_row_number",
+            params=[self._native_paths],
+        )
+        reader = relation.to_arrow_reader(_BATCH_ROWS)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in reader:
+                yield batch.cast(schema) if not batch.schema.equals(schema) else batch
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
 
     def deleted_keys(self, destination_names: Sequence[str]) -> pa.Table:
         """The keys to delete (``mirror``), named as the destination names the key columns."""

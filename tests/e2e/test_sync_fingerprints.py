@@ -76,6 +76,19 @@ class ArrowOnly:
         return getattr(self._scan, name)
 
 
+class NoArrow:
+    """The same scan, refusing to stream: what reads it must be DuckDB."""
+
+    def __init__(self, scan: SourceScan) -> None:
+        self._scan = scan
+
+    def reader(self, **_kwargs: Any) -> pa.RecordBatchReader:
+        raise AssertionError("the Arrow scan was streamed")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._scan, name)
+
+
 def fingerprints(
     scan: Any, tmp_path: Path, mapping: dict[str, str] | None, *, natively: bool | None = None
 ) -> pa.Table:
@@ -150,3 +163,58 @@ def test_filtered_renamed_or_deleted_files_are_streamed(
     with table.update_schema() as update:
         update.rename_column("name", "label")
     assert scan_of(iceberg_warehouse, "gold.types").local_parquet_files() is None
+
+
+@pytest.mark.parametrize("mapping", [None, {"name": "full_name", "id": "id", "tags": "labels"}])
+def test_changed_rows_read_back_by_duckdb_equal_the_arrow_scans(
+    iceberg_warehouse: IcebergWarehouse, tmp_path: Path, mapping: dict[str, str] | None
+) -> None:
+    """The rows to send, read back by DuckDB (few changed) or the Arrow scan: the same
+    values, the scan's own schema, the snapshot's order."""
+    data = every_type()
+    iceberg_warehouse.write("gold.types", data, files=2)
+    state = tmp_path / "sync" / "dest.parquet"
+
+    def diff_of(scan: Any) -> SyncDiff:
+        return SyncDiff(
+            mode="changes",
+            scan=scan,
+            key_columns=["id"],
+            field_mapping=mapping,
+            state_path=state,
+            work_dir=tmp_path / "tmp",
+            plan="plan",
+        )
+
+    first = diff_of(scan_of(iceberg_warehouse, "gold.types"))
+    first.save_state(
+        delivery_id="D1",
+        sent_batches=None,
+        batch_size=None,
+        deleted_batches=None,
+        delete_batch_size=None,
+    )
+    first.close()
+    changed = [2, 9, 31]  # under a tenth of the rows: DuckDB reads them back
+    names = data.column("name").to_pylist()
+    for i in changed:
+        names[i] = f"renamed {i}"
+    iceberg_warehouse.overwrite(
+        "gold.types", data.set_column(1, "name", pa.array(names, pa.string()))
+    )
+    scan = scan_of(iceberg_warehouse, "gold.types")
+
+    native = diff_of(NoArrow(scan))  # neither the diff nor its rows stream the scan
+    assert native.read_natively
+    assert native.updates == len(changed)
+    read_back = native.rows().read_all()
+    native.close()
+    streamed = diff_of(ArrowOnly(scan))
+    assert not streamed.read_natively
+    rescanned = streamed.rows().read_all()
+    streamed.close()
+
+    assert read_back.schema.equals(scan.schema)
+    assert read_back.equals(rescanned)
+    assert sorted(read_back.column("id").to_pylist()) == changed
+    assert read_back.column("name").to_pylist() == [names[i] for i in read_back["id"].to_pylist()]
