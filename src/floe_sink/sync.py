@@ -572,9 +572,10 @@ class SyncDiff:
             sent = sent.filter(pc.invert(pc.is_in(sent, value_set=refused)))
         self._db.register("sent", pa.table({"rn": sent}))
         has_state = self._has_table("st")
+        rows = "chg" if has_state else "cur"  # the rows sent are among the changed ones
         parts = []
         if has_state:
-            drop = f"SELECT {keys} FROM cur SEMI JOIN sent USING (rn)"
+            drop = f"SELECT {keys} FROM {rows} SEMI JOIN sent USING (rn)"
             if self.mode == "mirror" and self.deletes:
                 gone = self.deleted_keys(self._keys)
                 deleted = gone.slice(0, 0)
@@ -603,7 +604,7 @@ class SyncDiff:
                     f"UNION ALL SELECT {keys}, fp FROM marks)"
                 )
             parts.append(f"SELECT {keys}, fp FROM {base} ANTI JOIN ({drop}) USING ({keys})")
-        parts.append(f"SELECT {keys}, fp FROM cur SEMI JOIN sent USING (rn)")
+        parts.append(f"SELECT {keys}, fp FROM {rows} SEMI JOIN sent USING (rn)")
         new = self._table(" UNION ALL ".join(parts))
         # only a state holding every row of the snapshot may name it: with refused records
         # left out, the next run must diff again (and send them)
