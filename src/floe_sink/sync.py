@@ -24,12 +24,14 @@ compares a snapshot with that state:
   next run starts a new delivery instead of resuming it).
 
 The diff runs in DuckDB (vectorised hash joins, spilling to disk past its memory limit): the
-process holds the keys and fingerprints, never the table. Iceberg's history makes it cheaper
-where it can: an unchanged snapshot (the state was made from this very snapshot with the same
-configuration) is not read at all, and when the table only grew by appends since the state's
-snapshot, only the appended data files are read (the caller passes a scan of just those and
-``base_rows``). Anything else (an overwrite such as a dbt rebuild, deletes, an expired or
-rolled-back snapshot) gets the full fingerprint diff.
+process holds the keys and fingerprints, never the table. When the scan's files are local
+Parquet files read as they are, DuckDB reads them itself, for the fingerprints and (when
+they are few) the changed rows; otherwise the scan's Arrow stream is hashed and read again.
+Iceberg's history makes it cheaper where it can: an unchanged snapshot (the state was made
+from this very snapshot with the same configuration) is not read at all, and when the table
+only grew by appends since the state's snapshot, only the appended data files are read (the
+caller passes a scan of just those and ``base_rows``). Anything else (an overwrite such as a
+dbt rebuild, deletes, an expired or rolled-back snapshot) gets the full fingerprint diff.
 
 The state is a Parquet file per destination (see :mod:`floe_sink.state`): the key columns
 ``k0..kN`` (the primary key, in floe.yaml order), ``fp`` (UBIGINT), and metadata naming the key
