@@ -35,8 +35,8 @@ dbt rebuild, deletes, an expired or rolled-back snapshot) gets the full fingerpr
 
 The state is a Parquet file per destination (see :mod:`floe_sink.state`): the key columns
 ``k0..kN`` (the primary key, in floe.yaml order), ``fp`` (UBIGINT), and metadata naming the key
-columns, the snapshot, the delivery and the configuration fingerprint that produced it (and
-the delivery under way, while keys are marked for it).
+columns, the snapshot, the delivery and the configuration fingerprint that produced it; the
+marks of a delivery under way stand beside it (:meth:`SyncDiff.mark_pending`).
 """
 
 from __future__ import annotations
