@@ -41,7 +41,10 @@ marks of a delivery under way stand beside it (:meth:`SyncDiff.mark_pending`).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,8 @@ _MEMORY_LIMIT = "128MB"
 _NATIVE_ROWS_FRACTION = 0.1
 """Changed rows up to this fraction of the snapshot are read back by DuckDB (sorted by row
 number: few rows to sort); more go through the Arrow scan again, streamed as it is."""
+_NATIVE_ROWS_MIN = 100_000
+"""... and up to this many whatever the fraction (an append's new rows)."""
 _BATCH_ROWS = 65_536
 _FINGERPRINT_BITS = (1 << 64) - 2
 """A fingerprint is DuckDB's 64-bit ``hash`` of the mapped columns with its lowest bit 0."""
@@ -187,6 +192,7 @@ class SyncDiff:
         self.read_natively = False
         self._native_paths: list[str] = []  # the files DuckDB read (:meth:`_native`)
         self._scanned = 0  # rows the diff read
+        self._prefetch: _Prefetch | None = None  # the read-back running in its thread
         """The fingerprints came from DuckDB reading the data files (:meth:`_native`)."""
         self._state_delivery = ""
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -216,7 +222,15 @@ class SyncDiff:
 
     def close(self) -> None:
         """Release the DuckDB session."""
+        self._idle()
         self._db.close()
+
+    def _idle(self) -> None:
+        """End the read-back (:meth:`rows`): its thread, and its result, which the session
+        keeps open until drained or closed (a delivery that stopped early leaves it so)."""
+        if self._prefetch is not None:
+            self._prefetch.close()
+            self._prefetch = None
 
     # -- computing ------------------------------------------------------------------------
 
@@ -393,7 +407,8 @@ class SyncDiff:
         changed = self._changed
         if changed is None or len(changed) == 0:
             return pa.RecordBatchReader.from_batches(self.scan.schema, iter(()))
-        if self._native_paths and len(changed) <= _NATIVE_ROWS_FRACTION * self._scanned:
+        few = max(_NATIVE_ROWS_FRACTION * self._scanned, _NATIVE_ROWS_MIN)
+        if self._native_paths and len(changed) <= few:
             return self._native_rows()
         reader = self.scan.reader()
 
@@ -425,16 +440,20 @@ class SyncDiff:
             "SEMI JOIN chg ON chg.rn = base + file_row_number ORDER BY base + file_row_number",
             params=[self._native_paths],
         )
-        reader = relation.to_arrow_reader(_BATCH_ROWS)
+        # DuckDB runs the query (without the GIL) while the caller gets the sink ready: the
+        # first batch is waited for only when it is asked for
+        started = self._prefetch = _Prefetch(lambda: relation.to_arrow_reader(_BATCH_ROWS))
 
         def batches() -> Iterator[pa.RecordBatch]:
-            for batch in reader:
+            reader, first = started.result()
+            for batch in itertools.chain(first, reader):
                 yield batch.cast(schema) if not batch.schema.equals(schema) else batch
 
         return pa.RecordBatchReader.from_batches(schema, batches())
 
     def deleted_keys(self, destination_names: Sequence[str]) -> pa.Table:
         """The keys to delete (``mirror``), named as the destination names the key columns."""
+        self._idle()
         if self.mode != "mirror" or not self.deletes or self.base_rows is not None:
             return pa.table({name: pa.array([], pa.null()) for name in destination_names})
         keys = ", ".join(self._keys)
@@ -443,6 +462,7 @@ class SyncDiff:
 
     def sample(self, kind: str, limit: int = 3) -> list[dict[str, Any]]:
         """A few keys of ``inserts``, ``updates`` or ``deletes`` (source key names)."""
+        self._idle()
         keys = ", ".join(self._keys)
         if self.skipped_read:
             return []
@@ -556,6 +576,7 @@ class SyncDiff:
             rejected_deletes: (position from 0, row in batch) of deletes the destination
                 refused: their keys stay in the state, so the next mirror run deletes again.
         """
+        self._idle()
         if self.skipped_read:
             # nothing changed, nothing sent: the state stays as it is (its sidecar written
             # if a kill came between the two, so the next run of this table reads nothing)
@@ -698,6 +719,40 @@ def _rows_of(rows: pa.Array, batches: Sequence[int] | None, batch_size: int | No
 
 def _empty_positions() -> pa.Array:
     return pa.array([], pa.int64())
+
+
+class _Prefetch:
+    """A reader opened, and its first batch read, in a thread of its own."""
+
+    def __init__(self, open_reader: Any) -> None:
+        self._reader: Any = None
+        self._first: list[pa.RecordBatch] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(open_reader,), name="floe-sync-rows", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, open_reader: Any) -> None:
+        try:
+            self._reader = open_reader()
+            with contextlib.suppress(StopIteration):
+                self._first.append(self._reader.read_next_batch())
+        except BaseException as exc:  # handed to the consumer
+            self._error = exc
+
+    def close(self) -> None:
+        """Wait for the thread, then close the reader (DuckDB's result with it)."""
+        self._thread.join()
+        if self._reader is not None:
+            self._reader.close()
+
+    def result(self) -> tuple[Any, list[pa.RecordBatch]]:
+        """The reader and its first batch (none: it was empty); raises what the thread did."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._reader, self._first
 
 
 def _identifier(name: str) -> str:

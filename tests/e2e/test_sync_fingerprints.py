@@ -218,3 +218,54 @@ def test_changed_rows_read_back_by_duckdb_equal_the_arrow_scans(
     assert read_back.equals(rescanned)
     assert sorted(read_back.column("id").to_pylist()) == changed
     assert read_back.column("name").to_pylist() == [names[i] for i in read_back["id"].to_pylist()]
+
+
+def test_a_delivery_that_stops_early_folds_with_the_read_back_open(
+    iceberg_warehouse: IcebergWarehouse, tmp_path: Path
+) -> None:
+    """A refused batch stops the delivery before the changed rows are drained: the fold
+    still runs its queries (DuckDB refuses a new query while a result is open)."""
+    data = every_type()
+    iceberg_warehouse.write("gold.types", data)
+    state = tmp_path / "sync" / "dest.parquet"
+
+    def diff_of() -> SyncDiff:
+        return SyncDiff(
+            mode="changes",
+            scan=scan_of(iceberg_warehouse, "gold.types"),
+            key_columns=["id"],
+            field_mapping=None,
+            state_path=state,
+            work_dir=tmp_path / "tmp",
+            plan="plan",
+        )
+
+    first = diff_of()
+    first.save_state(
+        delivery_id="D1",
+        sent_batches=None,
+        batch_size=None,
+        deleted_batches=None,
+        delete_batch_size=None,
+    )
+    first.close()
+    small = [7 if i in (4, 8, 15) else i % 5 for i in range(ROWS)]  # few: DuckDB reads back
+    iceberg_warehouse.overwrite(
+        "gold.types", data.set_column(2, "small", pa.array(small, pa.int32()))
+    )
+    diff = diff_of()
+    assert diff.read_natively
+    assert diff.updates == 3
+    rows = diff.rows()
+    assert rows.read_next_batch().num_rows > 0  # then the destination refuses: stop here
+    diff.save_state(
+        delivery_id="D2",
+        sent_batches=[],
+        batch_size=10,
+        deleted_batches=[],
+        delete_batch_size=10,
+    )
+    diff.close()
+    again = diff_of()
+    assert again.updates == 3  # nothing was acknowledged: all of them again
+    again.close()
