@@ -415,8 +415,9 @@ def deliver_batches(
         field_mapping: Source column -> destination field.
         concurrency: Batches in flight at once.
         checksum: Updated with every mapped batch, skipped ones included.
-        on_schema: Called once with the mapped schema before the first batch is sent (also
-            for an empty delivery, when the schema is known).
+        on_schema: Called once with the mapped schema before the first batch is sent: at
+            once when ``data`` knows its schema (a table, a reader: also when it turns out
+            empty), so the sink gets ready while the source reads; else with the first batch.
         totals: Updated in place as batches are delivered, so that a caller still knows
             what was delivered when this raises.
         first_position: The journal position of the first batch: a delivery's deletes use
@@ -447,10 +448,14 @@ def deliver_batches(
             if on_schema is not None:
                 on_schema(known)
 
+    seen = False
+
     def keyed() -> Iterator[tuple[int, str, pa.RecordBatch]]:
+        nonlocal seen
         rechunker = Rechunker(batch_size)
         position = first_position
         for mapped in batches:
+            seen = True
             announce(mapped.schema)
             if checksum is not None:
                 checksum.update(mapped)
@@ -485,6 +490,8 @@ def deliver_batches(
         return True
 
     started = time.perf_counter()
+    if schema is not None:
+        announce(schema)  # known: the sink gets ready while the source reads its first batch
     try:
         if concurrency <= 1:
             for position, key, chunk in keyed():
@@ -498,10 +505,8 @@ def deliver_batches(
     except Exception as exc:
         delivery.failure = delivery.failure or exc  # the engine reads its category
         raise
-    if not announced and schema is not None:
-        announce(schema)
-        if checksum is not None:
-            checksum.update(schema.empty_table())
+    if not seen and schema is not None and checksum is not None:
+        checksum.update(schema.empty_table())  # an empty delivery's checksum
     log.debug(
         "batches_delivered",
         destination=delivery.destination,
