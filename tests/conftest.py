@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,6 +28,27 @@ settings.register_profile(
     "thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """Every test leaves structlog as it found it.
+
+    A command run in-process (``floe_sink.cli.main([...])``: the sync machine, test_exit)
+    configures structlog for its level, or leaves that configuration waiting for the first
+    event when structlog is not imported yet (:mod:`floe_sink.logs`); either way the next
+    test in the worker would not see the log events it captures (which tests a worker runs
+    after which depends on the load: xdist hands them out one by one).
+    """
+    import structlog
+
+    from floe_sink import logs
+
+    config = structlog.get_config()
+    waiting = (logs._deferred.level, logs._deferred.apply)
+    yield
+    logs._deferred.level, logs._deferred.apply = waiting
+    structlog.configure(**config)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:

@@ -15,7 +15,6 @@ import io
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -81,21 +80,6 @@ def _wrapped(
         check=False,
         timeout=120,
     )
-
-
-@pytest.fixture(autouse=True)
-def _logging_restored() -> Iterator[None]:
-    """An in-process command configures structlog (or leaves its configuration waiting for
-    the first event): later tests in this worker capture log events as they were."""
-    import structlog
-
-    from floe_sink import logs
-
-    config = structlog.get_config()
-    waiting = (logs._deferred.level, logs._deferred.apply)
-    yield
-    logs._deferred.level, logs._deferred.apply = waiting
-    structlog.configure(**config)
 
 
 def _in_process(*args: str) -> tuple[int, str]:
