@@ -250,7 +250,7 @@ class Delivery:
         """
         if receipt.rejected and batch is not None:
             self._reject(position, batch, receipt.rejected)
-        if self._open_rejects and batch is not None:
+        if batch is not None:
             self._clear_accepted(batch, {r.index for r in receipt.rejected})
         record = BatchRecord(position=position, key=key, rows=receipt.rows, bytes=receipt.bytes)
         if self._store is not None:
@@ -284,16 +284,35 @@ class Delivery:
         self.key_columns = tuple(key_columns)
         self._open_rejects = set(open_keys)
 
+    def resumed_batch(self, position: int, batch: pa.RecordBatch) -> int:
+        """Batch ``position`` was acknowledged by an earlier run of this delivery, and is not
+        sent again: its records that run saw refused, and that are still open in the
+        dead-letter store, count as refused in this run too (:attr:`rejections`), so the
+        sync state does not take them for delivered. Returns how many."""
+        found = [index for index, _key in self._open_reject_rows(batch)]
+        if found:
+            with self._lock:
+                self.rejections.extend((position, index) for index in found)
+        return len(found)
+
     def _clear_accepted(self, batch: pa.RecordBatch, rejected: set[int]) -> None:
-        """Forget the dead-letter records of keys this batch delivered (rare: only while the
-        destination has open rejects; per-row work only for rows whose key might match)."""
+        """Forget the dead-letter records of keys this batch delivered."""
+        found = [key for index, key in self._open_reject_rows(batch) if index not in rejected]
+        if found and self._store is not None:
+            self._store.clear_rejects(self.destination, found)
+            self._open_rejects.difference_update(found)
+
+    def _open_reject_rows(self, batch: pa.RecordBatch) -> list[tuple[int, str]]:
+        """(row, JSON key) of the rows of ``batch`` whose key is an open refused record (rare:
+        only while the destination has some; per-row work only for rows whose key might
+        match)."""
         import json
 
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        if self._store is None or not self.key_columns:
-            return
+        if self._store is None or not self.key_columns or not self._open_rejects:
+            return []
         keys = batch.select(list(self.key_columns))
         first = self.key_columns[0]
         try:
@@ -306,15 +325,11 @@ class Delivery:
             indices = rows.to_pylist()
         except (pa.ArrowException, KeyError, TypeError, ValueError):
             candidates, indices = keys.to_pylist(), list(range(keys.num_rows))
-        found = [
-            text
+        return [
+            (index, text)
             for index, row in zip(indices, candidates, strict=True)
-            if index not in rejected
-            and (text := json.dumps(row, sort_keys=True, default=str)) in self._open_rejects
+            if (text := json.dumps(row, sort_keys=True, default=str)) in self._open_rejects
         ]
-        if found:
-            self._store.clear_rejects(self.destination, found)
-            self._open_rejects.difference_update(found)
 
     def _reject(self, position: int, batch: pa.RecordBatch, found: Sequence[Rejection]) -> None:
         import json
@@ -487,6 +502,8 @@ def deliver_batches(
             )
         totals.rows += done.rows
         totals.resumed_batches += 1
+        # refused by the run that sent it, still open: refused in this delivery's result too
+        totals.rejected += delivery.resumed_batch(position, chunk)
         return True
 
     started = time.perf_counter()

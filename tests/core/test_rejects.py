@@ -7,6 +7,7 @@ a real state store.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import floe_sink
 from fixtures.iceberg import IcebergWarehouse
 from floe_sink import EgressResult, SinkConfig
 from floe_sink.delivery import BatchReceipt, Delivery, Rejection, deliver_batches
+from floe_sink.idempotency import idempotency_key
 from floe_sink.job import configure, deliver, load_job, prepare
 from floe_sink.progress import track
 from floe_sink.state import LocalStateStore
@@ -182,3 +184,39 @@ def test_max_rejected_fraction_fails_a_run_that_rejects_too_much(tmp_path: Path)
     assert not result.success
     assert result.rows_rejected == ROWS // 10
     assert "max_rejected_fraction" in result.errors[-1]
+
+
+def test_a_resumed_delivery_keeps_the_refusals_of_the_batches_it_skips(tmp_path: Path) -> None:
+    """A run that saw a record refused was stopped before its fold (a kill): the next run
+    resumes the delivery and skips that batch (acknowledged). The refusal, still open in the
+    dead-letter store, is the resumed run's too: the sync state must not take the record
+    for delivered, and the result counts it."""
+    store = LocalStateStore(tmp_path / ".floe")
+    try:
+        delivery_id = store.create_delivery("picky", "plan", 1)
+        first = Delivery("picky", delivery_id=delivery_id, store=store)
+        first.track_rejects(["id"], [])
+        batch = pa.record_batch({"id": pa.array([0, 1, 2], pa.int64()), "v": ["a", "b", "c"]})
+        refused = Rejection(index=1, status="422", message="invalid v")
+        key = idempotency_key(first.key_scope, batch, 0)
+        first.acknowledge(0, key, BatchReceipt(rows=2, bytes=10, rejected=[refused]), batch)
+        assert first.rejections == [(0, 1)]
+        # killed before the fold; the next run resumes the delivery
+        opened = [json.dumps(r.key, sort_keys=True, default=str) for r in store.rejects("picky")]
+        assert opened == ['{"id": 1}']  # as floe_sink.job.deliver hands them over
+        resumed = Delivery("picky", delivery_id=delivery_id, store=store, resumed=True)
+        resumed.track_rejects(["id"], opened)
+        sent: list[pa.RecordBatch] = []
+
+        def send(chunk: pa.RecordBatch, key: str) -> BatchReceipt:
+            sent.append(chunk)
+            return BatchReceipt(rows=chunk.num_rows, bytes=1)
+
+        totals = deliver_batches(
+            pa.Table.from_batches([batch]), delivery=resumed, batch_size=3, send=send
+        )
+        assert sent == []  # acknowledged: not sent again
+        assert resumed.rejections == [(0, 1)]
+        assert totals.rejected == 1
+    finally:
+        store.close()
