@@ -89,18 +89,37 @@ class NoArrow:
         return getattr(self._scan, name)
 
 
-def fingerprints(
-    scan: Any, tmp_path: Path, mapping: dict[str, str] | None, *, natively: bool | None = None
-) -> pa.Table:
-    diff = SyncDiff(
+def diff_of(
+    scan: Any, tmp_path: Path, mapping: dict[str, str] | None = None, *, state: str = "none"
+) -> SyncDiff:
+    """A ``changes`` diff of ``scan`` keyed on ``id``, against the state named ``state``."""
+    return SyncDiff(
         mode="changes",
         scan=scan,
         key_columns=["id"],
         field_mapping=mapping,
-        state_path=tmp_path / "none.parquet",
+        state_path=tmp_path / "sync" / f"{state}.parquet",
         work_dir=tmp_path / "tmp",
         plan="plan",
     )
+
+
+def delivered(diff: SyncDiff, delivery_id: str) -> None:
+    """Fold every row of ``diff`` as acknowledged, and close it."""
+    diff.save_state(
+        delivery_id=delivery_id,
+        sent_batches=None,
+        batch_size=None,
+        deleted_batches=None,
+        delete_batch_size=None,
+    )
+    diff.close()
+
+
+def fingerprints(
+    scan: Any, tmp_path: Path, mapping: dict[str, str] | None, *, natively: bool | None = None
+) -> pa.Table:
+    diff = diff_of(scan, tmp_path, mapping)
     try:
         if natively is not None:
             assert diff.read_natively is natively
@@ -173,28 +192,7 @@ def test_changed_rows_read_back_by_duckdb_equal_the_arrow_scans(
     values, the scan's own schema, the snapshot's order."""
     data = every_type()
     iceberg_warehouse.write("gold.types", data, files=2)
-    state = tmp_path / "sync" / "dest.parquet"
-
-    def diff_of(scan: Any) -> SyncDiff:
-        return SyncDiff(
-            mode="changes",
-            scan=scan,
-            key_columns=["id"],
-            field_mapping=mapping,
-            state_path=state,
-            work_dir=tmp_path / "tmp",
-            plan="plan",
-        )
-
-    first = diff_of(scan_of(iceberg_warehouse, "gold.types"))
-    first.save_state(
-        delivery_id="D1",
-        sent_batches=None,
-        batch_size=None,
-        deleted_batches=None,
-        delete_batch_size=None,
-    )
-    first.close()
+    delivered(diff_of(scan_of(iceberg_warehouse, "gold.types"), tmp_path, mapping, state="d"), "D1")
     changed = [2, 9, 31]  # under a tenth of the rows: DuckDB reads them back
     names = data.column("name").to_pylist()
     for i in changed:
@@ -204,12 +202,12 @@ def test_changed_rows_read_back_by_duckdb_equal_the_arrow_scans(
     )
     scan = scan_of(iceberg_warehouse, "gold.types")
 
-    native = diff_of(NoArrow(scan))  # neither the diff nor its rows stream the scan
+    native = diff_of(NoArrow(scan), tmp_path, mapping, state="d")  # no Arrow stream at all
     assert native.read_natively
     assert native.updates == len(changed)
     read_back = native.rows().read_all()
     native.close()
-    streamed = diff_of(ArrowOnly(scan))
+    streamed = diff_of(ArrowOnly(scan), tmp_path, mapping, state="d")
     assert not streamed.read_natively
     rescanned = streamed.rows().read_all()
     streamed.close()
@@ -227,33 +225,12 @@ def test_a_delivery_that_stops_early_folds_with_the_read_back_open(
     still runs its queries (DuckDB refuses a new query while a result is open)."""
     data = every_type()
     iceberg_warehouse.write("gold.types", data)
-    state = tmp_path / "sync" / "dest.parquet"
-
-    def diff_of() -> SyncDiff:
-        return SyncDiff(
-            mode="changes",
-            scan=scan_of(iceberg_warehouse, "gold.types"),
-            key_columns=["id"],
-            field_mapping=None,
-            state_path=state,
-            work_dir=tmp_path / "tmp",
-            plan="plan",
-        )
-
-    first = diff_of()
-    first.save_state(
-        delivery_id="D1",
-        sent_batches=None,
-        batch_size=None,
-        deleted_batches=None,
-        delete_batch_size=None,
-    )
-    first.close()
+    delivered(diff_of(scan_of(iceberg_warehouse, "gold.types"), tmp_path, state="d"), "D1")
     small = [7 if i in (4, 8, 15) else i % 5 for i in range(ROWS)]  # few: DuckDB reads back
     iceberg_warehouse.overwrite(
         "gold.types", data.set_column(2, "small", pa.array(small, pa.int32()))
     )
-    diff = diff_of()
+    diff = diff_of(scan_of(iceberg_warehouse, "gold.types"), tmp_path, state="d")
     assert diff.read_natively
     assert diff.updates == 3
     rows = diff.rows()
@@ -266,6 +243,6 @@ def test_a_delivery_that_stops_early_folds_with_the_read_back_open(
         delete_batch_size=10,
     )
     diff.close()
-    again = diff_of()
+    again = diff_of(scan_of(iceberg_warehouse, "gold.types"), tmp_path, state="d")
     assert again.updates == 3  # nothing was acknowledged: all of them again
     again.close()
