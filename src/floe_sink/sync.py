@@ -190,10 +190,10 @@ class SyncDiff:
         self.state_rows = 0
         self.skipped_read = False
         self.read_natively = False
+        """The fingerprints came from DuckDB reading the data files (:meth:`_native`)."""
         self._native_paths: list[str] = []  # the files DuckDB read (:meth:`_native`)
         self._scanned = 0  # rows the diff read
         self._prefetch: _Prefetch | None = None  # the read-back running in its thread
-        """The fingerprints came from DuckDB reading the data files (:meth:`_native`)."""
         self._state_delivery = ""
         work_dir.mkdir(parents=True, exist_ok=True)
         self._db = duckdb.connect(config={"memory_limit": _MEMORY_LIMIT, "threads": 2})
