@@ -8,11 +8,7 @@ database (SQLite, DuckDB, PostgreSQL), and change-aware runs still send only wha
 from __future__ import annotations
 
 import itertools
-import os
-import signal
 import sqlite3
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +16,7 @@ from typing import Any
 import pytest
 from test_syncs import ROWS, customers, db_rows, expected, rebuilt, sql_destination
 
-from fixtures.command import CommandResult, FloeProject, floe_command
+from fixtures.command import CommandResult, FloeProject, run_and_kill
 
 pytestmark = [pytest.mark.slow]
 
@@ -235,32 +231,11 @@ def test_a_killed_mirror_run_is_finished_by_another_runner(
     )  # most rows change: a long second run
     project.warehouse.overwrite("gold.customers", source)
 
-    child = subprocess.Popen(
-        [
-            *floe_command(),
-            "run",
-            "floe.yaml",
-            "--secrets-dir",
-            "secrets",
-            "--state-dir",
-            str(runner.fresh_state_dir()),
-        ],
-        cwd=project.root,
-        env=project.env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    run_and_kill(
+        project,
+        lambda: acknowledged(readable_state_url) >= 10,
+        options=("--state-dir", str(runner.fresh_state_dir())),
     )
-    deadline = time.monotonic() + 180
-    try:
-        while child.poll() is None and acknowledged(readable_state_url) < 10:
-            assert time.monotonic() < deadline, "the kill point was never reached"
-            time.sleep(0.005)
-    finally:
-        if child.poll() is None:
-            os.kill(child.pid, signal.SIGKILL)
-        _, stderr = child.communicate()
-    assert child.returncode == -signal.SIGKILL, f"the run ended before the kill: {stderr}"
     assert db_rows(database) != expected(source)
 
     finished = runner.run()  # another runner, nothing on its disk: the journal resumes
