@@ -70,6 +70,7 @@ __all__ = [
     "SourceNotFoundError",
     "SourceReadError",
     "SourceScan",
+    "conform",
     "embedded_catalog_properties",
     "load_catalog",
     "open_table",
@@ -418,7 +419,7 @@ class SourceScan:
         if batches is None:
             reader = self._scan.to_arrow_batch_reader()
             return reader if reader.schema.equals(self.schema) else reader.cast(self.schema)
-        return pa.RecordBatchReader.from_batches(self.schema, _conform(batches, self.schema))
+        return pa.RecordBatchReader.from_batches(self.schema, conform(batches, self.schema))
 
 
 def appended_files(table: Any, base_snapshot_id: int, scan: SourceScan) -> set[str] | None:
@@ -477,10 +478,11 @@ def read_tasks(
     batches = _stream_tasks(scan, tasks, table_name, files)
     if batches is None:  # pragma: no cover - pyiceberg internals moved
         raise RuntimeError("this pyiceberg cannot read a scan's files one by one")
-    return pa.RecordBatchReader.from_batches(schema, _conform(batches, schema))
+    return pa.RecordBatchReader.from_batches(schema, conform(batches, schema))
 
 
-def _conform(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def conform(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """``batches``, each cast to ``schema`` where it differs (types, tz spellings)."""
     for batch in batches:
         yield batch if batch.schema.equals(schema) else batch.cast(schema)
 

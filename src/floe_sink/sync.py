@@ -89,6 +89,8 @@ class StateInfo:
     """Rows of the snapshot the state was made from (``None`` for a partial state)."""
     pending: str | None = None
     """The delivery under way whose keys the state marks unknown (:meth:`SyncDiff.mark_pending`)."""
+    marked: bool = False
+    """Those marks stand beside the state (:func:`floe_sink.state.marks_path`)."""
 
 
 def read_state_info(path: Path) -> StateInfo | None:
@@ -112,6 +114,7 @@ def read_state_info(path: Path) -> StateInfo | None:
         rows=rows,
         source_rows=raw.get("source_rows"),
         pending=raw.get("pending"),
+        marked=marks is not None,
     )
 
 
@@ -135,14 +138,6 @@ def _marks_meta(state_path: Path, delivery_id: str) -> dict[str, Any] | None:
     if found is None or found[0].get("base") != delivery_id:
         return None
     return found[0]
-
-
-def _marks_of(state_path: Path) -> Path | None:
-    """The marks file that applies to the state at ``state_path``, if any."""
-    info = _file_info(state_path)
-    if info is None or _marks_meta(state_path, str(info[0].get("delivery_id", ""))) is None:
-        return None
-    return marks_path(state_path)
 
 
 def _key_names(count: int) -> list[str]:
@@ -261,8 +256,8 @@ class SyncDiff:
             self.skipped_read = True
             self._state_delivery = info.delivery_id
             return
-        if has_state:
-            self._load_state()
+        if info is not None:  # the state (with the same keys)
+            self._load_state(marked=info.marked)
         fingerprinted = self._native(self.scan.schema)
         self.read_natively = fingerprinted is not None
         if fingerprinted is None:
@@ -292,7 +287,7 @@ class SyncDiff:
             self.deletes = self._count(f"SELECT count(*) FROM st ANTI JOIN cur USING ({keys})")
         self._changed = self._column("SELECT rn FROM chg ORDER BY rn")
 
-    def _load_state(self) -> None:
+    def _load_state(self, *, marked: bool) -> None:
         """The state as table ``st``: the file, with the marks of a delivery under way (also
         kept as table ``marks``, see :meth:`mark_pending`)."""
         keys = ", ".join(self._keys)
@@ -300,11 +295,11 @@ class SyncDiff:
             f"CREATE TEMP TABLE st AS SELECT {keys}, fp FROM read_parquet(?)",
             [str(self.state_path)],
         )
-        marks = _marks_of(self.state_path)
-        if marks is None:
+        if not marked:
             return
         self._db.execute(
-            f"CREATE TEMP TABLE marks AS SELECT {keys}, fp FROM read_parquet(?)", [str(marks)]
+            f"CREATE TEMP TABLE marks AS SELECT {keys}, fp FROM read_parquet(?)",
+            [str(marks_path(self.state_path))],
         )
         self._db.execute(
             f"CREATE OR REPLACE TEMP TABLE st AS SELECT {keys}, fp FROM st "
@@ -432,6 +427,8 @@ class SyncDiff:
         """The changed rows read by DuckDB from the files it fingerprinted (:meth:`_native`),
         in the snapshot's order, as the scan's Arrow schema types them: DuckDB decodes the
         columns in parallel and hands over only the changed rows."""
+        from floe_sink.source import conform
+
         schema = self.scan.schema
         every = ", ".join(_identifier(name) for name in schema.names)
         relation = self._db.sql(
@@ -446,10 +443,9 @@ class SyncDiff:
 
         def batches() -> Iterator[pa.RecordBatch]:
             reader, first = started.result()
-            for batch in itertools.chain(first, reader):
-                yield batch.cast(schema) if not batch.schema.equals(schema) else batch
+            yield from itertools.chain(first, reader)
 
-        return pa.RecordBatchReader.from_batches(schema, batches())
+        return pa.RecordBatchReader.from_batches(schema, conform(batches(), schema))
 
     def deleted_keys(self, destination_names: Sequence[str]) -> pa.Table:
         """The keys to delete (``mirror``), named as the destination names the key columns."""
